@@ -1,0 +1,473 @@
+"""The ``shoplake`` command: thin commands over the library, one error handler."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from collections import Counter
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import click
+
+from shoplake.errors import ConfigError, InputError, ShoplakeError
+from shoplake.settings import Settings, load_settings
+
+log = logging.getLogger("shoplake")
+
+
+class _Group(click.Group):
+    """Turns a ShoplakeError into one line on stderr and a non-zero exit."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ShoplakeError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(1)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
+
+
+def _settings(ctx: click.Context) -> Settings:
+    settings: Settings = ctx.obj
+    return settings
+
+
+def _writable_home(settings: Settings) -> Path:
+    """Create the home directory if needed; fail clearly if it cannot be used."""
+    home = settings.home
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        probe = home / ".shoplake-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(
+            f"home directory {home} is not usable: {exc.strerror or exc} "
+            "(set --home or SHOPLAKE_HOME to a writable directory)"
+        ) from exc
+    return home
+
+
+def _existing_home(settings: Settings) -> Path:
+    if not settings.home.is_dir():
+        raise ConfigError(
+            f"no shoplake data at {settings.home}: run `shoplake generate` and `shoplake run` "
+            "first, or point --home / SHOPLAKE_HOME at an existing home"
+        )
+    return settings.home
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+def _echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, default=_json_default, indent=None))
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--home",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where the log and the tables live (env SHOPLAKE_HOME; default ./shoplake-data).",
+)
+@click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
+@click.version_option(package_name="shoplake")
+@click.pass_context
+def cli(ctx: click.Context, home: Path | None, verbose: int) -> None:
+    """shoplake — real-time analytics for online shops.
+
+    Events flow shop → transport → bronze → silver → gold, all in this process:
+    an embedded durable log (SQLite) and Delta Lake tables under --home, queried
+    with DuckDB. Start with `shoplake demo`, or step by step:
+
+    \b
+      shoplake generate --num-events 10000 --to embedded
+      shoplake run --job both --until-idle
+      shoplake query "SELECT * FROM gold.fct_sales_minute ORDER BY minute_bucket"
+    """
+    level = logging.WARNING - 10 * verbose
+    logging.basicConfig(
+        level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s"
+    )
+    overrides: dict[str, Any] = {}
+    if home is not None:
+        overrides["home"] = home
+    ctx.obj = load_settings(**overrides)
+
+
+# -- contract ---------------------------------------------------------------------
+@cli.command()
+@click.argument("event_type", required=False)
+def schema(event_type: str | None) -> None:
+    """Print the JSON Schema of the events (or of one EVENT_TYPE)."""
+    from shoplake.contract.events import EVENT_TYPES, json_schema
+
+    doc = json_schema()
+    if event_type is not None:
+        if event_type not in EVENT_TYPES:
+            raise InputError(f"unknown event type {event_type!r}; one of: {', '.join(EVENT_TYPES)}")
+        for name, sub in doc.get("$defs", {}).items():
+            prop = sub.get("properties", {}).get("event_type", {})
+            allowed = [prop.get("const"), *prop.get("enum", [])]
+            if event_type in allowed:
+                doc = {"$defs": doc["$defs"], **sub, "title": name}
+                break
+    _echo_json(doc)
+
+
+# -- generate -----------------------------------------------------------------------
+@cli.command()
+@click.option(
+    "--num-events",
+    "-n",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="How many events to send (ignored with --continuous).",
+)
+@click.option(
+    "--continuous", is_flag=True, help="Keep sending until stopped (Ctrl-C); real-time timestamps."
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Events per second (default: as fast as possible; 50 with --continuous).",
+)
+@click.option(
+    "--delay",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Seconds between events (alternative to --rate).",
+)
+@click.option("--seed", type=int, default=42, show_default=True, help="Same seed, same events.")
+@click.option(
+    "--to",
+    "target",
+    default="embedded",
+    show_default=True,
+    help="'embedded' (the local log) or a FILE path for NDJSON ('-' for stdout).",
+)
+@click.option(
+    "--bad-ratio",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Share of events turned into duplicates, malformed JSON, invalid fields or late events.",
+)
+@click.option(
+    "--start",
+    type=click.DateTime(formats=["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"]),
+    default=None,
+    help="Simulated start time, UTC (default 2026-01-01T00:00:00); not with --continuous.",
+)
+@click.pass_context
+def generate(
+    ctx: click.Context,
+    num_events: int,
+    continuous: bool,
+    rate: float | None,
+    delay: float | None,
+    seed: int,
+    target: str,
+    bad_ratio: float,
+    start: datetime | None,
+) -> None:
+    """Simulate shoppers: sessions, carts, orders and payments, seeded and deterministic."""
+    from shoplake.simulator import ShopSimulator
+    from shoplake.simulator.sinks import FileSink, Sink, TransportSink, pump
+    from shoplake.transport import open_transport
+
+    settings = _settings(ctx)
+    if rate is not None and delay is not None:
+        raise click.BadParameter("give --rate or --delay, not both", param_hint="--rate")
+    if continuous and start is not None:
+        raise click.BadParameter(
+            "--start sets simulated time; --continuous uses the clock", param_hint="--start"
+        )
+    if continuous and rate is None and delay is None:
+        rate = 50.0
+    sim = ShopSimulator(
+        seed,
+        start=start.replace(tzinfo=UTC) if start else None,
+        realtime=continuous,
+        bad_ratio=bad_ratio,
+    )
+    sink: Sink
+    out = None
+    if target == "embedded":
+        _writable_home(settings)
+        transport = open_transport(settings)
+        sink = TransportSink(transport, settings.topics)
+    elif target.startswith(("http://", "https://", "kafka")):
+        raise click.BadParameter(
+            f"{target!r}: HTTP and Kafka targets are not available yet", param_hint="--to"
+        )
+    else:
+        if target == "-":
+            out = sys.stdout.buffer
+        else:
+            path = Path(target)
+            try:
+                out = path.open("wb")
+            except OSError as exc:
+                raise InputError(f"cannot write {path}: {exc.strerror}") from exc
+        sink = FileSink(out)
+    last_log = [time.monotonic()]
+
+    def progress(sent: int, counts: Counter[str]) -> None:
+        now = time.monotonic()
+        if now - last_log[0] >= 5:
+            last_log[0] = now
+            click.echo(f"sent {sent} events  {_distribution(counts)}", err=True)
+
+    try:
+        counts = pump(
+            sim.stream(),
+            sink,
+            num_events=None if continuous else num_events,
+            rate=rate,
+            delay=delay,
+            on_progress=progress,
+        )
+    finally:
+        if out is not None and out is not sys.stdout.buffer:
+            out.close()
+    total = sum(counts.values())
+    click.echo(f"sent {total} events to {target}  {_distribution(counts)}", err=True)
+
+
+def _distribution(counts: Counter[str]) -> str:
+    total = sum(counts.values()) or 1
+    return "  ".join(f"{k} {v} ({100 * v / total:.1f}%)" for k, v in counts.most_common())
+
+
+# -- ingest -------------------------------------------------------------------------
+@cli.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.pass_context
+def ingest(ctx: click.Context, files: tuple[Path, ...]) -> None:
+    """Append NDJSON FILES to the transport, routed to topics by event_type.
+
+    Every non-empty line is appended, even one that is not valid JSON (it goes to the
+    dead-letter topic): bronze keeps everything, silver quarantines what is invalid."""
+    from shoplake.simulator.sinks import route
+    from shoplake.transport import open_transport
+
+    settings = _settings(ctx)
+    for path in files:
+        if not path.is_file():
+            raise InputError(f"{path}: no such file")
+    _writable_home(settings)
+    transport = open_transport(settings)
+    per_topic: Counter[str] = Counter()
+    for path in files:
+        with path.open("rb") as handle:
+            batch = []
+            for raw in handle:
+                line = raw.rstrip(b"\r\n")
+                if not line.strip():
+                    continue
+                batch.append(route(line, settings.topics))
+                if len(batch) >= 20_000:
+                    transport.append(batch)
+                    per_topic.update(m.topic for m in batch)
+                    batch = []
+            transport.append(batch)
+            per_topic.update(m.topic for m in batch)
+    transport.close()
+    total = sum(per_topic.values())
+    click.echo(f"appended {total} records  {_distribution(per_topic)}", err=True)
+
+
+# -- run ----------------------------------------------------------------------------
+@cli.command()
+@click.option(
+    "--job",
+    type=click.Choice(["ingestion", "processing", "both", "gold"]),
+    default="both",
+    show_default=True,
+    help="ingestion: log → bronze; processing: bronze → silver → gold; gold: the gold models only.",
+)
+@click.option(
+    "--until-idle", is_flag=True, help="Stop once everything available has been processed."
+)
+@click.pass_context
+def run(ctx: click.Context, job: str, until_idle: bool) -> None:
+    """Run the pipeline continuously (Ctrl-C stops it cleanly), or --until-idle."""
+    from shoplake.pipeline.runner import Pipeline
+
+    settings = _settings(ctx)
+    _writable_home(settings)
+    pipeline = Pipeline(settings)
+    stop = threading.Event()
+    try:
+        stats = pipeline.run(job, until_idle=until_idle, stop=stop)  # type: ignore[arg-type]
+    except KeyboardInterrupt:
+        stop.set()
+        click.echo("stopped", err=True)
+        return
+    finally:
+        pipeline.close()
+    click.echo(
+        f"ingested {stats.ingested} records; silver read {stats.bronze_read} bronze rows, "
+        f"wrote {stats.silver_written} rows ({stats.duplicates_dropped} duplicates dropped); "
+        f"{stats.gold_rows} gold rows recomputed",
+        err=True,
+    )
+
+
+# -- reading ------------------------------------------------------------------------
+@cli.command()
+@click.argument("sql")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per row.")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="At most this many rows in the table output.",
+)
+@click.pass_context
+def query(ctx: click.Context, sql: str, as_json: bool, limit: int) -> None:
+    """Run DuckDB SQL; every table is `layer.table`, e.g. gold.fct_sales_minute."""
+    from shoplake.query import Lakehouse
+
+    settings = _settings(ctx)
+    _existing_home(settings)
+    result = Lakehouse(settings).query(sql)
+    rows = result.to_pylist()
+    if as_json:
+        for row in rows:
+            _echo_json(row)
+        return
+    _print_table(result.column_names, rows[:limit])
+    if len(rows) > limit:
+        click.echo(f"… {len(rows) - limit} more rows (use --limit or --json)", err=True)
+
+
+def _print_table(columns: list[str], rows: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(*columns)
+    for row in rows:
+        table.add_row(*("" if row[c] is None else str(row[c]) for c in columns))
+    Console(width=max(80, int(os.environ.get("COLUMNS", "160")))).print(table)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def tables(ctx: click.Context, as_json: bool) -> None:
+    """List the tables with their row counts and versions."""
+    from shoplake.query import Lakehouse
+
+    settings = _settings(ctx)
+    _existing_home(settings)
+    infos = Lakehouse(settings).tables()
+    if as_json:
+        for info in infos:
+            _echo_json(info.__dict__)
+        return
+    if not infos:
+        click.echo("no tables yet: run `shoplake run`", err=True)
+        return
+    _print_table(
+        ["table", "rows", "version", "description"],
+        [
+            {"table": i.name, "rows": i.rows, "version": i.version, "description": i.description}
+            for i in infos
+        ],
+    )
+
+
+@cli.command()
+@click.argument("table")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def history(ctx: click.Context, table: str, limit: int, as_json: bool) -> None:
+    """Show the commits of TABLE (e.g. bronze.raw_events), newest first."""
+    from shoplake.contract.tables import TABLES_BY_NAME
+    from shoplake.tables import open_store
+
+    settings = _settings(ctx)
+    _existing_home(settings)
+    spec = TABLES_BY_NAME.get(table)
+    if spec is None:
+        raise InputError(f"unknown table {table!r}; tables: {', '.join(sorted(TABLES_BY_NAME))}")
+    entries = open_store(settings).history(spec, limit)
+    if as_json:
+        for entry in entries:
+            _echo_json(entry)
+        return
+    _print_table(
+        ["version", "time", "operation", "rows added"],
+        [
+            {
+                "version": e.get("version"),
+                "time": datetime.fromtimestamp(e["timestamp"] / 1000, UTC).isoformat(
+                    timespec="seconds"
+                ),
+                "operation": e.get("operation"),
+                "rows added": (e.get("operationMetrics") or {}).get("num_added_rows", ""),
+            }
+            for e in entries
+        ],
+    )
+
+
+# -- demo ---------------------------------------------------------------------------
+@cli.command()
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0, min_open=True),
+    default=300,
+    show_default=True,
+    help="Simulated events per second.",
+)
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Stop after this many seconds (default: run until Ctrl-C).",
+)
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--bad-ratio", type=click.FloatRange(0, 1), default=0.02, show_default=True)
+@click.pass_context
+def demo(
+    ctx: click.Context, rate: float, duration: float | None, seed: int, bad_ratio: float
+) -> None:
+    """Everything in one process: the simulator feeds the log, the pipeline fills bronze,
+    silver and gold, and live counts are printed. Ctrl-C stops; the next start resumes."""
+    from shoplake.demo import run_demo
+
+    settings = _settings(ctx)
+    _writable_home(settings)
+    run_demo(settings, rate=rate, duration=duration, seed=seed, bad_ratio=bad_ratio)
+
+
+def main() -> None:
+    cli(prog_name="shoplake")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The event contract (what shops send) and the table schemas (what shoplake writes)."""

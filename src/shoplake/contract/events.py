@@ -1,0 +1,162 @@
+"""Event models: the contract on the wire, with DESIGN.md's validation rules.
+
+Unknown extra fields are allowed and kept. These models are the reference the
+gateway validates against and the JSON Schema that ``shoplake schema`` exports.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+
+from shoplake.settings import TopicSettings
+
+Device = Literal["desktop", "mobile", "tablet"]
+PageType = Literal["home", "category", "product", "search", "cart", "checkout"]
+TrafficSource = Literal["direct", "organic", "paid", "email", "social"]
+PaymentStatus = Literal["authorized", "captured", "failed", "refunded"]
+SessionAction = Literal["login", "logout"]
+UpdateType = Literal["price_change", "inventory_change", "new_product"]
+
+NonEmpty = Annotated[str, Field(min_length=1)]
+CountryCode = Annotated[str, Field(pattern=r"^[A-Z]{2}$")]
+CurrencyCode = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
+Quantity = Annotated[int, Field(gt=0)]
+Money = Annotated[Decimal, Field(ge=0)]
+
+
+class _Envelope(BaseModel):
+    """Fields every event carries."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    event_id: NonEmpty
+    timestamp: AwareDatetime
+    device: Device | None = None
+    country: CountryCode | None = None
+    schema_version: int = 1
+
+
+class _UserEvent(_Envelope):
+    user_id: NonEmpty
+    session_id: NonEmpty | None = None
+
+
+class PageView(_UserEvent):
+    event_type: Literal["page_view"]
+    page_type: PageType
+    page_url: NonEmpty
+    product_id: str | None = None
+    category: str | None = None
+    referrer: str | None = None
+    traffic_source: TrafficSource
+
+
+class CartEvent(_UserEvent):
+    event_type: Literal["add_to_cart", "remove_from_cart"]
+    product_id: NonEmpty
+    category: NonEmpty
+    quantity: Quantity
+    unit_price: Money
+    currency: CurrencyCode
+
+
+class OrderItem(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    product_id: NonEmpty
+    category: NonEmpty
+    quantity: Quantity
+    unit_price: Money
+
+
+class Purchase(_UserEvent):
+    """An order placed."""
+
+    event_type: Literal["purchase"]
+    order_id: NonEmpty
+    items: Annotated[list[OrderItem], Field(min_length=1)]
+    total_amount: Money
+    currency: CurrencyCode
+    payment_method: NonEmpty
+
+
+class Payment(_UserEvent):
+    event_type: Literal["payment"]
+    payment_id: NonEmpty
+    order_id: NonEmpty
+    amount_cents: Annotated[int, Field(ge=0)]
+    currency: CurrencyCode
+    status: PaymentStatus
+
+
+class UserSession(_UserEvent):
+    event_type: Literal["user_session"]
+    action: SessionAction
+    session_id: NonEmpty  # required here, optional on other events
+
+
+class ProductUpdate(_Envelope):
+    event_type: Literal["product_update"]
+    user_id: str | None = None
+    product_id: NonEmpty
+    name: NonEmpty
+    category: NonEmpty
+    price: Money
+    currency: CurrencyCode
+    inventory: int
+    update_type: UpdateType
+
+
+Event = Annotated[
+    PageView | CartEvent | Purchase | Payment | UserSession | ProductUpdate,
+    Field(discriminator="event_type"),
+]
+EVENT_ADAPTER: TypeAdapter[Any] = TypeAdapter(Event)
+
+EVENT_TYPES: tuple[str, ...] = (
+    "page_view",
+    "add_to_cart",
+    "remove_from_cart",
+    "purchase",
+    "payment",
+    "user_session",
+    "product_update",
+)
+
+_TOPIC_FIELD = {
+    "page_view": "page_views",
+    "add_to_cart": "cart_events",
+    "remove_from_cart": "cart_events",
+    "purchase": "purchases",
+    "payment": "payments",
+    "user_session": "user_sessions",
+    "product_update": "product_updates",
+}
+
+
+def topic_for(event_type: str, topics: TopicSettings) -> str | None:
+    """The topic an event type is routed to, or None for an unknown type."""
+    attr = _TOPIC_FIELD.get(event_type)
+    return None if attr is None else str(getattr(topics, attr))
+
+
+def key_for(event: dict[str, Any]) -> str | None:
+    """The partition key: order_id for payments, product_id for catalog updates, else session."""
+    kind = event.get("event_type")
+    if kind == "payment":
+        value = event.get("order_id")
+    elif kind == "product_update":
+        value = event.get("product_id")
+    else:
+        value = event.get("session_id") or event.get("user_id")
+    return value if isinstance(value, str) else None
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema of one event (a discriminated union on event_type)."""
+    schema: dict[str, Any] = EVENT_ADAPTER.json_schema()
+    schema["title"] = "shoplake event"
+    return schema

@@ -1,0 +1,190 @@
+"""Table schemas: the one source (Arrow) every table adapter derives its schema from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+TS = pa.timestamp("us", tz="UTC")
+MONEY = pa.decimal128(18, 2)
+
+LINEAGE = [
+    pa.field("topic", pa.string(), nullable=False),
+    pa.field("partition", pa.int32(), nullable=False),
+    pa.field("offset", pa.int64(), nullable=False),
+]
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """A table: where it lives (layer.name), its columns, partitioning and key."""
+
+    layer: str
+    name: str
+    schema: pa.Schema
+    partition_by: tuple[str, ...] = ()
+    key: tuple[str, ...] = ()
+    description: str = ""
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.layer}.{self.name}"
+
+
+RAW_EVENTS = TableSpec(
+    "bronze",
+    "raw_events",
+    pa.schema(
+        [
+            pa.field("raw_key", pa.string()),
+            pa.field("raw_value", pa.string(), nullable=False),
+            *LINEAGE,
+            pa.field("source_ts", TS),
+            pa.field("ingest_ts", TS, nullable=False),
+            pa.field("event_type", pa.string(), nullable=False),
+            pa.field("ingest_date", pa.date32(), nullable=False),
+        ]
+    ),
+    partition_by=("ingest_date", "event_type"),
+    key=("topic", "partition", "offset"),
+    description="Every record read from the transport, verbatim, exactly once.",
+)
+
+ORDERS = TableSpec(
+    "silver",
+    "orders",
+    pa.schema(
+        [
+            pa.field("event_id", pa.string(), nullable=False),
+            pa.field("order_id", pa.string(), nullable=False),
+            pa.field("user_id", pa.string(), nullable=False),
+            pa.field("session_id", pa.string()),
+            pa.field("total_amount", MONEY, nullable=False),
+            pa.field("currency", pa.string(), nullable=False),
+            pa.field("payment_method", pa.string(), nullable=False),
+            pa.field("item_count", pa.int32(), nullable=False),
+            pa.field("device", pa.string()),
+            pa.field("country", pa.string()),
+            pa.field("event_ts", TS, nullable=False),
+            pa.field("event_date", pa.date32(), nullable=False),
+            *LINEAGE,
+        ]
+    ),
+    partition_by=("event_date",),
+    key=("event_id",),
+    description="One row per order placed (purchase event), deduplicated on event_id.",
+)
+
+ORDER_ITEMS = TableSpec(
+    "silver",
+    "order_items",
+    pa.schema(
+        [
+            pa.field("event_id", pa.string(), nullable=False),
+            pa.field("order_id", pa.string(), nullable=False),
+            pa.field("line_number", pa.int32(), nullable=False),
+            pa.field("product_id", pa.string(), nullable=False),
+            pa.field("category", pa.string(), nullable=False),
+            pa.field("quantity", pa.int32(), nullable=False),
+            pa.field("unit_price", MONEY, nullable=False),
+            pa.field("line_amount", MONEY, nullable=False),
+            pa.field("currency", pa.string(), nullable=False),
+            pa.field("event_ts", TS, nullable=False),
+            pa.field("event_date", pa.date32(), nullable=False),
+            *LINEAGE,
+        ]
+    ),
+    partition_by=("event_date",),
+    key=("event_id", "line_number"),
+    description="One row per line of an order.",
+)
+
+PAYMENTS = TableSpec(
+    "silver",
+    "payments",
+    pa.schema(
+        [
+            pa.field("event_id", pa.string(), nullable=False),
+            pa.field("payment_id", pa.string(), nullable=False),
+            pa.field("order_id", pa.string(), nullable=False),
+            pa.field("user_id", pa.string(), nullable=False),
+            pa.field("amount_cents", pa.int64(), nullable=False),
+            pa.field("amount", MONEY, nullable=False),
+            pa.field("currency", pa.string(), nullable=False),
+            pa.field("status", pa.string(), nullable=False),
+            pa.field("event_ts", TS, nullable=False),
+            pa.field("event_date", pa.date32(), nullable=False),
+            *LINEAGE,
+        ]
+    ),
+    partition_by=("event_date",),
+    key=("event_id",),
+    description="One row per payment event (authorized, captured, failed, refunded).",
+)
+
+ORDER_PAYMENTS = TableSpec(
+    "silver",
+    "order_payments",
+    pa.schema(
+        [
+            pa.field("order_id", pa.string(), nullable=False),
+            pa.field("user_id", pa.string(), nullable=False),
+            pa.field("total_amount", MONEY, nullable=False),
+            pa.field("paid_amount", MONEY, nullable=False),
+            pa.field("currency", pa.string(), nullable=False),
+            pa.field("fully_paid", pa.bool_(), nullable=False),
+            pa.field("order_ts", TS, nullable=False),
+            pa.field("last_payment_ts", TS),
+            pa.field("updated_ts", TS, nullable=False),
+        ]
+    ),
+    key=("order_id",),
+    description="Each order with what has been paid for it: captured − refunded, order currency.",
+)
+
+QUARANTINE = TableSpec(
+    "silver",
+    "quarantine",
+    pa.schema(
+        [
+            pa.field("raw_value", pa.string(), nullable=False),
+            *LINEAGE,
+            pa.field("event_type", pa.string(), nullable=False),
+            pa.field("reason", pa.string(), nullable=False),
+            pa.field("detail", pa.string(), nullable=False),
+            pa.field("quarantined_ts", TS, nullable=False),
+            pa.field("quarantined_date", pa.date32(), nullable=False),
+        ]
+    ),
+    partition_by=("quarantined_date",),
+    key=("topic", "partition", "offset"),
+    description="Records that failed validation: raw payload, lineage and a reason code.",
+)
+
+FCT_SALES_MINUTE = TableSpec(
+    "gold",
+    "fct_sales_minute",
+    pa.schema(
+        [
+            pa.field("minute_bucket", TS, nullable=False),
+            pa.field("gmv", MONEY, nullable=False),
+            pa.field("paid_orders", pa.int64(), nullable=False),
+            pa.field("processed_ts", TS, nullable=False),
+        ]
+    ),
+    key=("minute_bucket",),
+    description="Paid orders by the minute they were placed; gmv in the reporting currency.",
+)
+
+ALL_TABLES: tuple[TableSpec, ...] = (
+    RAW_EVENTS,
+    ORDERS,
+    ORDER_ITEMS,
+    PAYMENTS,
+    ORDER_PAYMENTS,
+    QUARANTINE,
+    FCT_SALES_MINUTE,
+)
+
+TABLES_BY_NAME: dict[str, TableSpec] = {t.qualified: t for t in ALL_TABLES}

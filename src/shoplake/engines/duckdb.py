@@ -1,0 +1,57 @@
+"""DuckDB engine: runs the SQL models over Arrow data in process.
+
+The only module that imports ``duckdb``. Everything engine-specific — JSON parsing,
+validation of raw events — lives here; the gold models in ``pipeline/models`` are
+plain SQL that Spark can run too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from shoplake.errors import QueryError
+
+
+class DuckDB:
+    """One in-process DuckDB connection with UTC as its time zone."""
+
+    def __init__(self, threads: int | None = None) -> None:
+        self.con = duckdb.connect(":memory:")
+        self.con.execute("SET TimeZone = 'UTC'")
+        if threads:
+            self.con.execute(f"SET threads = {int(threads)}")
+
+    def register(self, name: str, data: Any) -> None:
+        """Expose an Arrow table or dataset as a view called ``name``."""
+        self.con.register(name, data)
+
+    def unregister(self, name: str) -> None:
+        self.con.unregister(name)
+
+    def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
+        self.con.execute(sql, dict(params) if params else None)
+
+    def table(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
+        """Run a query and return its result as an Arrow table."""
+        return self.con.sql(sql, params=dict(params) if params else None).to_arrow_table()
+
+    def query(self, sql: str) -> pa.Table:
+        """A user's query: DuckDB errors become QueryError with DuckDB's own message."""
+        try:
+            return self.con.sql(sql).to_arrow_table()
+        except duckdb.Error as exc:
+            raise QueryError(str(exc).strip()) from exc
+
+    def close(self) -> None:
+        self.con.close()
+
+
+def utc_now() -> datetime:
+    from datetime import UTC
+
+    return datetime.now(UTC)

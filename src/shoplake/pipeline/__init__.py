@@ -1,0 +1,1 @@
+"""The pipeline: ingest (transport → bronze), process (bronze → silver), models (→ gold)."""

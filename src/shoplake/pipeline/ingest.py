@@ -1,0 +1,152 @@
+"""Ingest: transport → bronze.raw_events, exactly once.
+
+Each bronze commit carries, in the same Delta commit, the transport position after
+the last record it holds for every partition it covers. On start (and after a
+conflict) the worker reads those positions back from bronze and continues there, so
+a crash at any point neither loses nor doubles a record.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+
+import pyarrow as pa
+
+from shoplake.contract.events import EVENT_TYPES
+from shoplake.contract.tables import RAW_EVENTS
+from shoplake.engines.duckdb import DuckDB
+from shoplake.errors import CommitConflict
+from shoplake.pipeline.positions import Positions, positions_of, to_app_ids
+from shoplake.tables.base import TableStore
+from shoplake.transport.base import TopicPartition, Transport
+
+log = logging.getLogger(__name__)
+
+_KNOWN = ", ".join(f"'{t}'" for t in EVENT_TYPES)
+
+# event_type is best effort: a known type read from the JSON, else 'unknown' (it is a
+# partition column, so a poison payload must not choose the directory name).
+_BRONZE_SQL = f"""
+WITH safe AS (  -- invalid JSON becomes 'null' before any JSON function sees it
+    SELECT *, CASE WHEN json_valid(raw_value) THEN raw_value ELSE 'null' END AS doc
+    FROM records
+)
+SELECT raw_key, raw_value, topic, "partition", "offset",
+       make_timestamp(timestamp_ms * 1000) AS source_ts,
+       $now AS ingest_ts,
+       CASE WHEN json_extract_string(doc, '$.event_type') IN ({_KNOWN})
+            THEN json_extract_string(doc, '$.event_type') ELSE 'unknown' END AS event_type,
+       CAST($now AS DATE) AS ingest_date
+FROM safe
+"""
+
+
+def _as_text(values: pa.Array) -> pa.Array:
+    """Bytes → UTF-8 text; payloads that are not UTF-8 keep their bytes as \\x escapes."""
+    try:
+        return values.cast(pa.string())
+    except pa.ArrowInvalid:
+        return pa.array(
+            [
+                None if v is None else v.decode("utf-8", "backslashreplace")
+                for v in values.to_pylist()
+            ],
+            pa.string(),
+        )
+
+
+class BronzeIngest:
+    """Moves records from the transport into bronze.raw_events."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        store: TableStore,
+        group: str,
+        *,
+        engine: DuckDB | None = None,
+    ) -> None:
+        self.transport = transport
+        self.store = store
+        self.group = group
+        self.engine = engine or DuckDB()
+        self._positions: Positions | None = None
+        store.ensure(RAW_EVENTS)
+
+    def positions(self) -> Positions:
+        """Where bronze says reading continues (loaded from the table once, then tracked)."""
+        if self._positions is None:
+            tps = self.transport.partitions()
+            self._positions = positions_of(self.store.open(RAW_EVENTS), tps, self.group)
+        return self._positions
+
+    def lag(self) -> int:
+        """Records in the transport that bronze does not hold yet."""
+        ends = self.transport.end_offsets()
+        pos = self.positions()
+        return sum(max(0, end - pos.get(tp, 0)) for tp, end in ends.items())
+
+    def step(self, max_records: int, max_wait_s: float = 0.0, poll_s: float = 0.05) -> int:
+        """Read up to ``max_records``, waiting up to ``max_wait_s`` to fill the batch, then
+        commit them to bronze. Returns the number of records committed."""
+        positions = dict(self.positions())
+        for tp in self.transport.partitions():  # topics created since start
+            positions.setdefault(tp, 0)
+        chunks: list[pa.Table] = []
+        got = 0
+        deadline = time.monotonic() + max_wait_s
+        while got < max_records:
+            chunk = self.transport.read(positions, max_records - got)
+            if chunk.num_rows:
+                chunks.append(chunk)
+                got += chunk.num_rows
+                positions.update(_next_positions(chunk))
+                continue
+            if not chunks or time.monotonic() >= deadline:
+                break
+            time.sleep(poll_s)
+        if not chunks:
+            return 0
+        records = pa.concat_tables(chunks)
+        rows = self._to_bronze(records)
+        new_positions = _next_positions(records)
+        try:
+            self.store.append(RAW_EVENTS, rows, to_app_ids(new_positions, self.group))
+        except CommitConflict:
+            # Another worker committed these partitions first: trust bronze, not memory.
+            log.warning("bronze commit conflict; reloading positions from the table")
+            self._positions = None
+            return 0
+        assert self._positions is not None
+        self._positions.update(positions)
+        self.transport.commit(self.group, new_positions)
+        return int(records.num_rows)
+
+    def _to_bronze(self, records: pa.Table) -> pa.Table:
+        text = records.set_column(
+            records.schema.get_field_index("value"), "raw_value", _as_text(records["value"])
+        )
+        text = text.set_column(
+            text.schema.get_field_index("key"), "raw_key", _as_text(records["key"])
+        )
+        self.engine.register("records", text)
+        try:
+            return self.engine.table(_BRONZE_SQL, {"now": datetime.now(UTC)})
+        finally:
+            self.engine.unregister("records")
+
+
+def _next_positions(records: pa.Table) -> dict[TopicPartition, int]:
+    """The offset after the last record of each partition present in ``records``."""
+    grouped = records.group_by(["topic", "partition"]).aggregate([("offset", "max")])
+    return {
+        TopicPartition(t, p): m + 1
+        for t, p, m in zip(
+            grouped["topic"].to_pylist(),
+            grouped["partition"].to_pylist(),
+            grouped["offset_max"].to_pylist(),
+            strict=True,
+        )
+    }

@@ -1,0 +1,84 @@
+"""Reading the lakehouse: every table addressable as ``layer.table`` in DuckDB SQL."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from shoplake.contract.tables import ALL_TABLES, TableSpec
+from shoplake.engines.duckdb import DuckDB
+from shoplake.errors import QueryError
+from shoplake.settings import Settings
+from shoplake.tables import TableStore, open_store
+
+# Seed projects' names for the same tables (DESIGN.md), accepted in queries.
+ALIASES: dict[str, str] = {
+    "silver.orders_clean": "silver.orders",
+    "silver.purchases": "silver.orders",
+    "silver.payments_clean": "silver.payments",
+    "silver.order_payments_enriched": "silver.order_payments",
+}
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    name: str
+    rows: int
+    version: int
+    location: str
+    description: str
+
+
+class Lakehouse:
+    """Queries and lists the tables of one shoplake home."""
+
+    def __init__(self, settings: Settings, store: TableStore | None = None) -> None:
+        self.settings = settings
+        self.store = store or open_store(settings)
+
+    def existing(self) -> list[TableSpec]:
+        return [spec for spec in ALL_TABLES if self.store.exists(spec)]
+
+    def tables(self) -> list[TableInfo]:
+        out = []
+        for spec in self.existing():
+            handle = self.store.open(spec)
+            out.append(
+                TableInfo(
+                    spec.qualified,
+                    handle.count(),
+                    handle.version,
+                    self.store.location(spec),
+                    spec.description,
+                )
+            )
+        return out
+
+    def query(self, sql: str) -> pa.Table:
+        """Run DuckDB SQL over the latest snapshot of every table."""
+        engine = DuckDB()
+        try:
+            specs = self.existing()
+            for layer in sorted({s.layer for s in ALL_TABLES}):
+                engine.execute(f"CREATE SCHEMA IF NOT EXISTS {layer}")
+            for spec in specs:
+                engine.register(f"__{spec.layer}_{spec.name}", self.store.open(spec).dataset())
+                engine.execute(
+                    f"CREATE VIEW {spec.qualified} AS SELECT * FROM __{spec.layer}_{spec.name}"
+                )
+            present = {s.qualified for s in specs}
+            for alias, target in ALIASES.items():
+                if target in present:
+                    engine.execute(f"CREATE VIEW {alias} AS SELECT * FROM {target}")
+            try:
+                return engine.query(sql)
+            except QueryError as exc:
+                missing = re.search(r"Table with name (\S+) does not exist", str(exc))
+                if missing:
+                    known = ", ".join(sorted(present)) or "none yet — run the pipeline first"
+                    raise QueryError(f"unknown table {missing.group(1)}; tables: {known}") from exc
+                raise
+        finally:
+            engine.close()

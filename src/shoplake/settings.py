@@ -1,0 +1,181 @@
+"""Settings: one frozen pydantic-settings tree.
+
+Environment keys are ``SHOPLAKE_*`` with ``__`` between nested levels, for example
+``SHOPLAKE_TRANSPORT__PARTITIONS=6`` or ``SHOPLAKE_REPORTING__CURRENCY=EUR``. The
+variable names of the seed projects are accepted as aliases (``KAFKA_BOOTSTRAP``,
+``LAKEHOUSE_URI``, ``TOPIC_ORDER_EVENTS``, ``TOPIC_PAYMENT_EVENTS``); a ``SHOPLAKE_``
+variable wins over its alias.
+"""
+
+from __future__ import annotations
+
+import os
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from shoplake.errors import ConfigError
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid")
+
+
+class TopicSettings(BaseModel):
+    """Topic names, one per family of events."""
+
+    model_config = _FROZEN
+
+    page_views: str = "page-views"
+    cart_events: str = "cart-events"
+    purchases: str = "purchases"
+    payments: str = "payments"
+    user_sessions: str = "user-sessions"
+    product_updates: str = "product-updates"
+    dead_letter: str = "dead-letter"  # records whose event type cannot be read
+
+    def all(self) -> list[str]:
+        return [
+            self.page_views,
+            self.cart_events,
+            self.purchases,
+            self.payments,
+            self.user_sessions,
+            self.product_updates,
+            self.dead_letter,
+        ]
+
+
+class TransportSettings(BaseModel):
+    model_config = _FROZEN
+
+    kind: Literal["embedded", "kafka"] = "embedded"
+    partitions: int = Field(3, ge=1, le=256, description="Partitions per topic when created.")
+    kafka_bootstrap: str = "localhost:9092"
+
+
+class PipelineSettings(BaseModel):
+    """Micro-batching: a batch is committed on size or time, whichever comes first."""
+
+    model_config = _FROZEN
+
+    consumer_group: str = "shoplake-ingest"
+    batch_max_records: int = Field(200_000, ge=1)
+    batch_max_seconds: float = Field(1.0, gt=0)
+    poll_interval_s: float = Field(0.2, gt=0)
+
+
+class ReportingSettings(BaseModel):
+    """How gold reports money and days."""
+
+    model_config = _FROZEN
+
+    currency: str = "USD"
+    timezone: str = "UTC"
+    # USD per unit of each currency; gold converts order amounts with these.
+    rates: dict[str, Decimal] = Field(
+        default_factory=lambda: {
+            "USD": Decimal("1"),
+            "EUR": Decimal("1.08"),
+            "GBP": Decimal("1.27"),
+            "CAD": Decimal("0.73"),
+            "JPY": Decimal("0.0067"),
+        }
+    )
+
+    @field_validator("rates")
+    @classmethod
+    def _positive_rates(cls, rates: dict[str, Decimal]) -> dict[str, Decimal]:
+        for code, rate in rates.items():
+            if rate <= 0:
+                raise ValueError(f"rate for {code} must be > 0, got {rate}")
+        return rates
+
+    def rate_to_reporting(self, currency: str) -> Decimal:
+        """Units of the reporting currency per unit of ``currency``."""
+        return self.rates[currency] / self.rates[self.currency]
+
+
+# Seed variable → nested settings path. Applied only where SHOPLAKE_* left the value unset.
+SEED_ALIASES: dict[str, tuple[str, ...]] = {
+    "KAFKA_BOOTSTRAP": ("transport", "kafka_bootstrap"),
+    "LAKEHOUSE_URI": ("lakehouse_uri",),
+    "TOPIC_ORDER_EVENTS": ("topics", "purchases"),
+    "TOPIC_PAYMENT_EVENTS": ("topics", "payments"),
+}
+
+
+class _SeedAliasSource(PydanticBaseSettingsSource):
+    """Reads the seed projects' variable names, below SHOPLAKE_* in priority."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ builds the whole dict
+
+    def __call__(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for var, path in SEED_ALIASES.items():
+            value = os.environ.get(var)
+            if value is None:
+                continue
+            node = out
+            for key in path[:-1]:
+                node = node.setdefault(key, {})
+            node[path[-1]] = value
+        return out
+
+
+class Settings(BaseSettings):
+    """Everything shoplake can be told, with defaults that run on a laptop."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SHOPLAKE_",
+        env_nested_delimiter="__",
+        frozen=True,
+        extra="ignore",
+    )
+
+    home: Path = Field(Path("shoplake-data"), description="Where the log and tables live.")
+    lakehouse_uri: str | None = Field(
+        None, description="Root of the tables; default HOME/lake. Seed alias LAKEHOUSE_URI."
+    )
+    topics: TopicSettings = TopicSettings()
+    transport: TransportSettings = TransportSettings()
+    pipeline: PipelineSettings = PipelineSettings()
+    reporting: ReportingSettings = ReportingSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _SeedAliasSource(settings_cls), dotenv_settings)
+
+    @property
+    def lake_root(self) -> str:
+        return self.lakehouse_uri or str(self.home / "lake")
+
+    @property
+    def log_path(self) -> Path:
+        return self.home / "transport" / "log.sqlite"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from the environment; invalid values become a ConfigError."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"invalid setting {where}: {first['msg']}") from exc

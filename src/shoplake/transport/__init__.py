@@ -1,0 +1,21 @@
+"""Transports: the durable log between the producers and bronze (embedded SQLite log or Kafka)."""
+
+from __future__ import annotations
+
+from shoplake.errors import ConfigError
+from shoplake.settings import Settings
+from shoplake.transport.base import OutgoingMessage, TopicPartition, Transport
+
+__all__ = ["OutgoingMessage", "TopicPartition", "Transport", "open_transport"]
+
+
+def open_transport(settings: Settings, *, create: bool = True) -> Transport:
+    """The transport the settings pick."""
+    if settings.transport.kind == "embedded":
+        from shoplake.transport.embedded import EmbeddedLog
+
+        return EmbeddedLog.open(settings.log_path, settings, create=create)
+    raise ConfigError(
+        f"transport {settings.transport.kind!r} is not available in this version; "
+        "use SHOPLAKE_TRANSPORT__KIND=embedded"
+    )

@@ -1,0 +1,60 @@
+"""The transport port: topics split into partitions, records addressed by offset (Kafka's model)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple, Protocol
+
+import pyarrow as pa
+
+
+class TopicPartition(NamedTuple):
+    topic: str
+    partition: int
+
+
+class OutgoingMessage(NamedTuple):
+    topic: str
+    key: str | None
+    value: bytes
+
+
+# What read() returns: one row per record, in offset order within each partition.
+RECORD_SCHEMA = pa.schema(
+    [
+        pa.field("topic", pa.string(), nullable=False),
+        pa.field("partition", pa.int32(), nullable=False),
+        pa.field("offset", pa.int64(), nullable=False),
+        pa.field("key", pa.binary()),
+        pa.field("value", pa.binary(), nullable=False),
+        pa.field("timestamp_ms", pa.int64(), nullable=False),
+    ]
+)
+
+
+class Transport(Protocol):
+    """A durable, partitioned, append-only log."""
+
+    def partitions(self) -> list[TopicPartition]:
+        """Every partition of every topic, in a stable order."""
+        ...
+
+    def append(self, messages: Sequence[OutgoingMessage]) -> None:
+        """Append messages; when this returns they are durable (fsync'd / acks=all)."""
+        ...
+
+    def read(self, start: Mapping[TopicPartition, int], max_records: int) -> pa.Table:
+        """Records at or after each partition's start offset, at most max_records in all."""
+        ...
+
+    def end_offsets(self) -> dict[TopicPartition, int]:
+        """The next offset each partition will assign."""
+        ...
+
+    def commit(self, group: str, positions: Mapping[TopicPartition, int]) -> None:
+        """Record a consumer group's progress (advisory: bronze keeps the real positions)."""
+        ...
+
+    def committed(self, group: str) -> dict[TopicPartition, int]: ...
+
+    def close(self) -> None: ...
