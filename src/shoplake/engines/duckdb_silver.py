@@ -181,12 +181,11 @@ SELECT raw_value, topic, "partition", "offset", event_type,
 FROM parsed WHERE problem IS NOT NULL
 """
 
-# Valid events of one type, first occurrence of each event_id in the batch.
+# Valid events of one type, in lineage order (the caller deduplicates on the key).
 _VALID = """
 SELECT * FROM parsed
 WHERE problem IS NULL AND event_type = {etype}
-QUALIFY row_number() OVER (PARTITION BY j ->> '$.event_id'
-                           ORDER BY topic, "partition", "offset") = 1
+ORDER BY topic, "partition", "offset"
 """
 
 ORDERS_SQL = f"""

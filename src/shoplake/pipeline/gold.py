@@ -64,11 +64,10 @@ class SalesMinuteModel:
         if not ranges:
             return 0
         ids = touched_orders(self.store, ranges)
-        order_ts = (
-            self.store.open(ORDER_PAYMENTS)
-            .dataset()
-            .to_table(columns=["order_ts"], filter=pc.field("order_id").isin(ids))["order_ts"]
-        )
+        # Filtered in memory: merged files hold string_view columns, which pyarrow's
+        # dataset filters cannot compare with plain strings.
+        known = self.store.open(ORDER_PAYMENTS).dataset().to_table(columns=["order_id", "order_ts"])
+        order_ts = known.filter(pc.is_in(known["order_id"], value_set=ids))["order_ts"]
         minutes = pc.unique(pc.floor_temporal(order_ts, unit="minute"))
         rows = self.compute(minutes)
         self.store.upsert(
@@ -79,21 +78,15 @@ class SalesMinuteModel:
         )
         return int(rows.num_rows)
 
-    def compute(self, minutes: pa.Array | None) -> pa.Table:
-        """Rows for ``minutes`` (None: every minute with an order) from order_payments."""
-        dataset = self.store.open(ORDER_PAYMENTS).dataset()
+    def compute(
+        self, minutes: pa.Array | None, *, order_payments: pa.Table | None = None
+    ) -> pa.Table:
+        """Rows for ``minutes`` (None: every minute with an order) from order_payments
+        (read from silver unless given)."""
+        if order_payments is None:
+            order_payments = self._order_payments_within(minutes)
         if minutes is None:
-            order_payments = dataset.to_table()
             minutes = pc.unique(pc.floor_temporal(order_payments["order_ts"], unit="minute"))
-        elif len(minutes) == 0:
-            order_payments = dataset.schema.empty_table()
-        else:
-            lo = pc.min(minutes).as_py()
-            hi = pc.max(minutes).as_py() + timedelta(minutes=1)
-            order_payments = dataset.to_table(
-                filter=(pc.field("order_ts") >= pa.scalar(lo, TS))
-                & (pc.field("order_ts") < pa.scalar(hi, TS))
-            )
         eng = self.engine
         eng.register("order_payments", order_payments)
         eng.register("rates", self.rates)
@@ -103,3 +96,16 @@ class SalesMinuteModel:
         finally:
             for name in ("order_payments", "rates", "touched_minutes"):
                 eng.unregister(name)
+
+    def _order_payments_within(self, minutes: pa.Array | None) -> pa.Table:
+        dataset = self.store.open(ORDER_PAYMENTS).dataset()
+        if minutes is None:
+            return dataset.to_table()
+        if len(minutes) == 0:
+            return dataset.schema.empty_table()
+        lo = pc.min(minutes).as_py()
+        hi = pc.max(minutes).as_py() + timedelta(minutes=1)
+        return dataset.to_table(
+            filter=(pc.field("order_ts") >= pa.scalar(lo, TS))
+            & (pc.field("order_ts") < pa.scalar(hi, TS))
+        )

@@ -99,10 +99,12 @@ class SilverProcessor:
                 if not wanted:
                     continue
                 rows = eng.table(query, {"now": now}) if "$now" in query else eng.table(query)
-                rows = _past(rows, own[spec])
+                rows, repeated = _first_per_key(_past(rows, own[spec]), spec.key)
+                known = 0
                 if "event_id" in spec.key:
-                    rows, dropped = self._drop_known(spec, rows)
-                    result.duplicates_dropped += dropped
+                    rows, known = self._drop_known(spec, rows)
+                if spec in (ORDERS, PAYMENTS):  # one row per event: count what was dropped
+                    result.duplicates_dropped += repeated + known
                 self.store.append(spec, rows, to_app_ids(wanted))
                 result.rows_written += rows.num_rows
         finally:
@@ -125,6 +127,18 @@ class SilverProcessor:
         keep = pc.invert(pc.is_in(rows["event_id"], value_set=pc.unique(known)))
         kept = rows.filter(keep)
         return kept, rows.num_rows - kept.num_rows
+
+
+def _first_per_key(rows: pa.Table, key: tuple[str, ...]) -> tuple[pa.Table, int]:
+    """Keep the first row (in lineage order) of each key; returns the rows and how many went."""
+    if rows.num_rows == 0 or "event_id" not in key:
+        return rows, 0
+    indexed = rows.append_column("__row", pa.array(range(rows.num_rows), pa.int64()))
+    firsts = indexed.group_by(list(key), use_threads=False).aggregate([("__row", "min")])
+    if firsts.num_rows == rows.num_rows:
+        return rows, 0
+    keep = pc.sort_indices(firsts["__row_min"])
+    return rows.take(pc.take(firsts["__row_min"], keep)), rows.num_rows - firsts.num_rows
 
 
 def _past(rows: pa.Table, positions: Positions) -> pa.Table:

@@ -151,7 +151,14 @@ class DeltaStore:
             merger = merger.when_not_matched_insert_all(
                 predicate=f"NOT ({delete_when})" if delete_when else None
             )
-            merger.execute()
+            metrics = merger.execute()
+        changed = sum(
+            int(metrics.get(f"num_target_rows_{kind}", 0))
+            for kind in ("inserted", "updated", "deleted")
+        )
+        if positions and changed == 0:
+            # delta-rs makes no commit for a merge that changes nothing; record positions anyway.
+            self.append(spec, spec.schema.empty_table(), positions)
 
     def history(self, spec: TableSpec, limit: int | None = None) -> list[dict[str, Any]]:
         return self._with_table(spec, "reading history of", lambda t: t.history(limit))

@@ -16,6 +16,7 @@ import time
 import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 
@@ -157,35 +158,28 @@ class EmbeddedLog:
 
     # -- reading --------------------------------------------------------------
     def read(self, start: Mapping[TopicPartition, int], max_records: int) -> pa.Table:
+        """A fair share of ``max_records`` per partition first, then what is left of the
+        budget to the partitions that had more."""
+        columns: tuple[list[Any], ...] = ([], [], [], [], [], [])
         with self._lock:
             pid_map = self._pid_map()
-        wanted = [(tp, pid_map[tp], off) for tp, off in start.items() if tp in pid_map]
-        per_partition = max(1, math.ceil(max_records / max(1, len(wanted))))
-        topics: list[str] = []
-        parts: list[int] = []
-        offsets: list[int] = []
-        keys: list[bytes | None] = []
-        values: list[bytes] = []
-        stamps: list[int] = []
-        with self._lock:
+            cursor = {tp: off for tp, off in start.items() if tp in pid_map}
+            budget = max_records
             try:
-                for tp, pid, offset in wanted:
-                    rows = self._conn.execute(
-                        "SELECT pos, ts, key, value FROM records WHERE pos >= ? AND pos < ? "
-                        "ORDER BY pos LIMIT ?",
-                        ((pid << _SHIFT) | offset, (pid + 1) << _SHIFT, per_partition),
-                    ).fetchall()
-                    if not rows:
-                        continue
-                    pos_col, ts_col, key_col, value_col = zip(*rows, strict=True)
-                    topics.extend([tp.topic] * len(rows))
-                    parts.extend([tp.partition] * len(rows))
-                    offsets.extend(p & _MASK for p in pos_col)
-                    stamps.extend(ts_col)
-                    keys.extend(key_col)
-                    values.extend(value_col)
+                fair = max(1, math.ceil(max_records / max(1, len(cursor))))
+                full = [
+                    tp
+                    for tp in cursor
+                    if self._read_into(columns, tp, pid_map[tp], cursor, fair) == fair
+                ]
+                budget -= len(columns[0])
+                for tp in full:
+                    if budget <= 0:
+                        break
+                    budget -= self._read_into(columns, tp, pid_map[tp], cursor, budget)
             except sqlite3.Error as exc:
                 raise TransportError(f"reading the embedded log failed: {exc}") from exc
+        topics, parts, offsets, keys, values, stamps = columns
         return pa.table(
             [
                 pa.array(topics, pa.string()),
@@ -197,6 +191,32 @@ class EmbeddedLog:
             ],
             schema=RECORD_SCHEMA,
         )
+
+    def _read_into(
+        self,
+        columns: tuple[list[Any], ...],
+        tp: TopicPartition,
+        pid: int,
+        cursor: dict[TopicPartition, int],
+        limit: int,
+    ) -> int:
+        rows = self._conn.execute(
+            "SELECT pos, ts, key, value FROM records "
+            "WHERE pos >= ? AND pos < ? ORDER BY pos LIMIT ?",
+            ((pid << _SHIFT) | cursor[tp], (pid + 1) << _SHIFT, limit),
+        ).fetchall()
+        if not rows:
+            return 0
+        pos_col, ts_col, key_col, value_col = zip(*rows, strict=True)
+        topics, parts, offsets, keys, values, stamps = columns
+        topics.extend([tp.topic] * len(rows))
+        parts.extend([tp.partition] * len(rows))
+        offsets.extend(p & _MASK for p in pos_col)
+        stamps.extend(ts_col)
+        keys.extend(key_col)
+        values.extend(value_col)
+        cursor[tp] = (pos_col[-1] & _MASK) + 1
+        return len(rows)
 
     def end_offsets(self) -> dict[TopicPartition, int]:
         with self._lock:

@@ -1,0 +1,122 @@
+import multiprocessing
+from pathlib import Path
+
+import pytest
+
+from shoplake.errors import ConfigError, TransportError
+from shoplake.settings import Settings
+from shoplake.transport.base import OutgoingMessage, TopicPartition
+from shoplake.transport.embedded import EmbeddedLog
+
+
+def open_log(settings: Settings) -> EmbeddedLog:
+    return EmbeddedLog.open(settings.log_path, settings)
+
+
+def test_creates_every_topic_with_its_partitions(settings: Settings) -> None:
+    log = open_log(settings)
+    tps = log.partitions()
+    assert len(tps) == len(settings.topics.all()) * settings.transport.partitions
+    assert TopicPartition("purchases", 2) in tps
+    assert all(v == 0 for v in log.end_offsets().values())
+
+
+def test_append_then_read_in_offset_order(settings: Settings) -> None:
+    log = open_log(settings)
+    log.append([OutgoingMessage("purchases", f"s{i % 5}", f"v{i}".encode()) for i in range(100)])
+    start = {tp: 0 for tp in log.partitions()}
+    got = log.read(start, 1000)
+    assert got.num_rows == 100
+    by_part: dict[int, list[int]] = {}
+    for row in got.to_pylist():
+        assert row["topic"] == "purchases"
+        by_part.setdefault(row["partition"], []).append(row["offset"])
+    for offsets in by_part.values():
+        assert offsets == list(range(len(offsets)))  # contiguous from 0, in order
+    # one key, one partition
+    key_parts: dict[bytes, set[int]] = {}
+    for row in got.to_pylist():
+        key_parts.setdefault(row["key"], set()).add(row["partition"])
+    assert all(len(p) == 1 for p in key_parts.values())
+
+
+def test_read_from_a_position_and_respect_the_limit(settings: Settings) -> None:
+    log = open_log(settings)
+    log.append([OutgoingMessage("payments", "k", str(i).encode()) for i in range(50)])
+    tp = next(tp for tp, end in log.end_offsets().items() if end)
+    got = log.read({tp: 40}, 5)
+    assert got["offset"].to_pylist() == [40, 41, 42, 43, 44]
+    assert got["value"].to_pylist() == [b"40", b"41", b"42", b"43", b"44"]
+
+
+def test_records_survive_reopening(settings: Settings) -> None:
+    log = open_log(settings)
+    log.append([OutgoingMessage("page-views", None, b"x")] * 10)
+    log.close()
+    again = open_log(settings)
+    assert sum(again.end_offsets().values()) == 10
+    assert again.read({tp: 0 for tp in again.partitions()}, 100).num_rows == 10
+
+
+def test_unknown_topics_are_created_on_append(settings: Settings) -> None:
+    log = open_log(settings)
+    log.append([OutgoingMessage("audit", "k", b"x")])
+    assert TopicPartition("audit", 0) in log.partitions()
+
+
+def _append_many(path: str, home: str, worker: int) -> None:
+    s = Settings(home=Path(home))
+    log = EmbeddedLog.open(Path(path), s)
+    for batch in range(20):
+        log.append(
+            [
+                OutgoingMessage("cart-events", f"k{i}", f"{worker}:{batch}:{i}".encode())
+                for i in range(50)
+            ]
+        )
+    log.close()
+
+
+def test_concurrent_writers_get_distinct_contiguous_offsets(settings: Settings) -> None:
+    open_log(settings).close()
+    ctx = multiprocessing.get_context("spawn")
+    procs = [
+        ctx.Process(target=_append_many, args=(str(settings.log_path), str(settings.home), w))
+        for w in range(3)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    log = open_log(settings)
+    got = log.read({tp: 0 for tp in log.partitions()}, 10_000)
+    assert got.num_rows == 3 * 20 * 50
+    assert len(set(got["value"].to_pylist())) == 3000  # nothing lost or doubled
+    for tp, end in log.end_offsets().items():
+        offsets = [r["offset"] for r in got.to_pylist() if (r["topic"], r["partition"]) == tp]
+        assert offsets == list(range(end))
+
+
+def test_truncate_only_what_every_group_committed(settings: Settings) -> None:
+    log = open_log(settings)
+    log.append([OutgoingMessage("purchases", "same-key", b"x")] * 10)
+    tp = next(tp for tp, end in log.end_offsets().items() if end)
+    assert log.truncate_committed() == 0  # no group yet: keep everything
+    log.commit("a", {tp: 6})
+    log.commit("b", {tp: 4})
+    assert log.committed("a") == {tp: 6}
+    assert log.truncate_committed() == 4
+    assert log.read({tp: 0}, 100)["offset"].to_pylist() == list(range(4, 10))
+    assert log.end_offsets()[tp] == 10  # offsets never go back
+
+
+def test_missing_log_and_unusable_directory_are_clear_errors(tmp_path: Path) -> None:
+    s = Settings(home=tmp_path / "nothing")
+    with pytest.raises(TransportError, match="no embedded log"):
+        EmbeddedLog.open(s.log_path, s, create=False)
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    s = Settings(home=blocker / "home")
+    with pytest.raises(ConfigError, match="cannot use"):
+        EmbeddedLog.open(s.log_path, s)

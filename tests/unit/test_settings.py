@@ -1,0 +1,58 @@
+from decimal import Decimal
+
+import pytest
+
+from shoplake.errors import ConfigError
+from shoplake.settings import Settings, load_settings
+
+
+def test_defaults_run_on_a_laptop(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("KAFKA_BOOTSTRAP", "LAKEHOUSE_URI", "TOPIC_ORDER_EVENTS", "TOPIC_PAYMENT_EVENTS"):
+        monkeypatch.delenv(var, raising=False)
+    s = load_settings()
+    assert s.transport.kind == "embedded"
+    assert str(s.home) == "shoplake-data"
+    assert s.lake_root == "shoplake-data/lake"
+    assert s.reporting.currency == "USD"
+    assert s.reporting.rates["JPY"] == Decimal("0.0067")
+
+
+def test_nested_env_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHOPLAKE_TRANSPORT__PARTITIONS", "6")
+    monkeypatch.setenv("SHOPLAKE_REPORTING__CURRENCY", "EUR")
+    monkeypatch.setenv("SHOPLAKE_HOME", "/tmp/elsewhere")
+    s = load_settings()
+    assert s.transport.partitions == 6
+    assert s.reporting.currency == "EUR"
+    assert s.reporting.rate_to_reporting("EUR") == 1
+    assert str(s.home) == "/tmp/elsewhere"
+
+
+def test_seed_aliases_apply_but_shoplake_variables_win(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KAFKA_BOOTSTRAP", "broker:29092")
+    monkeypatch.setenv("TOPIC_ORDER_EVENTS", "orders.events")
+    monkeypatch.setenv("TOPIC_PAYMENT_EVENTS", "payments.events")
+    monkeypatch.setenv("LAKEHOUSE_URI", "/data/lake")
+    s = load_settings()
+    assert s.transport.kafka_bootstrap == "broker:29092"
+    assert s.topics.purchases == "orders.events"
+    assert s.topics.payments == "payments.events"
+    assert s.lake_root == "/data/lake"
+    monkeypatch.setenv("SHOPLAKE_TOPICS__PURCHASES", "mine")
+    assert load_settings().topics.purchases == "mine"
+
+
+def test_invalid_values_are_config_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHOPLAKE_TRANSPORT__PARTITIONS", "zero")
+    with pytest.raises(ConfigError, match=r"transport\.partitions"):
+        load_settings()
+    monkeypatch.setenv("SHOPLAKE_TRANSPORT__PARTITIONS", "2")
+    monkeypatch.setenv("SHOPLAKE_REPORTING__RATES", '{"USD": 1, "EUR": -1}')
+    with pytest.raises(ConfigError, match="rate for EUR"):
+        load_settings()
+
+
+def test_settings_are_frozen() -> None:
+    s = Settings()
+    with pytest.raises(ValueError):
+        s.home = "x"  # type: ignore[misc,assignment]

@@ -1,0 +1,113 @@
+"""Silver: typing, quarantine with reason codes, deduplication, nothing lost."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from shoplake.pipeline.runner import Pipeline
+from shoplake.settings import Settings
+from tests.conftest import feed, rows
+from tests.unit.test_gold_sales_minute import order, payment
+
+
+def good_order(**changes: Any) -> dict[str, Any]:
+    return {**order("Q1", "2026-02-01T10:00:00Z", "10.00", "USD"), **changes}
+
+
+def good_payment(**changes: Any) -> dict[str, Any]:
+    return {**payment("Q1", "captured", 1000, "USD"), **changes}
+
+
+CASES: list[tuple[bytes | dict[str, Any], str]] = [
+    (b"not json at all", "invalid_json"),
+    (b"\xff\xfe binary \x00 poison", "invalid_json"),
+    (b"[1, 2, 3]", "invalid_json"),
+    ({"event_id": "x", "timestamp": "2026-02-01T10:00:00Z"}, "missing_field"),
+    (
+        {"event_id": "x", "event_type": "teleport", "timestamp": "2026-02-01T10:00:00Z"},
+        "unknown_event_type",
+    ),
+    (good_order(user_id=None), "missing_field"),
+    (good_order(order_id=""), "missing_field"),
+    (good_order(total_amount="12.50"), "bad_type"),
+    (good_order(total_amount=-1), "negative_amount"),
+    (good_order(total_amount=1e30), "bad_value"),
+    (good_order(items=[]), "empty_items"),
+    (good_order(items="P1"), "bad_type"),
+    (
+        good_order(items=[{"product_id": "P1", "category": "c", "quantity": 0, "unit_price": 1}]),
+        "bad_value",
+    ),
+    (
+        good_order(items=[{"product_id": "P1", "category": "c", "quantity": 1, "unit_price": -1}]),
+        "negative_amount",
+    ),
+    (good_order(items=[7]), "bad_type"),
+    (good_order(timestamp="yesterday"), "bad_timestamp"),
+    (good_order(timestamp="2026-02-01T10:00:00"), "bad_timestamp"),
+    (good_order(currency="usd"), "bad_value"),
+    (good_order(currency="CHF"), "unknown_currency"),
+    (good_order(device="fridge"), "bad_value"),
+    (good_payment(amount_cents=10.5), "bad_type"),
+    (good_payment(amount_cents=-100), "negative_amount"),
+    (good_payment(status="stolen"), "bad_value"),
+    (good_payment(payment_id=None), "missing_field"),
+]
+
+
+@pytest.mark.parametrize(("record", "reason"), CASES)
+def test_each_invalid_kind_is_quarantined_with_its_reason(
+    settings: Settings, pipeline: Pipeline, record: bytes | dict[str, Any], reason: str
+) -> None:
+    feed(settings, [record])
+    pipeline.run("both", until_idle=True)
+    got = rows(pipeline, "SELECT reason, detail, raw_value, topic FROM silver.quarantine")
+    assert len(got) == 1
+    assert got[0]["reason"] == reason
+    assert got[0]["detail"]
+    assert rows(pipeline, "SELECT count(*) AS n FROM silver.orders")[0]["n"] == 0
+    assert rows(pipeline, "SELECT count(*) AS n FROM silver.payments")[0]["n"] == 0
+
+
+def test_valid_records_are_typed_and_nothing_is_lost(
+    settings: Settings, pipeline: Pipeline
+) -> None:
+    records = [good_order(), good_payment(), *(r for r, _ in CASES)]
+    feed(settings, records)
+    pipeline.run("both", until_idle=True)
+    bronze = rows(pipeline, "SELECT count(*) AS n FROM bronze.raw_events")[0]["n"]
+    quarantined = rows(pipeline, "SELECT count(*) AS n FROM silver.quarantine")[0]["n"]
+    assert bronze == len(records)
+    assert quarantined == len(CASES)
+    (o,) = rows(pipeline, "SELECT * FROM silver.orders")
+    assert str(o["total_amount"]) == "10.00" and o["item_count"] == 1
+    assert o["event_ts"].isoformat() == "2026-02-01T10:00:00+00:00"
+    (p,) = rows(pipeline, "SELECT * FROM silver.payments")
+    assert str(p["amount"]) == "10.00" and p["status"] == "captured"
+    poison = rows(
+        pipeline, "SELECT raw_value FROM bronze.raw_events WHERE raw_value LIKE '%poison%'"
+    )
+    assert poison[0]["raw_value"] == "\\xff\\xfe binary \x00 poison"  # bytes kept, escaped
+
+
+def test_duplicates_are_dropped_across_batches(settings: Settings, pipeline: Pipeline) -> None:
+    first = good_order(event_id="same")
+    feed(settings, [first, first])
+    pipeline.run("both", until_idle=True)
+    feed(settings, [first, good_payment(event_id="p"), good_payment(event_id="p")])
+    stats = pipeline.run("both", until_idle=True)
+    assert rows(pipeline, "SELECT count(*) AS n FROM silver.orders")[0]["n"] == 1
+    assert rows(pipeline, "SELECT count(*) AS n FROM silver.order_items")[0]["n"] == 1
+    assert rows(pipeline, "SELECT count(*) AS n FROM silver.payments")[0]["n"] == 1
+    assert stats.duplicates_dropped == 2  # the order again, the payment's twin
+
+
+def test_a_record_fixed_at_the_source_is_accepted(settings: Settings, pipeline: Pipeline) -> None:
+    feed(settings, [good_order(total_amount=-10)])
+    pipeline.run("both", until_idle=True)
+    feed(settings, [good_order(event_id="fixed")])
+    pipeline.run("both", until_idle=True)
+    assert rows(pipeline, "SELECT count(*) AS n FROM silver.quarantine")[0]["n"] == 1
+    assert rows(pipeline, "SELECT order_id FROM silver.orders") == [{"order_id": "Q1"}]
