@@ -67,8 +67,8 @@ def _existing_home(settings: Settings) -> Path:
 
 
 def _json_default(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return str(value)
+    if isinstance(value, Decimal):  # a JSON number: exact for amounts under ~1e13
+        return int(value) if value.as_tuple().exponent == 0 else float(value)
     if isinstance(value, datetime | date):
         return value.isoformat()
     if isinstance(value, bytes):

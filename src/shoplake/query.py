@@ -75,10 +75,15 @@ class Lakehouse:
             try:
                 return engine.query(sql)
             except QueryError as exc:
-                missing = re.search(r"Table with name (\S+) does not exist", str(exc))
+                missing = re.search(r"Table with name (\w+) does not exist", str(exc))
                 if missing:
+                    name = missing.group(1)
+                    qualified = re.search(rf"\b(\w+\.{name})\b", sql)
                     known = ", ".join(sorted(present)) or "none yet — run the pipeline first"
-                    raise QueryError(f"unknown table {missing.group(1)}; tables: {known}") from exc
+                    raise QueryError(
+                        f"unknown table {qualified.group(1) if qualified else name}; "
+                        f"tables: {known}"
+                    ) from exc
                 raise
         finally:
             engine.close()

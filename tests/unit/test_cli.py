@@ -1,0 +1,121 @@
+"""The CLI as a user runs it: separate processes, exit codes, messages on stderr."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import SHOPLAKE
+
+
+def shoplake(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SHOPLAKE_HOME": str(home)}
+    proc = subprocess.run([*SHOPLAKE, *args], env=env, capture_output=True, text=True, timeout=300)
+    # delta-rs and friends can abort at interpreter exit (delta-io/delta-rs#2184)
+    assert "terminate called" not in proc.stderr
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def test_every_command_explains_itself(tmp_path: Path) -> None:
+    top = shoplake(tmp_path, "--help").stdout
+    for command in ("demo", "generate", "ingest", "run", "query", "tables", "history", "schema"):
+        assert command in top
+        assert "Usage:" in shoplake(tmp_path, command, "--help").stdout
+    assert "--until-idle" in shoplake(tmp_path, "run", "--help").stdout
+    assert "--bad-ratio" in shoplake(tmp_path, "generate", "--help").stdout
+
+
+def test_generate_is_deterministic(tmp_path: Path) -> None:
+    a, b, c = tmp_path / "a.ndjson", tmp_path / "b.ndjson", tmp_path / "c.ndjson"
+    shoplake(
+        tmp_path, "generate", "-n", "2000", "--seed", "9", "--bad-ratio", "0.1", "--to", str(a)
+    )
+    shoplake(
+        tmp_path, "generate", "-n", "2000", "--seed", "9", "--bad-ratio", "0.1", "--to", str(b)
+    )
+    shoplake(tmp_path, "generate", "-n", "2000", "--seed", "10", "--to", str(c))
+    assert a.read_bytes() == b.read_bytes()
+    assert a.read_bytes() != c.read_bytes()
+    assert len(a.read_bytes().splitlines()) == 2000
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("generate", "--num-events", "0"),
+        ("generate", "--rate", "-5"),
+        ("generate", "--bad-ratio", "2"),
+        ("generate", "--rate", "5", "--delay", "1"),
+        ("generate", "--to", "kafka"),
+        ("run", "--job", "nope"),
+        ("query",),
+    ],
+)
+def test_bad_cli_values_are_usage_errors(tmp_path: Path, args: tuple[str, ...]) -> None:
+    proc = shoplake(tmp_path, *args, check=False)
+    assert proc.returncode == 2
+    assert "Error" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_missing_and_unusable_homes_are_clear_errors(tmp_path: Path) -> None:
+    proc = shoplake(tmp_path / "nowhere", "query", "SELECT 1", check=False)
+    assert proc.returncode == 1
+    assert "no shoplake data at" in proc.stderr and "Traceback" not in proc.stderr
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    proc = shoplake(blocker / "home", "generate", "-n", "10", check=False)
+    assert proc.returncode == 1
+    assert "is not usable" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_pipeline_through_the_cli(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    data = tmp_path / "events.ndjson"
+    shoplake(home, "generate", "-n", "3000", "--bad-ratio", "0.05", "--to", str(data))
+    with data.open("ab") as f:
+        f.write(b"\n{this is not json\n\xff\xfe\n")  # blank lines are skipped, the rest kept
+    shoplake(home, "ingest", str(data))
+    shoplake(home, "run", "--until-idle")
+    lines = [line for line in data.read_bytes().splitlines() if line.strip()]
+    out = shoplake(home, "query", "--json", "SELECT count(*) AS n FROM bronze.raw_events").stdout
+    assert json.loads(out) == {"n": len(lines)}
+    tables = [json.loads(x) for x in shoplake(home, "tables", "--json").stdout.splitlines()]
+    assert {t["name"] for t in tables} >= {"bronze.raw_events", "gold.fct_sales_minute"}
+    sql = "SELECT sum(paid_orders) AS n FROM gold.fct_sales_minute"
+    gold = json.loads(shoplake(home, "query", "--json", sql).stdout)["n"]
+    silver_sql = "SELECT count(*) AS n FROM silver.order_payments WHERE fully_paid"
+    assert gold == json.loads(shoplake(home, "query", "--json", silver_sql).stdout)["n"] > 0
+    alias = "SELECT count(*) AS n FROM silver.orders_clean"  # the seeds' name
+    assert json.loads(shoplake(home, "query", "--json", alias).stdout)["n"] > 0
+    assert "WRITE" in shoplake(home, "history", "bronze.raw_events").stdout
+    assert "fct_sales_minute" in shoplake(home, "query", "SELECT 'fct_sales_minute' AS t").stdout
+
+
+def test_query_errors_name_the_problem(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    shoplake(home, "generate", "-n", "200")
+    shoplake(home, "run", "--until-idle")
+    proc = shoplake(home, "query", "SELECT * FROM gold.nope", check=False)
+    assert proc.returncode == 1
+    assert "unknown table gold.nope" in proc.stderr
+    assert "gold.fct_sales_minute" in proc.stderr  # lists what exists
+    proc = shoplake(home, "query", "SELEC 1", check=False)
+    assert proc.returncode == 1 and "syntax error" in proc.stderr.lower()
+    proc = shoplake(home, "history", "gold.nope", check=False)
+    assert proc.returncode == 1 and "unknown table" in proc.stderr
+    proc = shoplake(home, "ingest", str(tmp_path / "missing.ndjson"), check=False)
+    assert proc.returncode == 1 and "no such file" in proc.stderr
+
+
+def test_schema_exports_json_schema(tmp_path: Path) -> None:
+    whole = json.loads(shoplake(tmp_path, "schema").stdout)
+    assert whole["discriminator"]["propertyName"] == "event_type"
+    one = json.loads(shoplake(tmp_path, "schema", "payment").stdout)
+    assert "amount_cents" in one["properties"]
+    assert shoplake(tmp_path, "schema", "nope", check=False).returncode == 1
