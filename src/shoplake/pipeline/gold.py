@@ -47,20 +47,18 @@ class SalesMinuteModel:
     def __init__(
         self,
         store: TableStore,
-        partitions: list[TopicPartition],
         reporting: ReportingSettings,
         *,
         engine: DuckDB | None = None,
     ) -> None:
         self.store = store
-        self.tps = partitions
         self.rates = rates_table(reporting)
         self.engine = engine or DuckDB()
         self.sql = load_model("fct_sales_minute")
         store.ensure(self.spec)
 
-    def step(self) -> int:
-        ranges = pending_ranges(self.store, self.spec, (ORDER_PAYMENTS,), self.tps)
+    def step(self, tps: list[TopicPartition]) -> int:
+        ranges = pending_ranges(self.store, self.spec, (ORDER_PAYMENTS,), tps)
         if not ranges:
             return 0
         ids = touched_orders(self.store, ranges)

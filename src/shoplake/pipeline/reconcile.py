@@ -32,8 +32,8 @@ def recomputed_gold(store: TableStore, reporting: ReportingSettings) -> dict[str
 
     fct_sales_minute is computed over the *recomputed* order_payments, so the result
     depends on silver.orders and silver.payments only."""
-    order_payments = OrderPaymentsModel(store, []).compute(None)
-    sales = SalesMinuteModel(store, [], reporting).compute(None, order_payments=order_payments)
+    order_payments = OrderPaymentsModel(store).compute(None)
+    sales = SalesMinuteModel(store, reporting).compute(None, order_payments=order_payments)
     sales = sales.filter(pc.greater(sales["paid_orders"], 0))
     return {
         ORDER_PAYMENTS.qualified: _stable(order_payments, ORDER_PAYMENTS.key),

@@ -52,6 +52,7 @@ class Pipeline:
         self.store = store or open_store(settings)
         self._engine = DuckDB()
         self._ingest: BronzeIngest | None = None
+        self._stages: tuple[SilverProcessor, OrderPaymentsModel, SalesMinuteModel] | None = None
 
     # -- stages ----------------------------------------------------------------
     @property
@@ -69,29 +70,37 @@ class Pipeline:
         cfg = self.settings.pipeline
         return self.ingest.step(cfg.batch_max_records, cfg.batch_max_seconds if wait else 0.0)
 
+    def _processing_stages(self) -> tuple[SilverProcessor, OrderPaymentsModel, SalesMinuteModel]:
+        if self._stages is None:
+            cfg = self.settings
+            self._stages = (
+                SilverProcessor(
+                    self.store,
+                    cfg.pipeline.consumer_group,
+                    sorted(cfg.reporting.rates),
+                    engine=self._engine,
+                ),
+                OrderPaymentsModel(self.store, engine=self._engine),
+                SalesMinuteModel(self.store, cfg.reporting, engine=self._engine),
+            )
+        return self._stages
+
     def process_once(self, stats: RunStats | None = None, *, silver: bool = True) -> int:
         """One round of silver and gold; returns the rows of work done (0: idle)."""
         stats = stats if stats is not None else RunStats()
         if not self.store.exists(RAW_EVENTS):
             return 0
         tps = self.transport.partitions()
-        cfg = self.settings
+        silver_stage, order_payments, sales_minute = self._processing_stages()
         work = 0
         if silver:
-            processor = SilverProcessor(
-                self.store,
-                tps,
-                cfg.pipeline.consumer_group,
-                sorted(cfg.reporting.rates),
-                engine=self._engine,
-            )
-            result = processor.step(cfg.pipeline.batch_max_records)
+            result = silver_stage.step(tps, self.settings.pipeline.batch_max_records)
             stats.bronze_read += result.rows_in
             stats.silver_written += result.rows_written
             stats.duplicates_dropped += result.duplicates_dropped
             work += result.rows_in
-        work += OrderPaymentsModel(self.store, tps, engine=self._engine).step()
-        gold = SalesMinuteModel(self.store, tps, cfg.reporting, engine=self._engine).step()
+        work += order_payments.step(tps)
+        gold = sales_minute.step(tps)
         stats.gold_rows += gold
         return work + gold
 

@@ -9,7 +9,6 @@ step catches the lagging table up. Each table deduplicates on event_id against i
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -54,35 +53,27 @@ class SilverProcessor:
     def __init__(
         self,
         store: TableStore,
-        partitions: list[TopicPartition],
         ingest_group: str,
         currencies: list[str],
         *,
         engine: DuckDB | None = None,
     ) -> None:
         self.store = store
-        self.tps = partitions
         self.group = ingest_group
         self.currencies = currencies
         self.engine = engine or DuckDB()
         for spec, _ in SILVER_FROM_BRONZE:
             store.ensure(spec)
 
-    def step(self, max_records: int) -> StepResult:
+    def step(self, tps: list[TopicPartition], max_records: int) -> StepResult:
+        """Process up to ``max_records`` new bronze rows of partitions ``tps``."""
         if not self.store.exists(RAW_EVENTS):
             return StepResult()
         bronze = self.store.open(RAW_EVENTS)
-        bronze_end = positions_of(bronze, self.tps, self.group)
-        own = {
-            spec: positions_of(self.store.open(spec), self.tps) for spec, _ in SILVER_FROM_BRONZE
-        }
-        start = {tp: min(p[tp] for p in own.values()) for tp in self.tps}
-        cap = max(1, math.ceil(max_records / max(1, len(self.tps))))
-        ranges: Ranges = {
-            tp: (start[tp], min(bronze_end[tp], start[tp] + cap))
-            for tp in self.tps
-            if bronze_end[tp] > start[tp]
-        }
+        bronze_end = positions_of(bronze, tps, self.group)
+        own = {spec: positions_of(self.store.open(spec), tps) for spec, _ in SILVER_FROM_BRONZE}
+        start = {tp: min(p[tp] for p in own.values()) for tp in tps}
+        ranges = _bounded({tp: (start[tp], bronze_end[tp]) for tp in tps}, max_records)
         if not ranges:
             return StepResult()
         batch = bronze.dataset().to_table(
@@ -127,6 +118,19 @@ class SilverProcessor:
         keep = pc.invert(pc.is_in(rows["event_id"], value_set=pc.unique(known)))
         kept = rows.filter(keep)
         return kept, rows.num_rows - kept.num_rows
+
+
+def _bounded(ranges: Ranges, max_records: int) -> Ranges:
+    """Non-empty ranges cut to ``max_records`` in all, shared in proportion to what is pending."""
+    pending = {tp: end - start for tp, (start, end) in ranges.items() if end > start}
+    total = sum(pending.values())
+    if total <= max_records:
+        return {tp: ranges[tp] for tp in pending}
+    out: Ranges = {}
+    for tp, n in pending.items():
+        start = ranges[tp][0]
+        out[tp] = (start, start + max(1, n * max_records // total))
+    return out
 
 
 def _first_per_key(rows: pa.Table, key: tuple[str, ...]) -> tuple[pa.Table, int]:
@@ -177,17 +181,14 @@ class OrderPaymentsModel:
     spec = ORDER_PAYMENTS
     inputs = (ORDERS, PAYMENTS)
 
-    def __init__(
-        self, store: TableStore, partitions: list[TopicPartition], *, engine: DuckDB | None = None
-    ) -> None:
+    def __init__(self, store: TableStore, *, engine: DuckDB | None = None) -> None:
         self.store = store
-        self.tps = partitions
         self.engine = engine or DuckDB()
         self.sql = load_model("order_payments")
         store.ensure(self.spec)
 
-    def step(self) -> int:
-        ranges = pending_ranges(self.store, self.spec, self.inputs, self.tps)
+    def step(self, tps: list[TopicPartition]) -> int:
+        ranges = pending_ranges(self.store, self.spec, self.inputs, tps)
         if not ranges:
             return 0
         ids = touched_orders(self.store, ranges)

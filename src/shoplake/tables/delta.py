@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,23 +40,36 @@ def _commit(positions: Mapping[str, int] | None) -> CommitProperties | None:
     )
 
 
-class DeltaHandle:
-    """A loaded Delta snapshot."""
+class _PositionCache:
+    """Positions known at one table version: {app_id: next offset or None}."""
 
-    def __init__(self, table: DeltaTable, spec: TableSpec) -> None:
+    def __init__(self, version: int, known: dict[str, int | None]) -> None:
+        self.version = version
+        self.known = known
+
+
+class DeltaHandle:
+    """A loaded Delta snapshot. Valid until the store reopens the same table."""
+
+    def __init__(self, table: DeltaTable, spec: TableSpec, cache: _PositionCache) -> None:
         self._table = table
         self._spec = spec
+        self._cache = cache
 
     @property
     def version(self) -> int:
-        return int(self._table.version())
+        return self._cache.version
 
     def positions(self, app_ids: Iterable[str]) -> dict[str, int]:
+        # transaction_version replays the log on every call, so answers are cached per version.
         out: dict[str, int] = {}
         for app_id in app_ids:
-            v = self._table.transaction_version(app_id)
-            if v is not None:
-                out[app_id] = int(v)
+            if app_id not in self._cache.known:
+                v = self._table.transaction_version(app_id)
+                self._cache.known[app_id] = None if v is None else int(v)
+            value = self._cache.known[app_id]
+            if value is not None:
+                out[app_id] = value
         return out
 
     def dataset(self) -> pads.Dataset:
@@ -68,16 +82,25 @@ class DeltaHandle:
 
 
 class DeltaStore:
-    """TableStore over Delta tables at ``ROOT/layer/name``."""
+    """TableStore over Delta tables at ``ROOT/layer/name``.
+
+    The store keeps each table loaded and refreshes it incrementally on open(); writes
+    go through that same handle, so a commit based on stale positions fails with
+    CommitConflict instead of doubling data (the fencing of a zombie writer)."""
 
     def __init__(self, root: str) -> None:
         self._root = root.rstrip("/")
+        self._lock = threading.RLock()
+        self._tables: dict[str, DeltaTable] = {}
+        self._caches: dict[str, _PositionCache] = {}
 
     def location(self, spec: TableSpec) -> str:
         return f"{self._root}/{spec.layer}/{spec.name}"
 
     def exists(self, spec: TableSpec) -> bool:
-        return bool(DeltaTable.is_deltatable(self.location(spec)))
+        return self.location(spec) in self._tables or bool(
+            DeltaTable.is_deltatable(self.location(spec))
+        )
 
     def ensure(self, spec: TableSpec) -> None:
         if self.exists(spec):
@@ -101,13 +124,47 @@ class DeltaStore:
                 if not self.exists(spec):  # another process created it first: fine
                     raise
 
+    def _loaded(self, spec: TableSpec) -> DeltaTable:
+        """The held table, brought up to date."""
+        uri = self.location(spec)
+        table = self._tables.get(uri)
+        if table is None:
+            table = DeltaTable(uri)
+            self._tables[uri] = table
+        else:
+            table.update_incremental()
+        return table
+
+    def _cache(self, spec: TableSpec, version: int) -> _PositionCache:
+        cache = self._caches.get(self.location(spec))
+        if cache is None or cache.version != version:
+            cache = _PositionCache(version, {})
+            self._caches[self.location(spec)] = cache
+        return cache
+
     def open(self, spec: TableSpec) -> DeltaHandle:
-        with _translated(spec, "opening"):
-            return DeltaHandle(DeltaTable(self.location(spec)), spec)
+        with self._lock, _translated(spec, "opening"):
+            table = self._loaded(spec)
+            return DeltaHandle(table, spec, self._cache(spec, int(table.version())))
 
     def open_as_of(self, spec: TableSpec, version: int) -> DeltaHandle:
         with _translated(spec, f"opening version {version} of"):
-            return DeltaHandle(DeltaTable(self.location(spec), version=version), spec)
+            table = DeltaTable(self.location(spec), version=version)
+            return DeltaHandle(table, spec, _PositionCache(version, {}))
+
+    def _committed(
+        self,
+        spec: TableSpec,
+        before: int,
+        known: dict[str, int | None],
+        positions: Mapping[str, int] | None,
+    ) -> None:
+        """After our commit: carry the cached positions forward if nobody else committed."""
+        table = self._tables[self.location(spec)]
+        after = int(table.version())
+        if after == before + 1:
+            merged: dict[str, int | None] = {**known, **(positions or {})}
+            self._caches[self.location(spec)] = _PositionCache(after, merged)
 
     def append(
         self,
@@ -115,14 +172,19 @@ class DeltaStore:
         data: pa.Table,
         positions: Mapping[str, int] | None = None,
     ) -> None:
-        with _translated(spec, "appending to"):
+        with self._lock, _translated(spec, "appending to"):
+            table = self._loaded(spec)
+            before = int(table.version())
+            known = dict(self._cache(spec, before).known)
             write_deltalake(
-                self.location(spec),
+                table,
                 data.select(spec.schema.names).cast(spec.schema),
                 mode="append",
                 partition_by=list(spec.partition_by) or None,
                 commit_properties=_commit(positions),
             )
+            table.update_incremental()
+            self._committed(spec, before, known, positions)
 
     def upsert(
         self,
@@ -137,28 +199,34 @@ class DeltaStore:
         if not spec.key:
             raise TableError(f"{spec.qualified} has no key to merge on")
         predicate = " AND ".join(f"t.{k} = s.{k}" for k in spec.key)
-        with _translated(spec, "merging into"):
-            merger = DeltaTable(self.location(spec)).merge(
-                data.select(spec.schema.names).cast(spec.schema),
-                predicate=predicate,
-                source_alias="s",
-                target_alias="t",
-                commit_properties=_commit(positions),
+        with self._lock:
+            with _translated(spec, "merging into"):
+                table = self._loaded(spec)
+                before = int(table.version())
+                known = dict(self._cache(spec, before).known)
+                merger = table.merge(
+                    data.select(spec.schema.names).cast(spec.schema),
+                    predicate=predicate,
+                    source_alias="s",
+                    target_alias="t",
+                    commit_properties=_commit(positions),
+                )
+                if delete_when:
+                    merger = merger.when_matched_delete(predicate=delete_when)
+                merger = merger.when_matched_update_all()
+                merger = merger.when_not_matched_insert_all(
+                    predicate=f"NOT ({delete_when})" if delete_when else None
+                )
+                metrics = merger.execute()
+                table.update_incremental()
+                self._committed(spec, before, known, positions)
+            changed = sum(
+                int(metrics.get(f"num_target_rows_{kind}", 0))
+                for kind in ("inserted", "updated", "deleted")
             )
-            if delete_when:
-                merger = merger.when_matched_delete(predicate=delete_when)
-            merger = merger.when_matched_update_all()
-            merger = merger.when_not_matched_insert_all(
-                predicate=f"NOT ({delete_when})" if delete_when else None
-            )
-            metrics = merger.execute()
-        changed = sum(
-            int(metrics.get(f"num_target_rows_{kind}", 0))
-            for kind in ("inserted", "updated", "deleted")
-        )
-        if positions and changed == 0:
-            # delta-rs makes no commit for a merge that changes nothing; record positions anyway.
-            self.append(spec, spec.schema.empty_table(), positions)
+            if positions and changed == 0 and int(table.version()) == before:
+                # delta-rs makes no commit for a merge that changes nothing; record positions.
+                self.append(spec, spec.schema.empty_table(), positions)
 
     def history(self, spec: TableSpec, limit: int | None = None) -> list[dict[str, Any]]:
         return self._with_table(spec, "reading history of", lambda t: t.history(limit))
