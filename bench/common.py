@@ -1,0 +1,52 @@
+"""Shared helpers for the benchmarks: cached simulated input, machine description."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import platform
+import resource
+import sys
+from pathlib import Path
+
+OUT = Path(__file__).parent / "out"
+
+
+def simulated_ndjson(events: int, seed: int = 42, bad_ratio: float = 0.0) -> Path:
+    """An NDJSON file of ``events`` simulated events, generated once and cached in bench/out."""
+    from shoplake.simulator import ShopSimulator
+
+    OUT.mkdir(exist_ok=True)
+    path = OUT / f"events-{events}-seed{seed}-bad{bad_ratio}.ndjson"
+    if not path.exists():
+        tmp = path.with_suffix(".tmp")
+        with tmp.open("wb") as f:
+            stream = ShopSimulator(seed, bad_ratio=bad_ratio).stream()
+            for chunk in iter(lambda: list(itertools.islice(stream, 50_000)), []):
+                f.write(b"".join(e.value + b"\n" for e in chunk))
+        tmp.rename(path)
+    return path
+
+
+def machine() -> str:
+    cpu = "unknown cpu"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (
+        f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores ({cpu}), "
+        f"{mem_gb:.0f} GiB RAM, Python {platform.python_version()}"
+    )
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def command() -> str:
+    return " ".join([".venv/bin/python", *sys.argv])

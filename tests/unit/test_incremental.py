@@ -1,0 +1,62 @@
+"""Incremental gold equals a from-scratch recomputation, however the stream is split."""
+
+from __future__ import annotations
+
+import itertools
+import tempfile
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+
+from shoplake.pipeline.reconcile import current_gold, recomputed_gold
+from shoplake.pipeline.runner import Pipeline
+from shoplake.settings import Settings
+from shoplake.simulator import ShopSimulator
+from tests.conftest import feed
+
+N = 2500
+
+
+@cache
+def stream() -> tuple[bytes, ...]:
+    return tuple(e.value for e in itertools.islice(ShopSimulator(5, bad_ratio=0.08).stream(), N))
+
+
+@cache
+def one_shot_gold() -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        s = Settings(home=Path(tmp))
+        feed(s, list(stream()))
+        p = Pipeline(s)
+        p.run("both", until_idle=True)
+        gold = current_gold(p.store)
+        p.close()
+    return gold
+
+
+@hsettings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    cuts=st.lists(st.integers(min_value=1, max_value=N - 1), max_size=4, unique=True).map(sorted),
+    restarts=st.lists(st.booleans(), min_size=5, max_size=5),
+    batch=st.sampled_from([300, 1000, 100_000]),
+)
+def test_any_split_with_restarts_gives_the_same_gold(
+    cuts: list[int], restarts: list[bool], batch: int
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        s = Settings(home=Path(tmp), pipeline={"batch_max_records": batch})
+        lines = list(stream())
+        pipeline = Pipeline(s)
+        for i, (lo, hi) in enumerate(itertools.pairwise([0, *cuts, N])):
+            feed(s, lines[lo:hi])
+            if restarts[i]:
+                pipeline.close()
+                pipeline = Pipeline(s)
+            pipeline.run("both", until_idle=True)
+        gold = current_gold(pipeline.store)
+        assert gold == recomputed_gold(pipeline.store, s.reporting)
+        assert gold == one_shot_gold()
+        assert len(gold["gold.fct_sales_minute"]) > 10  # a real workload, not an empty one
+        pipeline.close()
