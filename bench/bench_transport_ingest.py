@@ -30,7 +30,9 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=2_000_000)
     parser.add_argument("--batch", type=int, default=10_000, help="events per durable append")
     parser.add_argument("--ingest-batch", type=int, default=200_000)
-    parser.add_argument("--dir", type=Path, default=None, help="scratch directory (default: a temp dir)")
+    parser.add_argument(
+        "--dir", type=Path, default=None, help="scratch directory (default: a temp dir)"
+    )
     args = parser.parse_args()
 
     source = simulated_ndjson(args.events)

@@ -21,7 +21,7 @@ def simulated_ndjson(events: int, seed: int = 42, bad_ratio: float = 0.0) -> Pat
     if not path.exists():
         tmp = path.with_suffix(".tmp")
         with tmp.open("wb") as f:
-            stream = ShopSimulator(seed, bad_ratio=bad_ratio).stream()
+            stream = itertools.islice(ShopSimulator(seed, bad_ratio=bad_ratio).stream(), events)
             for chunk in iter(lambda: list(itertools.islice(stream, 50_000)), []):
                 f.write(b"".join(e.value + b"\n" for e in chunk))
         tmp.rename(path)

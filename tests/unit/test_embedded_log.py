@@ -100,7 +100,8 @@ def test_concurrent_writers_get_distinct_contiguous_offsets(settings: Settings) 
 
 def test_truncate_only_what_every_group_committed(settings: Settings) -> None:
     log = open_log(settings)
-    log.append([OutgoingMessage("purchases", "same-key", b"x")] * 10)
+    for _ in range(10):  # ten record batches of one record
+        log.append([OutgoingMessage("purchases", "same-key", b"x")])
     tp = next(tp for tp, end in log.end_offsets().items() if end)
     assert log.truncate_committed() == 0  # no group yet: keep everything
     log.commit("a", {tp: 6})
@@ -109,6 +110,7 @@ def test_truncate_only_what_every_group_committed(settings: Settings) -> None:
     assert log.truncate_committed() == 4
     assert log.read({tp: 0}, 100)["offset"].to_pylist() == list(range(4, 10))
     assert log.end_offsets()[tp] == 10  # offsets never go back
+    assert log.record_count() == 6
 
 
 def test_missing_log_and_unusable_directory_are_clear_errors(tmp_path: Path) -> None:
@@ -120,3 +122,14 @@ def test_missing_log_and_unusable_directory_are_clear_errors(tmp_path: Path) -> 
     s = Settings(home=blocker / "home")
     with pytest.raises(ConfigError, match="cannot use"):
         EmbeddedLog.open(s.log_path, s)
+
+
+def test_reads_cross_record_batches(settings: Settings) -> None:
+    log = open_log(settings)
+    for b in range(3):
+        log.append([OutgoingMessage("payments", "k", f"{b}-{i}".encode()) for i in range(10)])
+    tp = next(tp for tp, end in log.end_offsets().items() if end)
+    got = log.read({tp: 5}, 17)
+    assert got["offset"].to_pylist() == list(range(5, 22))
+    assert got["value"].to_pylist()[0] == b"0-5" and got["value"].to_pylist()[-1] == b"2-1"
+    assert log.read({tp: 30}, 10).num_rows == 0

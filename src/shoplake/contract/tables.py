@@ -26,6 +26,9 @@ class TableSpec:
     partition_by: tuple[str, ...] = ()
     key: tuple[str, ...] = ()
     description: str = ""
+    # Columns of unique payloads: written without dictionary encoding or statistics,
+    # which would cost time and buy nothing.
+    payload_columns: tuple[str, ...] = ()
 
     @property
     def qualified(self) -> str:
@@ -49,6 +52,7 @@ RAW_EVENTS = TableSpec(
     partition_by=("ingest_date", "event_type"),
     key=("topic", "partition", "offset"),
     description="Every record read from the transport, verbatim, exactly once.",
+    payload_columns=("raw_value",),
 )
 
 ORDERS = TableSpec(
@@ -160,6 +164,7 @@ QUARANTINE = TableSpec(
     partition_by=("quarantined_date",),
     key=("topic", "partition", "offset"),
     description="Records that failed validation: raw payload, lineage and a reason code.",
+    payload_columns=("raw_value",),
 )
 
 FCT_SALES_MINUTE = TableSpec(

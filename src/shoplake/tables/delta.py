@@ -10,7 +10,14 @@ from typing import Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.dataset as pads
-from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake import (
+    ColumnProperties,
+    CommitProperties,
+    DeltaTable,
+    Transaction,
+    WriterProperties,
+    write_deltalake,
+)
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
 from shoplake.contract.tables import TableSpec
@@ -38,6 +45,13 @@ def _commit(positions: Mapping[str, int] | None) -> CommitProperties | None:
     return CommitProperties(
         app_transactions=[Transaction(app_id, int(v)) for app_id, v in positions.items()]
     )
+
+
+def _writer_properties(spec: TableSpec) -> WriterProperties | None:
+    if not spec.payload_columns:
+        return None
+    plain = ColumnProperties(dictionary_enabled=False, statistics_enabled="NONE")
+    return WriterProperties(column_properties=dict.fromkeys(spec.payload_columns, plain))
 
 
 class _PositionCache:
@@ -182,6 +196,7 @@ class DeltaStore:
                 mode="append",
                 partition_by=list(spec.partition_by) or None,
                 commit_properties=_commit(positions),
+                writer_properties=_writer_properties(spec),
             )
             table.update_incremental()
             self._committed(spec, before, known, positions)

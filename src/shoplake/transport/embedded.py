@@ -1,10 +1,11 @@
 """The embedded transport: a durable, partitioned log in one SQLite file (WAL mode).
 
-Each record's rowid packs (partition id, offset) as ``pid << 40 | offset``, so a
-partition is one contiguous rowid range and a read is a primary-key range scan.
-Appends run in one IMMEDIATE transaction with ``synchronous=FULL``: when append()
-returns, the batch is fsync'd. Several processes may append and read at once
-(SQLite serialises the writers).
+Like Kafka, the log stores *record batches*: each append writes, per partition, one
+row holding the batch's keys and values as a compressed Arrow IPC payload, with its
+base offset and record count. Appends run in one IMMEDIATE transaction with
+``synchronous=FULL``: when append() returns, the batch is fsync'd. Reads decode whole
+batches straight into Arrow. Several processes may append and read at once (SQLite
+serialises the writers).
 """
 
 from __future__ import annotations
@@ -16,16 +17,12 @@ import time
 import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 
 from shoplake.errors import ConfigError, TransportError
 from shoplake.settings import Settings
 from shoplake.transport.base import RECORD_SCHEMA, OutgoingMessage, TopicPartition
-
-_SHIFT = 40  # up to 2**40 offsets per partition
-_MASK = (1 << _SHIFT) - 1
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS partitions (
@@ -35,12 +32,15 @@ CREATE TABLE IF NOT EXISTS partitions (
     next_offset INTEGER NOT NULL DEFAULT 0,
     UNIQUE (topic, partition)
 );
-CREATE TABLE IF NOT EXISTS records (
-    pos INTEGER PRIMARY KEY,
+CREATE TABLE IF NOT EXISTS batches (
+    id INTEGER PRIMARY KEY,
+    pid INTEGER NOT NULL,
+    base_offset INTEGER NOT NULL,
+    last_offset INTEGER NOT NULL,
     ts INTEGER NOT NULL,
-    key BLOB,
-    value BLOB NOT NULL
+    data BLOB NOT NULL
 );
+CREATE UNIQUE INDEX IF NOT EXISTS batches_by_last ON batches (pid, last_offset);
 CREATE TABLE IF NOT EXISTS consumer_offsets (
     grp TEXT NOT NULL,
     pid INTEGER NOT NULL,
@@ -49,12 +49,22 @@ CREATE TABLE IF NOT EXISTS consumer_offsets (
 );
 """
 
+_BATCH_SCHEMA = pa.schema([pa.field("key", pa.binary()), pa.field("value", pa.binary())])
+_IPC = pa.ipc.IpcWriteOptions(compression="lz4")
 
-def partition_for(key: str | None, partitions: int, fallback: int) -> int:
-    """Stable key → partition (crc32); keyless records spread round-robin."""
-    if key is None:
-        return fallback % partitions
-    return zlib.crc32(key.encode()) % partitions
+
+def _encode(keys: list[bytes | None], values: list[bytes]) -> bytes:
+    batch = pa.record_batch(
+        [pa.array(keys, pa.binary()), pa.array(values, pa.binary())], schema=_BATCH_SCHEMA
+    )
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, _BATCH_SCHEMA, options=_IPC) as writer:
+        writer.write_batch(batch)
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def _decode(data: bytes) -> pa.RecordBatch:
+    return pa.ipc.open_stream(pa.py_buffer(data)).read_next_batch()
 
 
 class EmbeddedLog:
@@ -129,12 +139,11 @@ class EmbeddedLog:
             return
         now_ms = time.time_ns() // 1_000_000
         with self._lock, self._txn():
-            new_topics = {m.topic for m in messages}
-            self._ensure_topics(sorted(new_topics), self._default_partitions)
+            self._ensure_topics(sorted({m.topic for m in messages}), self._default_partitions)
             parts = self._partition_ids()
-            next_offsets = {pid: off for plist in parts.values() for pid, off in plist}
             pids = {topic: [pid for pid, _ in plist] for topic, plist in parts.items()}
-            rows = []
+            next_offsets = {pid: off for plist in parts.values() for pid, off in plist}
+            grouped: dict[int, tuple[list[bytes | None], list[bytes]]] = {}
             rr = self._round_robin
             crc32 = zlib.crc32
             for topic, key, value in messages:
@@ -146,77 +155,88 @@ class EmbeddedLog:
                 else:
                     key_bytes = key.encode()
                     pid = plist[crc32(key_bytes) % len(plist)]
-                offset = next_offsets[pid]
-                next_offsets[pid] = offset + 1
-                rows.append(((pid << _SHIFT) | offset, now_ms, key_bytes, value))
+                keys, values = grouped.setdefault(pid, ([], []))
+                keys.append(key_bytes)
+                values.append(value)
             self._round_robin = rr
-            self._conn.executemany("INSERT INTO records VALUES (?, ?, ?, ?)", rows)
+            rows = []
+            for pid, (keys, values) in grouped.items():
+                base = next_offsets[pid]
+                rows.append((pid, base, base + len(values) - 1, now_ms, _encode(keys, values)))
+                next_offsets[pid] = base + len(values)
+            self._conn.executemany(
+                "INSERT INTO batches (pid, base_offset, last_offset, ts, data) "
+                "VALUES (?, ?, ?, ?, ?)",
+                rows,
+            )
             self._conn.executemany(
                 "UPDATE partitions SET next_offset = ? WHERE id = ?",
-                [(off, pid) for pid, off in next_offsets.items()],
+                [(next_offsets[pid], pid) for pid in grouped],
             )
 
     # -- reading --------------------------------------------------------------
     def read(self, start: Mapping[TopicPartition, int], max_records: int) -> pa.Table:
         """A fair share of ``max_records`` per partition first, then what is left of the
         budget to the partitions that had more."""
-        columns: tuple[list[Any], ...] = ([], [], [], [], [], [])
+        pieces: list[pa.Table] = []
         with self._lock:
             pid_map = self._pid_map()
             cursor = {tp: off for tp, off in start.items() if tp in pid_map}
-            budget = max_records
             try:
                 fair = max(1, math.ceil(max_records / max(1, len(cursor))))
-                full = [
-                    tp
-                    for tp in cursor
-                    if self._read_into(columns, tp, pid_map[tp], cursor, fair) == fair
-                ]
-                budget -= len(columns[0])
-                for tp in full:
+                got = {tp: self._read_into(pieces, tp, pid_map[tp], cursor, fair) for tp in cursor}
+                budget = max_records - sum(got.values())
+                for tp in [tp for tp, n in got.items() if n == fair]:
                     if budget <= 0:
                         break
-                    budget -= self._read_into(columns, tp, pid_map[tp], cursor, budget)
+                    budget -= self._read_into(pieces, tp, pid_map[tp], cursor, budget)
             except sqlite3.Error as exc:
                 raise TransportError(f"reading the embedded log failed: {exc}") from exc
-        topics, parts, offsets, keys, values, stamps = columns
-        return pa.table(
-            [
-                pa.array(topics, pa.string()),
-                pa.array(parts, pa.int32()),
-                pa.array(offsets, pa.int64()),
-                pa.array(keys, pa.binary()),
-                pa.array(values, pa.binary()),
-                pa.array(stamps, pa.int64()),
-            ],
-            schema=RECORD_SCHEMA,
-        )
+        if not pieces:
+            return RECORD_SCHEMA.empty_table()
+        return pa.concat_tables(pieces)
 
     def _read_into(
         self,
-        columns: tuple[list[Any], ...],
+        pieces: list[pa.Table],
         tp: TopicPartition,
         pid: int,
         cursor: dict[TopicPartition, int],
         limit: int,
     ) -> int:
+        """Append up to ``limit`` records of one partition from ``cursor[tp]`` to ``pieces``."""
+        offset = cursor[tp]
+        taken = 0
         rows = self._conn.execute(
-            "SELECT pos, ts, key, value FROM records "
-            "WHERE pos >= ? AND pos < ? ORDER BY pos LIMIT ?",
-            ((pid << _SHIFT) | cursor[tp], (pid + 1) << _SHIFT, limit),
-        ).fetchall()
-        if not rows:
-            return 0
-        pos_col, ts_col, key_col, value_col = zip(*rows, strict=True)
-        topics, parts, offsets, keys, values, stamps = columns
-        topics.extend([tp.topic] * len(rows))
-        parts.extend([tp.partition] * len(rows))
-        offsets.extend(p & _MASK for p in pos_col)
-        stamps.extend(ts_col)
-        keys.extend(key_col)
-        values.extend(value_col)
-        cursor[tp] = (pos_col[-1] & _MASK) + 1
-        return len(rows)
+            "SELECT base_offset, last_offset, ts, data FROM batches "
+            "WHERE pid = ? AND last_offset >= ? ORDER BY last_offset",
+            (pid, offset),
+        )
+        for base, last, ts, data in rows:
+            skip = max(0, offset - base)
+            n = min(last - base + 1 - skip, limit - taken)
+            batch = _decode(data).slice(skip, n)
+            first = base + skip
+            pieces.append(
+                pa.table(
+                    [
+                        pa.array([tp.topic] * n, pa.string()),
+                        pa.array([tp.partition] * n, pa.int32()),
+                        pa.array(range(first, first + n), pa.int64()),
+                        batch.column(0),
+                        batch.column(1),
+                        pa.array([ts] * n, pa.int64()),
+                    ],
+                    schema=RECORD_SCHEMA,
+                )
+            )
+            taken += n
+            offset = first + n
+            if taken >= limit:
+                break
+        rows.close()
+        cursor[tp] = offset
+        return taken
 
     def end_offsets(self) -> dict[TopicPartition, int]:
         with self._lock:
@@ -243,29 +263,37 @@ class EmbeddedLog:
         return {TopicPartition(t, p): n for t, p, n in rows}
 
     def truncate_committed(self) -> int:
-        """Delete records that every consumer group has committed; returns how many."""
+        """Delete the record batches every consumer group has read past; returns how many
+        records went. A batch goes only once all of it is committed."""
         with self._lock, self._txn():
             groups = [g for (g,) in self._conn.execute("SELECT DISTINCT grp FROM consumer_offsets")]
             if not groups:
                 return 0
             deleted = 0
             for (pid,) in self._conn.execute("SELECT id FROM partitions").fetchall():
-                row = self._conn.execute(
+                seen, upto = self._conn.execute(
                     "SELECT count(*), min(next_offset) FROM consumer_offsets WHERE pid = ?",
                     (pid,),
                 ).fetchone()
-                if row[0] < len(groups) or not row[1]:
+                if seen < len(groups) or not upto:
                     continue  # a group has not read this partition: keep everything
-                cur = self._conn.execute(
-                    "DELETE FROM records WHERE pos >= ? AND pos < ?",
-                    (pid << _SHIFT, (pid << _SHIFT) | row[1]),
+                (count,) = self._conn.execute(
+                    "SELECT coalesce(sum(last_offset - base_offset + 1), 0) FROM batches "
+                    "WHERE pid = ? AND last_offset < ?",
+                    (pid, upto),
+                ).fetchone()
+                self._conn.execute(
+                    "DELETE FROM batches WHERE pid = ? AND last_offset < ?", (pid, upto)
                 )
-                deleted += cur.rowcount
+                deleted += count
             return deleted
 
     def record_count(self) -> int:
         with self._lock:
-            return int(self._conn.execute("SELECT count(*) FROM records").fetchone()[0])
+            (n,) = self._conn.execute(
+                "SELECT coalesce(sum(last_offset - base_offset + 1), 0) FROM batches"
+            ).fetchone()
+            return int(n)
 
     def close(self) -> None:
         with self._lock:
