@@ -49,6 +49,15 @@ def main() -> None:
             log.append(messages[i : i + args.batch])
         append_s = time.perf_counter() - t0
 
+        # the same with small appends, as a gateway answering per request would make them
+        small_log = EmbeddedLog.open(settings.home / "small" / "log.sqlite", settings)
+        sample = messages[:200_000]
+        t0 = time.perf_counter()
+        for i in range(0, len(sample), 500):
+            small_log.append(sample[i : i + 500])
+        small_s = time.perf_counter() - t0
+        small_log.close()
+
         store = open_store(settings)
         ingest = BronzeIngest(log, store, settings.pipeline.consumer_group)
         t0 = time.perf_counter()
@@ -66,6 +75,10 @@ def main() -> None:
         print(
             f"embedded log durable append: {n / append_s:,.0f} events/s "
             f"({append_s:.1f} s, fsync'd batches of {args.batch})"
+        )
+        print(
+            f"embedded log durable append, batches of 500: {len(sample) / small_s:,.0f} events/s "
+            f"({len(sample)} events in {small_s:.1f} s)"
         )
         print(
             f"ingest log -> bronze.raw_events: {n / ingest_s:,.0f} events/s "

@@ -206,7 +206,11 @@ class EmbeddedLog:
     ) -> int:
         """Append up to ``limit`` records of one partition from ``cursor[tp]`` to ``pieces``."""
         offset = cursor[tp]
+        first: int | None = None  # truncation may have removed what precedes the cursor
         taken = 0
+        keys: list[pa.Array] = []
+        values: list[pa.Array] = []
+        stamps: list[pa.Array] = []
         rows = self._conn.execute(
             "SELECT base_offset, last_offset, ts, data FROM batches "
             "WHERE pid = ? AND last_offset >= ? ORDER BY last_offset",
@@ -216,25 +220,30 @@ class EmbeddedLog:
             skip = max(0, offset - base)
             n = min(last - base + 1 - skip, limit - taken)
             batch = _decode(data).slice(skip, n)
-            first = base + skip
+            if first is None:
+                first = base + skip
+            keys.append(batch.column(0))
+            values.append(batch.column(1))
+            stamps.append(pa.repeat(pa.scalar(ts, pa.int64()), n))
+            taken += n
+            offset = base + skip + n
+            if taken >= limit:
+                break
+        rows.close()
+        if first is not None:
             pieces.append(
                 pa.table(
                     [
-                        pa.array([tp.topic] * n, pa.string()),
-                        pa.array([tp.partition] * n, pa.int32()),
-                        pa.array(range(first, first + n), pa.int64()),
-                        batch.column(0),
-                        batch.column(1),
-                        pa.array([ts] * n, pa.int64()),
+                        pa.repeat(pa.scalar(tp.topic, pa.string()), taken),
+                        pa.repeat(pa.scalar(tp.partition, pa.int32()), taken),
+                        pa.array(range(first, first + taken), pa.int64()),
+                        pa.chunked_array(keys, pa.binary()),
+                        pa.chunked_array(values, pa.binary()),
+                        pa.chunked_array(stamps, pa.int64()),
                     ],
                     schema=RECORD_SCHEMA,
                 )
             )
-            taken += n
-            offset = first + n
-            if taken >= limit:
-                break
-        rows.close()
         cursor[tp] = offset
         return taken
 
