@@ -236,7 +236,7 @@ def generate(
         now = time.monotonic()
         if now - last_log[0] >= 5:
             last_log[0] = now
-            click.echo(f"sent {sent} events  {_distribution(counts)}", err=True)
+            click.echo(f"sent {sent} events  {_by_topic(counts, settings)}", err=True)
 
     try:
         counts = pump(
@@ -251,7 +251,17 @@ def generate(
         if out is not None and out is not sys.stdout.buffer:
             out.close()
     total = sum(counts.values())
-    click.echo(f"sent {total} events to {target}  {_distribution(counts)}", err=True)
+    click.echo(f"sent {total} events to {target}  {_by_topic(counts, settings)}", err=True)
+
+
+def _by_topic(per_type: Counter[str], settings: Settings) -> str:
+    """Counts per event type, shown per topic (as the seeds' generator logs them)."""
+    from shoplake.contract.events import topic_for
+
+    topics: Counter[str] = Counter()
+    for event_type, n in per_type.items():
+        topics[topic_for(event_type, settings.topics) or settings.topics.dead_letter] += n
+    return _distribution(topics)
 
 
 def _distribution(counts: Counter[str]) -> str:

@@ -60,5 +60,6 @@ def test_any_split_with_restarts_gives_the_same_gold(
         gold = current_gold(pipeline.store)
         assert gold == recomputed_gold(pipeline.store, s.reporting)
         assert gold == one_shot_gold()
-        assert len(gold["gold.fct_sales_minute"]) > 10  # a real workload, not an empty one
+        paid = sum(row["paid_orders"] for row in gold["gold.fct_sales_minute"])
+        assert paid > 20  # a real workload, not an empty one
         pipeline.close()

@@ -147,4 +147,5 @@ class Pipeline:
 
     def close(self) -> None:
         self.transport.close()
+        self.store.close()
         self._engine.close()

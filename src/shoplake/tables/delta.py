@@ -47,9 +47,9 @@ def _commit(positions: Mapping[str, int] | None) -> CommitProperties | None:
     )
 
 
-def _writer_properties(spec: TableSpec) -> WriterProperties | None:
+def _writer_properties(spec: TableSpec) -> WriterProperties:
     if not spec.payload_columns:
-        return None
+        return WriterProperties()
     plain = ColumnProperties(dictionary_enabled=False, statistics_enabled="NONE")
     return WriterProperties(column_properties=dict.fromkeys(spec.payload_columns, plain))
 
@@ -110,6 +110,12 @@ class DeltaStore:
 
     def location(self, spec: TableSpec) -> str:
         return f"{self._root}/{spec.layer}/{spec.name}"
+
+    def close(self) -> None:
+        """Release the held tables (their native resources go before interpreter exit)."""
+        with self._lock:
+            self._tables.clear()
+            self._caches.clear()
 
     def exists(self, spec: TableSpec) -> bool:
         return self.location(spec) in self._tables or bool(
