@@ -71,7 +71,7 @@ def event(kind: str, **changes: Any) -> dict[str, Any]:
 def test_every_event_type_validates(kind: str) -> None:
     parsed = EVENT_ADAPTER.validate_python(event(kind))
     assert parsed.event_type == kind
-    assert parsed.timestamp.utcoffset() is not None
+    assert parsed.event_ts.utcoffset() is not None
 
 
 def test_unknown_fields_are_kept() -> None:

@@ -6,10 +6,11 @@ gateway validates against and the JSON Schema that ``shoplake schema`` exports.
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter
 
 from shoplake.settings import TopicSettings
 
@@ -20,11 +21,32 @@ PaymentStatus = Literal["authorized", "captured", "failed", "refunded"]
 SessionAction = Literal["login", "logout"]
 UpdateType = Literal["price_change", "inventory_change", "new_product"]
 
-NonEmpty = Annotated[str, Field(min_length=1)]
-CountryCode = Annotated[str, Field(pattern=r"^[A-Z]{2}$")]
-CurrencyCode = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
-Quantity = Annotated[int, Field(gt=0)]
-Money = Annotated[Decimal, Field(ge=0)]
+# RFC 3339 with an offset; the silver SQL applies the same pattern.
+TIMESTAMP_PATTERN = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$"
+
+
+def _json_number(value: Any) -> Any:
+    """Amounts are JSON numbers: a string or a boolean is a type error, not a number."""
+    if isinstance(value, str | bool):
+        raise ValueError("must be a JSON number")
+    return value
+
+
+def _parses(value: str) -> str:
+    datetime.fromisoformat(value.replace("Z", "+00:00"))  # raises on e.g. month 13
+    return value
+
+
+NonEmpty = Annotated[str, Field(strict=True, min_length=1)]
+Text = Annotated[str, Field(strict=True)]
+CountryCode = Annotated[str, Field(strict=True, pattern=r"^[A-Z]{2}$")]
+CurrencyCode = Annotated[str, Field(strict=True, pattern=r"^[A-Z]{3}$")]
+Timestamp = Annotated[str, Field(strict=True, pattern=TIMESTAMP_PATTERN), AfterValidator(_parses)]
+# Bounds are the storage types': INTEGER, BIGINT, DECIMAL(18, 0) and DECIMAL(18, 2).
+Quantity = Annotated[int, Field(strict=True, gt=0, le=2**31 - 1)]
+Integer = Annotated[int, Field(strict=True, ge=-(2**63), le=2**63 - 1)]
+Cents = Annotated[int, Field(strict=True, ge=0, le=10**18 - 1)]
+Money = Annotated[Decimal, BeforeValidator(_json_number), Field(ge=0, lt=Decimal("1e16"))]
 
 
 class _Envelope(BaseModel):
@@ -33,10 +55,15 @@ class _Envelope(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
     event_id: NonEmpty
-    timestamp: AwareDatetime
+    timestamp: Timestamp
     device: Device | None = None
     country: CountryCode | None = None
-    schema_version: int = 1
+    schema_version: Integer = 1
+
+    @property
+    def event_ts(self) -> datetime:
+        """The timestamp as an aware datetime (silver stores it in UTC)."""
+        return datetime.fromisoformat(self.timestamp.replace("Z", "+00:00"))
 
 
 class _UserEvent(_Envelope):
@@ -48,9 +75,9 @@ class PageView(_UserEvent):
     event_type: Literal["page_view"]
     page_type: PageType
     page_url: NonEmpty
-    product_id: str | None = None
-    category: str | None = None
-    referrer: str | None = None
+    product_id: Text | None = None
+    category: Text | None = None
+    referrer: Text | None = None
     traffic_source: TrafficSource
 
 
@@ -87,7 +114,7 @@ class Payment(_UserEvent):
     event_type: Literal["payment"]
     payment_id: NonEmpty
     order_id: NonEmpty
-    amount_cents: Annotated[int, Field(ge=0)]
+    amount_cents: Cents
     currency: CurrencyCode
     status: PaymentStatus
 
@@ -100,13 +127,14 @@ class UserSession(_UserEvent):
 
 class ProductUpdate(_Envelope):
     event_type: Literal["product_update"]
-    user_id: str | None = None
+    user_id: Text | None = None
+    session_id: NonEmpty | None = None
     product_id: NonEmpty
     name: NonEmpty
     category: NonEmpty
     price: Money
     currency: CurrencyCode
-    inventory: int
+    inventory: Integer
     update_type: UpdateType
 
 

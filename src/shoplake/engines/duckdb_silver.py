@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from shoplake.contract.events import TIMESTAMP_PATTERN
 from shoplake.contract.rules import ITEM_RULES, RULES, FieldRule
 
 _NUMBER = "('UBIGINT', 'BIGINT', 'DOUBLE')"
 _INTEGER = "('UBIGINT', 'BIGINT')"
-_TS_PATTERN = r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
+_TS_PATTERN = TIMESTAMP_PATTERN
 
 
 def _lit(text: str) -> str:
@@ -45,6 +46,22 @@ def _checks(doc: str, rule: FieldRule, currencies: Iterable[str]) -> list[tuple[
     if kind == "string":
         add(f"{jtype} <> 'VARCHAR'", "bad_type", _lit(f"{f} must be a string"))
         add(f"length({text}) = 0", "missing_field", _lit(f"{f} is empty"))
+    elif kind == "text":
+        add(f"{jtype} <> 'VARCHAR'", "bad_type", _lit(f"{f} must be a string"))
+    elif kind == "integer":
+        add(f"{jtype} NOT IN {_INTEGER}", "bad_type", _lit(f"{f} must be an integer"))
+        add(
+            f"TRY_CAST({text} AS BIGINT) IS NULL",
+            "bad_value",
+            _lit(f"{f} is out of range: ") + f" || {shown}",
+        )
+    elif kind == "country":
+        add(f"{jtype} <> 'VARCHAR'", "bad_type", _lit(f"{f} must be a string"))
+        add(
+            f"NOT regexp_full_match({text}, '[A-Z]{{2}}')",
+            "bad_value",
+            _lit(f"{f} must be an ISO 3166 alpha-2 code, got ") + f" || {shown}",
+        )
     elif kind == "money":
         add(f"{jtype} NOT IN {_NUMBER}", "bad_type", _lit(f"{f} must be a number"))
         add(
@@ -53,7 +70,7 @@ def _checks(doc: str, rule: FieldRule, currencies: Iterable[str]) -> list[tuple[
             _lit(f"{f} is out of range: ") + f" || {shown}",
         )
         add(
-            f"TRY_CAST({text} AS DECIMAL(18, 2)) < 0",
+            f"TRY_CAST({text} AS DOUBLE) < 0",
             "negative_amount",
             _lit(f"{f} must be >= 0, got ") + f" || {shown}",
         )
@@ -61,7 +78,7 @@ def _checks(doc: str, rule: FieldRule, currencies: Iterable[str]) -> list[tuple[
         add(f"{jtype} NOT IN {_INTEGER}", "bad_type", _lit(f"{f} must be an integer"))
         if kind == "count":
             add(
-                f"TRY_CAST({text} AS BIGINT) IS NULL OR TRY_CAST({text} AS BIGINT) <= 0",
+                f"TRY_CAST({text} AS INTEGER) IS NULL OR TRY_CAST({text} AS INTEGER) <= 0",
                 "bad_value",
                 _lit(f"{f} must be > 0, got ") + f" || {shown}",
             )
