@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -111,3 +112,64 @@ def test_a_record_fixed_at_the_source_is_accepted(settings: Settings, pipeline: 
     pipeline.run("both", until_idle=True)
     assert rows(pipeline, "SELECT count(*) AS n FROM silver.quarantine")[0]["n"] == 1
     assert rows(pipeline, "SELECT order_id FROM silver.orders") == [{"order_id": "Q1"}]
+
+
+def test_every_event_type_has_its_table_and_unknown_fields_are_kept(
+    settings: Settings, pipeline: Pipeline
+) -> None:
+    from tests.unit.test_events import event
+
+    feed(
+        settings,
+        [
+            event("page_view", ab_test="B", nested={"k": [1, 2]}),
+            event("add_to_cart", event_id="c1"),
+            event("remove_from_cart", event_id="c2"),
+            event("user_session", event_id="s1"),
+            event("product_update", event_id="u1"),
+        ],
+    )
+    pipeline.run("both", until_idle=True)
+    (pv,) = rows(pipeline, "SELECT * FROM silver.page_views")
+    assert pv["page_type"] == "product" and pv["traffic_source"] == "organic"
+    assert pv["event_ts"].isoformat() == "2026-03-01T09:00:00+00:00"  # +01:00 → UTC
+    assert json.loads(pv["properties"]) == {"ab_test": "B", "nested": {"k": [1, 2]}}
+    carts = rows(
+        pipeline, "SELECT event_type, quantity, unit_price FROM silver.cart_events ORDER BY 1"
+    )
+    assert [(c["event_type"], c["quantity"], str(c["unit_price"])) for c in carts] == [
+        ("add_to_cart", 2, "9.99"),
+        ("remove_from_cart", 1, "9.99"),
+    ]
+    assert rows(pipeline, "SELECT action FROM silver.user_sessions") == [{"action": "login"}]
+    (pu,) = rows(pipeline, "SELECT * FROM silver.product_updates")
+    assert (pu["product_id"], str(pu["price"]), pu["inventory"]) == ("P1", "12.50", 40)
+    assert json.loads(pu["properties"]) == {}
+
+
+def test_bronze_reconciles_with_silver_quarantine_and_duplicates(
+    settings: Settings, pipeline: Pipeline
+) -> None:
+    import itertools
+
+    from shoplake.simulator import ShopSimulator
+
+    lines = [e.value for e in itertools.islice(ShopSimulator(12, bad_ratio=0.1).stream(), 4000)]
+    feed(settings, lines)
+    stats = pipeline.run("both", until_idle=True)
+    count = lambda t: rows(pipeline, f"SELECT count(*) AS n FROM {t}")[0]["n"]  # noqa: E731
+    events = sum(
+        count(f"silver.{t}")
+        for t in (
+            "page_views",
+            "cart_events",
+            "orders",
+            "payments",
+            "user_sessions",
+            "product_updates",
+        )
+    )
+    assert stats.duplicates_dropped > 0 and count("silver.quarantine") > 0
+    assert (
+        count("bronze.raw_events") == events + count("silver.quarantine") + stats.duplicates_dropped
+    )

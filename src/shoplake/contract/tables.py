@@ -9,6 +9,18 @@ import pyarrow as pa
 TS = pa.timestamp("us", tz="UTC")
 MONEY = pa.decimal128(18, 2)
 
+PROPERTIES = pa.field("properties", pa.string())  # unknown extra fields, as JSON
+EVENT_TIME = [
+    pa.field("event_ts", TS, nullable=False),
+    pa.field("event_date", pa.date32(), nullable=False),
+]
+ENVELOPE = [
+    pa.field("user_id", pa.string()),
+    pa.field("session_id", pa.string()),
+    pa.field("device", pa.string()),
+    pa.field("country", pa.string()),
+]
+
 LINEAGE = [
     pa.field("topic", pa.string(), nullable=False),
     pa.field("partition", pa.int32(), nullable=False),
@@ -55,29 +67,101 @@ RAW_EVENTS = TableSpec(
     payload_columns=("raw_value",),
 )
 
-ORDERS = TableSpec(
-    "silver",
+
+def _event_table(name: str, columns: list[pa.Field], description: str) -> TableSpec:
+    """A silver table of one row per valid event, deduplicated on event_id."""
+    return TableSpec(
+        "silver",
+        name,
+        pa.schema(
+            [
+                pa.field("event_id", pa.string(), nullable=False),
+                *columns,
+                PROPERTIES,
+                *EVENT_TIME,
+                *LINEAGE,
+            ]
+        ),
+        partition_by=("event_date",),
+        key=("event_id",),
+        description=description,
+    )
+
+
+PAGE_VIEWS = _event_table(
+    "page_views",
+    [
+        *ENVELOPE,
+        pa.field("page_type", pa.string(), nullable=False),
+        pa.field("page_url", pa.string(), nullable=False),
+        pa.field("product_id", pa.string()),
+        pa.field("category", pa.string()),
+        pa.field("referrer", pa.string()),
+        pa.field("traffic_source", pa.string(), nullable=False),
+    ],
+    "One row per page view.",
+)
+
+CART_EVENTS = _event_table(
+    "cart_events",
+    [
+        pa.field("event_type", pa.string(), nullable=False),
+        *ENVELOPE,
+        pa.field("product_id", pa.string(), nullable=False),
+        pa.field("category", pa.string(), nullable=False),
+        pa.field("quantity", pa.int32(), nullable=False),
+        pa.field("unit_price", MONEY, nullable=False),
+        pa.field("currency", pa.string(), nullable=False),
+    ],
+    "One row per add_to_cart or remove_from_cart event.",
+)
+
+ORDERS = _event_table(
     "orders",
-    pa.schema(
-        [
-            pa.field("event_id", pa.string(), nullable=False),
-            pa.field("order_id", pa.string(), nullable=False),
-            pa.field("user_id", pa.string(), nullable=False),
-            pa.field("session_id", pa.string()),
-            pa.field("total_amount", MONEY, nullable=False),
-            pa.field("currency", pa.string(), nullable=False),
-            pa.field("payment_method", pa.string(), nullable=False),
-            pa.field("item_count", pa.int32(), nullable=False),
-            pa.field("device", pa.string()),
-            pa.field("country", pa.string()),
-            pa.field("event_ts", TS, nullable=False),
-            pa.field("event_date", pa.date32(), nullable=False),
-            *LINEAGE,
-        ]
-    ),
-    partition_by=("event_date",),
-    key=("event_id",),
-    description="One row per order placed (purchase event), deduplicated on event_id.",
+    [
+        pa.field("order_id", pa.string(), nullable=False),
+        *ENVELOPE,
+        pa.field("total_amount", MONEY, nullable=False),
+        pa.field("currency", pa.string(), nullable=False),
+        pa.field("payment_method", pa.string(), nullable=False),
+        pa.field("item_count", pa.int32(), nullable=False),
+    ],
+    "One row per order placed (purchase event), deduplicated on event_id.",
+)
+
+PAYMENTS = _event_table(
+    "payments",
+    [
+        pa.field("payment_id", pa.string(), nullable=False),
+        pa.field("order_id", pa.string(), nullable=False),
+        *ENVELOPE,
+        pa.field("amount_cents", pa.int64(), nullable=False),
+        pa.field("amount", MONEY, nullable=False),
+        pa.field("currency", pa.string(), nullable=False),
+        pa.field("status", pa.string(), nullable=False),
+    ],
+    "One row per payment event (authorized, captured, failed, refunded).",
+)
+
+USER_SESSIONS = _event_table(
+    "user_sessions",
+    [*ENVELOPE, pa.field("action", pa.string(), nullable=False)],
+    "One row per login or logout.",
+)
+
+PRODUCT_UPDATES = _event_table(
+    "product_updates",
+    [
+        pa.field("product_id", pa.string(), nullable=False),
+        pa.field("name", pa.string(), nullable=False),
+        pa.field("category", pa.string(), nullable=False),
+        pa.field("price", MONEY, nullable=False),
+        pa.field("currency", pa.string(), nullable=False),
+        pa.field("inventory", pa.int64(), nullable=False),
+        pa.field("update_type", pa.string(), nullable=False),
+        pa.field("user_id", pa.string()),
+    ],
+    "One row per catalog change (price, inventory, new product).",
 )
 
 ORDER_ITEMS = TableSpec(
@@ -92,7 +176,7 @@ ORDER_ITEMS = TableSpec(
             pa.field("category", pa.string(), nullable=False),
             pa.field("quantity", pa.int32(), nullable=False),
             pa.field("unit_price", MONEY, nullable=False),
-            pa.field("line_amount", MONEY, nullable=False),
+            pa.field("line_amount", MONEY),  # NULL only if quantity × price overflows
             pa.field("currency", pa.string(), nullable=False),
             pa.field("event_ts", TS, nullable=False),
             pa.field("event_date", pa.date32(), nullable=False),
@@ -102,29 +186,6 @@ ORDER_ITEMS = TableSpec(
     partition_by=("event_date",),
     key=("event_id", "line_number"),
     description="One row per line of an order.",
-)
-
-PAYMENTS = TableSpec(
-    "silver",
-    "payments",
-    pa.schema(
-        [
-            pa.field("event_id", pa.string(), nullable=False),
-            pa.field("payment_id", pa.string(), nullable=False),
-            pa.field("order_id", pa.string(), nullable=False),
-            pa.field("user_id", pa.string(), nullable=False),
-            pa.field("amount_cents", pa.int64(), nullable=False),
-            pa.field("amount", MONEY, nullable=False),
-            pa.field("currency", pa.string(), nullable=False),
-            pa.field("status", pa.string(), nullable=False),
-            pa.field("event_ts", TS, nullable=False),
-            pa.field("event_date", pa.date32(), nullable=False),
-            *LINEAGE,
-        ]
-    ),
-    partition_by=("event_date",),
-    key=("event_id",),
-    description="One row per payment event (authorized, captured, failed, refunded).",
 )
 
 ORDER_PAYMENTS = TableSpec(
@@ -184,9 +245,13 @@ FCT_SALES_MINUTE = TableSpec(
 
 ALL_TABLES: tuple[TableSpec, ...] = (
     RAW_EVENTS,
+    PAGE_VIEWS,
+    CART_EVENTS,
     ORDERS,
     ORDER_ITEMS,
     PAYMENTS,
+    USER_SESSIONS,
+    PRODUCT_UPDATES,
     ORDER_PAYMENTS,
     QUARANTINE,
     FCT_SALES_MINUTE,

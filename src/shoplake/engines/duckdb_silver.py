@@ -205,22 +205,123 @@ WHERE problem IS NULL AND event_type = {etype}
 ORDER BY topic, "partition", "offset"
 """
 
-ORDERS_SQL = f"""
-SELECT j ->> '$.event_id' AS event_id,
-       j ->> '$.order_id' AS order_id,
-       j ->> '$.user_id' AS user_id,
-       j ->> '$.session_id' AS session_id,
-       CAST(j ->> '$.total_amount' AS DECIMAL(18, 2)) AS total_amount,
-       j ->> '$.currency' AS currency,
-       j ->> '$.payment_method' AS payment_method,
-       CAST(json_array_length(j, '$.items') AS INTEGER) AS item_count,
-       j ->> '$.device' AS device,
-       j ->> '$.country' AS country,
-       CAST(j ->> '$.timestamp' AS TIMESTAMPTZ) AS event_ts,
-       CAST(CAST(j ->> '$.timestamp' AS TIMESTAMPTZ) AS DATE) AS event_date,
-       topic, "partition", "offset"
-FROM ({_VALID.format(etype="'purchase'")})
-"""
+
+def _text(field: str) -> str:
+    return f"j ->> '$.{field}'"
+
+
+def _money(field: str) -> str:
+    return f"CAST(j ->> '$.{field}' AS DECIMAL(18, 2))"
+
+
+def _int(field: str, sql_type: str = "INTEGER") -> str:
+    return f"CAST(j ->> '$.{field}' AS {sql_type})"
+
+
+_EVENT_TS = "CAST(j ->> '$.timestamp' AS TIMESTAMPTZ)"
+
+
+def _event_select(event_types: tuple[str, ...], columns: list[tuple[str, str]]) -> str:
+    """One silver row per valid event of ``event_types``: event_id, ``columns``, the
+    unknown fields as ``properties`` JSON, event_ts (UTC), event_date and lineage."""
+    known = sorted({r.name for t in event_types for r in RULES[t]} | {"event_type"})
+    unknown_only = (
+        "to_json(map_from_entries(list_filter(map_entries(CAST(j AS MAP(VARCHAR, JSON))), "
+        f"lambda e: e.key NOT IN ({', '.join(_lit(k) for k in known)}))))"
+    )
+    select = [
+        ("event_id", _text("event_id")),
+        *columns,
+        ("properties", unknown_only),
+        ("event_ts", _EVENT_TS),
+        ("event_date", f"CAST({_EVENT_TS} AS DATE)"),
+    ]
+    types = ", ".join(_lit(t) for t in event_types)
+    return (
+        "SELECT "
+        + ", ".join(f"{expr} AS {name}" for name, expr in select)
+        + ', topic, "partition", "offset" FROM parsed '
+        + f"WHERE problem IS NULL AND event_type IN ({types}) "
+        + 'ORDER BY topic, "partition", "offset"'
+    )
+
+
+_ENVELOPE_COLUMNS = [
+    ("user_id", _text("user_id")),
+    ("session_id", _text("session_id")),
+    ("device", _text("device")),
+    ("country", _text("country")),
+]
+
+PAGE_VIEWS_SQL = _event_select(
+    ("page_view",),
+    [
+        *_ENVELOPE_COLUMNS,
+        ("page_type", _text("page_type")),
+        ("page_url", _text("page_url")),
+        ("product_id", _text("product_id")),
+        ("category", _text("category")),
+        ("referrer", _text("referrer")),
+        ("traffic_source", _text("traffic_source")),
+    ],
+)
+
+CART_EVENTS_SQL = _event_select(
+    ("add_to_cart", "remove_from_cart"),
+    [
+        ("event_type", "event_type"),
+        *_ENVELOPE_COLUMNS,
+        ("product_id", _text("product_id")),
+        ("category", _text("category")),
+        ("quantity", _int("quantity")),
+        ("unit_price", _money("unit_price")),
+        ("currency", _text("currency")),
+    ],
+)
+
+ORDERS_SQL = _event_select(
+    ("purchase",),
+    [
+        ("order_id", _text("order_id")),
+        *_ENVELOPE_COLUMNS,
+        ("total_amount", _money("total_amount")),
+        ("currency", _text("currency")),
+        ("payment_method", _text("payment_method")),
+        ("item_count", "CAST(json_array_length(j, '$.items') AS INTEGER)"),
+    ],
+)
+
+PAYMENTS_SQL = _event_select(
+    ("payment",),
+    [
+        ("payment_id", _text("payment_id")),
+        ("order_id", _text("order_id")),
+        *_ENVELOPE_COLUMNS,
+        ("amount_cents", _int("amount_cents", "BIGINT")),
+        ("amount", "CAST(CAST(j ->> '$.amount_cents' AS DECIMAL(18, 0)) * 0.01 AS DECIMAL(18, 2))"),
+        ("currency", _text("currency")),
+        ("status", _text("status")),
+    ],
+)
+
+USER_SESSIONS_SQL = _event_select(
+    ("user_session",),
+    [*_ENVELOPE_COLUMNS, ("action", _text("action"))],
+)
+
+PRODUCT_UPDATES_SQL = _event_select(
+    ("product_update",),
+    [
+        ("product_id", _text("product_id")),
+        ("name", _text("name")),
+        ("category", _text("category")),
+        ("price", _money("price")),
+        ("currency", _text("currency")),
+        ("inventory", _int("inventory", "BIGINT")),
+        ("update_type", _text("update_type")),
+        ("user_id", _text("user_id")),
+    ],
+)
 
 ORDER_ITEMS_SQL = f"""
 WITH lines AS (
@@ -237,24 +338,9 @@ SELECT event_id, order_id, CAST(line_number AS INTEGER) AS line_number,
        item ->> '$.category' AS category,
        CAST(item ->> '$.quantity' AS INTEGER) AS quantity,
        CAST(item ->> '$.unit_price' AS DECIMAL(18, 2)) AS unit_price,
-       CAST(CAST(item ->> '$.quantity' AS INTEGER)
+       TRY_CAST(CAST(item ->> '$.quantity' AS INTEGER)
             * CAST(item ->> '$.unit_price' AS DECIMAL(18, 2)) AS DECIMAL(18, 2)) AS line_amount,
        currency, event_ts, CAST(event_ts AS DATE) AS event_date,
        topic, "partition", "offset"
 FROM lines
-"""
-
-PAYMENTS_SQL = f"""
-SELECT j ->> '$.event_id' AS event_id,
-       j ->> '$.payment_id' AS payment_id,
-       j ->> '$.order_id' AS order_id,
-       j ->> '$.user_id' AS user_id,
-       CAST(j ->> '$.amount_cents' AS BIGINT) AS amount_cents,
-       CAST(CAST(j ->> '$.amount_cents' AS DECIMAL(18, 0)) * 0.01 AS DECIMAL(18, 2)) AS amount,
-       j ->> '$.currency' AS currency,
-       j ->> '$.status' AS status,
-       CAST(j ->> '$.timestamp' AS TIMESTAMPTZ) AS event_ts,
-       CAST(CAST(j ->> '$.timestamp' AS TIMESTAMPTZ) AS DATE) AS event_date,
-       topic, "partition", "offset"
-FROM ({_VALID.format(etype="'payment'")})
 """

@@ -16,12 +16,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from shoplake.contract.tables import (
+    CART_EVENTS,
     ORDER_ITEMS,
     ORDER_PAYMENTS,
     ORDERS,
+    PAGE_VIEWS,
     PAYMENTS,
+    PRODUCT_UPDATES,
     QUARANTINE,
     RAW_EVENTS,
+    USER_SESSIONS,
     TableSpec,
 )
 from shoplake.engines import duckdb_silver as sql
@@ -34,10 +38,16 @@ from shoplake.transport.base import TopicPartition
 # Silver tables appended from bronze, with the SQL that derives each from `parsed`.
 SILVER_FROM_BRONZE: tuple[tuple[TableSpec, str], ...] = (
     (QUARANTINE, sql.QUARANTINE_SQL),
+    (PAGE_VIEWS, sql.PAGE_VIEWS_SQL),
+    (CART_EVENTS, sql.CART_EVENTS_SQL),
     (ORDERS, sql.ORDERS_SQL),
     (ORDER_ITEMS, sql.ORDER_ITEMS_SQL),
     (PAYMENTS, sql.PAYMENTS_SQL),
+    (USER_SESSIONS, sql.USER_SESSIONS_SQL),
+    (PRODUCT_UPDATES, sql.PRODUCT_UPDATES_SQL),
 )
+# Tables of one row per event: what they drop as repeated event_ids is counted.
+ONE_ROW_PER_EVENT = (PAGE_VIEWS, CART_EVENTS, ORDERS, PAYMENTS, USER_SESSIONS, PRODUCT_UPDATES)
 
 
 @dataclass
@@ -94,7 +104,7 @@ class SilverProcessor:
                 known = 0
                 if "event_id" in spec.key:
                     rows, known = self._drop_known(spec, rows)
-                if spec in (ORDERS, PAYMENTS):  # one row per event: count what was dropped
+                if spec in ONE_ROW_PER_EVENT:
                     result.duplicates_dropped += repeated + known
                 self.store.append(spec, rows, to_app_ids(wanted))
                 result.rows_written += rows.num_rows
