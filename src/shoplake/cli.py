@@ -445,6 +445,43 @@ def history(ctx: click.Context, table: str, limit: int, as_json: bool) -> None:
     )
 
 
+@cli.command()
+@click.option("--list", "as_list", is_flag=True, help="List records instead of the summary.")
+@click.option("--reason", default=None, help="Only this reason code (e.g. invalid_json).")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def quarantine(
+    ctx: click.Context, as_list: bool, reason: str | None, limit: int, as_json: bool
+) -> None:
+    """Summarise silver.quarantine by reason (or --list the records, newest first)."""
+    from shoplake.query import Lakehouse
+
+    settings = _settings(ctx)
+    _existing_home(settings)
+    where = "" if reason is None else "WHERE reason = " + "'" + reason.replace("'", "''") + "'"
+    if as_list:
+        sql = (
+            'SELECT quarantined_ts, reason, detail, topic, "partition", "offset", '
+            f"left(raw_value, 120) AS raw_value FROM silver.quarantine {where} "
+            f'ORDER BY quarantined_ts DESC, topic, "partition", "offset" LIMIT {limit}'
+        )
+    else:
+        sql = (
+            "SELECT reason, event_type, count(*) AS records, min(detail) AS example, "
+            f"max(quarantined_ts) AS last_seen FROM silver.quarantine {where} "
+            "GROUP BY reason, event_type ORDER BY records DESC, reason, event_type"
+        )
+    result = Lakehouse(settings).query(sql).to_pylist()
+    if as_json:
+        for row in result:
+            _echo_json(row)
+    elif not result:
+        click.echo("nothing quarantined", err=True)
+    else:
+        _print_table(list(result[0]), result)
+
+
 # -- demo ---------------------------------------------------------------------------
 @cli.command()
 @click.option(

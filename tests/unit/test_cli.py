@@ -24,7 +24,17 @@ def shoplake(home: Path, *args: str, check: bool = True) -> subprocess.Completed
 
 def test_every_command_explains_itself(tmp_path: Path) -> None:
     top = shoplake(tmp_path, "--help").stdout
-    for command in ("demo", "generate", "ingest", "run", "query", "tables", "history", "schema"):
+    for command in (
+        "demo",
+        "generate",
+        "ingest",
+        "run",
+        "query",
+        "tables",
+        "history",
+        "schema",
+        "quarantine",
+    ):
         assert command in top
         assert "Usage:" in shoplake(tmp_path, command, "--help").stdout
     assert "--until-idle" in shoplake(tmp_path, "run", "--help").stdout
@@ -94,6 +104,14 @@ def test_pipeline_through_the_cli(tmp_path: Path) -> None:
     alias = "SELECT count(*) AS n FROM silver.orders_clean"  # the seeds' name
     assert json.loads(shoplake(home, "query", "--json", alias).stdout)["n"] > 0
     assert "WRITE" in shoplake(home, "history", "bronze.raw_events").stdout
+    summary = [json.loads(x) for x in shoplake(home, "quarantine", "--json").stdout.splitlines()]
+    quarantined = json.loads(
+        shoplake(home, "query", "--json", "SELECT count(*) AS n FROM silver.quarantine").stdout
+    )["n"]
+    assert sum(r["records"] for r in summary) == quarantined > 0
+    assert "invalid_json" in {r["reason"] for r in summary}
+    listed = shoplake(home, "quarantine", "--list", "--reason", "invalid_json", "--json").stdout
+    assert listed and all(json.loads(x)["reason"] == "invalid_json" for x in listed.splitlines())
     assert "fct_sales_minute" in shoplake(home, "query", "SELECT 'fct_sales_minute' AS t").stdout
 
 
