@@ -243,6 +243,28 @@ FCT_SALES_MINUTE = TableSpec(
     description="Paid orders by the minute they were placed; gmv in the reporting currency.",
 )
 
+DAILY_SALES_SUMMARY = TableSpec(
+    "gold",
+    "daily_sales_summary",
+    pa.schema(
+        [
+            pa.field("partition_date", pa.date32(), nullable=False),
+            pa.field("orders_placed", pa.int64(), nullable=False),
+            pa.field("gross_revenue", MONEY, nullable=False),
+            pa.field("paid_orders", pa.int64(), nullable=False),
+            pa.field("total_revenue", MONEY, nullable=False),
+            pa.field("visitors", pa.int64(), nullable=False),
+            pa.field("purchasers", pa.int64(), nullable=False),
+            pa.field("conversion_rate", pa.decimal128(9, 6), nullable=False),
+            pa.field("avg_order_value", MONEY, nullable=False),
+            pa.field("processed_ts", TS, nullable=False),
+        ]
+    ),
+    partition_by=("partition_date",),
+    key=("partition_date",),
+    description="One row per day (reporting time zone): orders, revenue, visitors, conversion.",
+)
+
 ALL_TABLES: tuple[TableSpec, ...] = (
     RAW_EVENTS,
     PAGE_VIEWS,
@@ -255,6 +277,7 @@ ALL_TABLES: tuple[TableSpec, ...] = (
     ORDER_PAYMENTS,
     QUARANTINE,
     FCT_SALES_MINUTE,
+    DAILY_SALES_SUMMARY,
 )
 
 TABLES_BY_NAME: dict[str, TableSpec] = {t.qualified: t for t in ALL_TABLES}

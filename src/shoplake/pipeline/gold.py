@@ -9,16 +9,22 @@ order is deleted.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from shoplake.contract.tables import FCT_SALES_MINUTE, ORDER_PAYMENTS, TS
+from shoplake.contract.tables import (
+    DAILY_SALES_SUMMARY,
+    FCT_SALES_MINUTE,
+    ORDER_PAYMENTS,
+    PAGE_VIEWS,
+    TS,
+)
 from shoplake.engines.duckdb import DuckDB
 from shoplake.pipeline.models import load_model
-from shoplake.pipeline.positions import to_app_ids
+from shoplake.pipeline.positions import range_filter, to_app_ids
 from shoplake.pipeline.silver import pending_ranges, touched_orders
 from shoplake.settings import ReportingSettings
 from shoplake.tables.base import TableStore
@@ -107,3 +113,81 @@ class SalesMinuteModel:
             filter=(pc.field("order_ts") >= pa.scalar(lo, TS))
             & (pc.field("order_ts") < pa.scalar(hi, TS))
         )
+
+
+def local_dates(ts: pa.Array | pa.ChunkedArray, timezone: str) -> pa.Array | pa.ChunkedArray:
+    """The calendar day of each UTC timestamp in ``timezone`` (days are cut there)."""
+    return pc.local_timestamp(ts.cast(pa.timestamp("us", tz=timezone))).cast(pa.date32())
+
+
+class DailySalesModel:
+    """silver.page_views + silver.order_payments → gold.daily_sales_summary, by touched day."""
+
+    spec = DAILY_SALES_SUMMARY
+    inputs = (PAGE_VIEWS, ORDER_PAYMENTS)
+
+    def __init__(
+        self, store: TableStore, reporting: ReportingSettings, *, engine: DuckDB | None = None
+    ) -> None:
+        self.store = store
+        self.timezone = reporting.timezone
+        self.rates = rates_table(reporting)
+        self.engine = engine or DuckDB()
+        self.sql = load_model("daily_sales_summary")
+        store.ensure(self.spec)
+
+    def step(self, tps: list[TopicPartition]) -> int:
+        ranges = pending_ranges(self.store, self.spec, self.inputs, tps)
+        if not ranges:
+            return 0
+        views = (
+            self.store.open(PAGE_VIEWS)
+            .dataset()
+            .to_table(columns=["event_ts"], filter=range_filter(ranges))
+        )
+        ids = touched_orders(self.store, ranges)
+        orders = self._order_payments()
+        placed = orders.filter(pc.is_in(orders["order_id"], value_set=ids))["order_date"]
+        days = sorted(
+            set(local_dates(views["event_ts"], self.timezone).to_pylist()) | set(placed.to_pylist())
+        )
+        rows = self.compute(days, order_payments=orders)
+        positions = to_app_ids({tp: end for tp, (_, end) in ranges.items()})
+        self.store.replace(self.spec, rows, "partition_date", days, positions)
+        return int(rows.num_rows)
+
+    def _order_payments(self) -> pa.Table:
+        table = self.store.open(ORDER_PAYMENTS).dataset().to_table()
+        return table.append_column("order_date", local_dates(table["order_ts"], self.timezone))
+
+    def compute(
+        self, days: list[date] | None, *, order_payments: pa.Table | None = None
+    ) -> pa.Table:
+        """Rows for ``days`` (None: every day with a view or an order)."""
+        orders = order_payments if order_payments is not None else self._order_payments()
+        dataset = self.store.open(PAGE_VIEWS).dataset()
+        if days is None:
+            views = dataset.to_table(columns=["user_id", "event_ts"])
+        elif not days:
+            views = dataset.to_table(columns=["user_id", "event_ts"], filter=pc.scalar(False))
+        else:  # event_date is the UTC day: a day either side covers any time zone
+            views = dataset.to_table(
+                columns=["user_id", "event_ts"],
+                filter=(pc.field("event_date") >= min(days) - timedelta(days=1))
+                & (pc.field("event_date") <= max(days) + timedelta(days=1)),
+            )
+        views = views.append_column("view_date", local_dates(views["event_ts"], self.timezone))
+        if days is None:
+            days = sorted(
+                set(views["view_date"].to_pylist()) | set(orders["order_date"].to_pylist())
+            )
+        eng = self.engine
+        eng.register("order_payments", orders)
+        eng.register("page_views", views)
+        eng.register("rates", self.rates)
+        eng.register("touched_days", pa.table({"partition_date": pa.array(days, pa.date32())}))
+        try:
+            return eng.table(self.sql, {"now": datetime.now(UTC)})
+        finally:
+            for name in ("order_payments", "page_views", "rates", "touched_days"):
+                eng.unregister(name)

@@ -7,8 +7,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from shoplake.contract.tables import FCT_SALES_MINUTE, ORDER_PAYMENTS
-from shoplake.pipeline.gold import SalesMinuteModel
+from shoplake.contract.tables import DAILY_SALES_SUMMARY, FCT_SALES_MINUTE, ORDER_PAYMENTS
+from shoplake.pipeline.gold import DailySalesModel, SalesMinuteModel, local_dates
 from shoplake.pipeline.silver import OrderPaymentsModel
 from shoplake.settings import ReportingSettings
 from shoplake.tables.base import TableStore
@@ -35,9 +35,17 @@ def recomputed_gold(store: TableStore, reporting: ReportingSettings) -> dict[str
     order_payments = OrderPaymentsModel(store).compute(None)
     sales = SalesMinuteModel(store, reporting).compute(None, order_payments=order_payments)
     sales = sales.filter(pc.greater(sales["paid_orders"], 0))
+    daily_model = DailySalesModel(store, reporting)
+    daily = daily_model.compute(
+        None,
+        order_payments=order_payments.append_column(
+            "order_date", local_dates(order_payments["order_ts"], reporting.timezone)
+        ),
+    )
     return {
         ORDER_PAYMENTS.qualified: _stable(order_payments, ORDER_PAYMENTS.key),
         FCT_SALES_MINUTE.qualified: _stable(sales, FCT_SALES_MINUTE.key),
+        DAILY_SALES_SUMMARY.qualified: _stable(daily, DAILY_SALES_SUMMARY.key),
     }
 
 
@@ -45,5 +53,5 @@ def current_gold(store: TableStore) -> dict[str, Rows]:
     """The same tables as the incremental pipeline left them."""
     return {
         spec.qualified: _stable(store.open(spec).dataset().to_table(), spec.key)
-        for spec in (ORDER_PAYMENTS, FCT_SALES_MINUTE)
+        for spec in (ORDER_PAYMENTS, FCT_SALES_MINUTE, DAILY_SALES_SUMMARY)
     }

@@ -11,7 +11,7 @@ from typing import Literal
 from shoplake.contract.tables import RAW_EVENTS
 from shoplake.engines.duckdb import DuckDB
 from shoplake.errors import ShoplakeError
-from shoplake.pipeline.gold import SalesMinuteModel
+from shoplake.pipeline.gold import DailySalesModel, SalesMinuteModel
 from shoplake.pipeline.ingest import BronzeIngest
 from shoplake.pipeline.silver import OrderPaymentsModel, SilverProcessor
 from shoplake.settings import Settings
@@ -52,7 +52,12 @@ class Pipeline:
         self.store = store or open_store(settings)
         self._engine = DuckDB()
         self._ingest: BronzeIngest | None = None
-        self._stages: tuple[SilverProcessor, OrderPaymentsModel, SalesMinuteModel] | None = None
+        self._stages: (
+            tuple[
+                SilverProcessor, OrderPaymentsModel, tuple[SalesMinuteModel | DailySalesModel, ...]
+            ]
+            | None
+        ) = None
 
     # -- stages ----------------------------------------------------------------
     @property
@@ -70,7 +75,9 @@ class Pipeline:
         cfg = self.settings.pipeline
         return self.ingest.step(cfg.batch_max_records, cfg.batch_max_seconds if wait else 0.0)
 
-    def _processing_stages(self) -> tuple[SilverProcessor, OrderPaymentsModel, SalesMinuteModel]:
+    def _processing_stages(
+        self,
+    ) -> tuple[SilverProcessor, OrderPaymentsModel, tuple[SalesMinuteModel | DailySalesModel, ...]]:
         if self._stages is None:
             cfg = self.settings
             self._stages = (
@@ -81,7 +88,10 @@ class Pipeline:
                     engine=self._engine,
                 ),
                 OrderPaymentsModel(self.store, engine=self._engine),
-                SalesMinuteModel(self.store, cfg.reporting, engine=self._engine),
+                (
+                    SalesMinuteModel(self.store, cfg.reporting, engine=self._engine),
+                    DailySalesModel(self.store, cfg.reporting, engine=self._engine),
+                ),
             )
         return self._stages
 
@@ -91,7 +101,7 @@ class Pipeline:
         if not self.store.exists(RAW_EVENTS):
             return 0
         tps = self.transport.partitions()
-        silver_stage, order_payments, sales_minute = self._processing_stages()
+        silver_stage, order_payments, gold_models = self._processing_stages()
         work = 0
         if silver:
             result = silver_stage.step(tps, self.settings.pipeline.batch_max_records)
@@ -100,7 +110,7 @@ class Pipeline:
             stats.duplicates_dropped += result.duplicates_dropped
             work += result.rows_in
         work += order_payments.step(tps)
-        gold = sales_minute.step(tps)
+        gold = sum(model.step(tps) for model in gold_models)
         stats.gold_rows += gold
         return work + gold
 

@@ -7,7 +7,7 @@ its progress back from its own table, so restarts, replays and compactions are h
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 import pyarrow as pa
@@ -67,6 +67,18 @@ class TableStore(Protocol):
         """Merge on the spec's key: update matches, insert the rest; rows for which the
         SQL predicate ``delete_when`` (over source columns, alias ``s``) holds are deleted
         from the target instead, and not inserted."""
+        ...
+
+    def replace(
+        self,
+        spec: TableSpec,
+        data: pa.Table,
+        column: str,
+        values: Sequence[object],
+        positions: Mapping[str, int] | None = None,
+    ) -> None:
+        """Atomically replace every row whose ``column`` is in ``values`` by ``data``
+        (Delta replaceWhere), recording positions in the same commit."""
         ...
 
     def history(self, spec: TableSpec, limit: int | None = None) -> list[dict[str, Any]]: ...

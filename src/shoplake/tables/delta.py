@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -248,6 +248,34 @@ class DeltaStore:
             if positions and changed == 0 and int(table.version()) == before:
                 # delta-rs makes no commit for a merge that changes nothing; record positions.
                 self.append(spec, spec.schema.empty_table(), positions)
+
+    def replace(
+        self,
+        spec: TableSpec,
+        data: pa.Table,
+        column: str,
+        values: Sequence[object],
+        positions: Mapping[str, int] | None = None,
+    ) -> None:
+        if not values:
+            self.append(spec, spec.schema.empty_table(), positions)
+            return
+        listed = ", ".join("'" + str(v).replace("'", "''") + "'" for v in values)
+        with self._lock, _translated(spec, "replacing partitions of"):
+            table = self._loaded(spec)
+            before = int(table.version())
+            known = dict(self._cache(spec, before).known)
+            write_deltalake(
+                table,
+                data.select(spec.schema.names).cast(spec.schema),
+                mode="overwrite",
+                partition_by=list(spec.partition_by) or None,
+                predicate=f"{column} IN ({listed})",
+                commit_properties=_commit(positions),
+                writer_properties=_writer_properties(spec),
+            )
+            table.update_incremental()
+            self._committed(spec, before, known, positions)
 
     def history(self, spec: TableSpec, limit: int | None = None) -> list[dict[str, Any]]:
         return self._with_table(spec, "reading history of", lambda t: t.history(limit))
