@@ -13,8 +13,9 @@ import os
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -96,6 +97,21 @@ class ReportingSettings(BaseModel):
             if rate <= 0:
                 raise ValueError(f"rate for {code} must be > 0, got {rate}")
         return rates
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {name!r} (use an IANA name such as UTC)") from None
+        return name
+
+    @model_validator(mode="after")
+    def _reporting_currency_has_a_rate(self) -> ReportingSettings:
+        if self.currency not in self.rates:
+            raise ValueError(f"reporting currency {self.currency} has no rate in rates")
+        return self
 
     def rate_to_reporting(self, currency: str) -> Decimal:
         """Units of the reporting currency per unit of ``currency``."""

@@ -50,6 +50,14 @@ def test_invalid_values_are_config_errors(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("SHOPLAKE_REPORTING__RATES", '{"USD": 1, "EUR": -1}')
     with pytest.raises(ConfigError, match="rate for EUR"):
         load_settings()
+    monkeypatch.delenv("SHOPLAKE_REPORTING__RATES")
+    monkeypatch.setenv("SHOPLAKE_REPORTING__TIMEZONE", "Mars/Olympus")
+    with pytest.raises(ConfigError, match="unknown time zone"):
+        load_settings()
+    monkeypatch.setenv("SHOPLAKE_REPORTING__TIMEZONE", "Europe/Berlin")
+    monkeypatch.setenv("SHOPLAKE_REPORTING__CURRENCY", "CHF")
+    with pytest.raises(ConfigError, match="CHF has no rate"):
+        load_settings()
 
 
 def test_settings_are_frozen() -> None:
