@@ -54,6 +54,14 @@ def _writer_properties(spec: TableSpec) -> WriterProperties:
     return WriterProperties(column_properties=dict.fromkeys(spec.payload_columns, plain))
 
 
+class _Write:
+    """One write through a held table; ``committed`` is False when it made no commit."""
+
+    def __init__(self, table: DeltaTable) -> None:
+        self.table = table
+        self.committed = True
+
+
 class _PositionCache:
     """Positions known at one table version: {app_id: next offset or None}."""
 
@@ -172,19 +180,23 @@ class DeltaStore:
             table = DeltaTable(self.location(spec), version=version)
             return DeltaHandle(table, spec, _PositionCache(version, {}))
 
-    def _committed(
-        self,
-        spec: TableSpec,
-        before: int,
-        known: dict[str, int | None],
-        positions: Mapping[str, int] | None,
-    ) -> None:
-        """After our commit: carry the cached positions forward if nobody else committed."""
-        table = self._tables[self.location(spec)]
-        after = int(table.version())
-        if after == before + 1:
-            merged: dict[str, int | None] = {**known, **(positions or {})}
-            self._caches[self.location(spec)] = _PositionCache(after, merged)
+    @contextmanager
+    def _writing(
+        self, spec: TableSpec, action: str, positions: Mapping[str, int] | None
+    ) -> Iterator[_Write]:
+        """Write through the held table; afterwards carry the cached positions forward
+        if ours was the only commit since (else they are re-read when asked for)."""
+        with self._lock, _translated(spec, action):
+            table = self._loaded(spec)
+            before = int(table.version())
+            known = dict(self._cache(spec, before).known)
+            write = _Write(table)
+            yield write
+            table.update_incremental()
+            after = int(table.version())
+            if write.committed and after == before + 1:
+                merged: dict[str, int | None] = {**known, **(positions or {})}
+                self._caches[self.location(spec)] = _PositionCache(after, merged)
 
     def append(
         self,
@@ -192,20 +204,15 @@ class DeltaStore:
         data: pa.Table,
         positions: Mapping[str, int] | None = None,
     ) -> None:
-        with self._lock, _translated(spec, "appending to"):
-            table = self._loaded(spec)
-            before = int(table.version())
-            known = dict(self._cache(spec, before).known)
+        with self._writing(spec, "appending to", positions) as write:
             write_deltalake(
-                table,
+                write.table,
                 data.select(spec.schema.names).cast(spec.schema),
                 mode="append",
                 partition_by=list(spec.partition_by) or None,
                 commit_properties=_commit(positions),
                 writer_properties=_writer_properties(spec),
             )
-            table.update_incremental()
-            self._committed(spec, before, known, positions)
 
     def upsert(
         self,
@@ -220,34 +227,28 @@ class DeltaStore:
         if not spec.key:
             raise TableError(f"{spec.qualified} has no key to merge on")
         predicate = " AND ".join(f"t.{k} = s.{k}" for k in spec.key)
-        with self._lock:
-            with _translated(spec, "merging into"):
-                table = self._loaded(spec)
-                before = int(table.version())
-                known = dict(self._cache(spec, before).known)
-                merger = table.merge(
-                    data.select(spec.schema.names).cast(spec.schema),
-                    predicate=predicate,
-                    source_alias="s",
-                    target_alias="t",
-                    commit_properties=_commit(positions),
-                )
-                if delete_when:
-                    merger = merger.when_matched_delete(predicate=delete_when)
-                merger = merger.when_matched_update_all()
-                merger = merger.when_not_matched_insert_all(
-                    predicate=f"NOT ({delete_when})" if delete_when else None
-                )
-                metrics = merger.execute()
-                table.update_incremental()
-                self._committed(spec, before, known, positions)
-            changed = sum(
+        with self._writing(spec, "merging into", positions) as write:
+            merger = write.table.merge(
+                data.select(spec.schema.names).cast(spec.schema),
+                predicate=predicate,
+                source_alias="s",
+                target_alias="t",
+                commit_properties=_commit(positions),
+            )
+            if delete_when:
+                merger = merger.when_matched_delete(predicate=delete_when)
+            merger = merger.when_matched_update_all()
+            merger = merger.when_not_matched_insert_all(
+                predicate=f"NOT ({delete_when})" if delete_when else None
+            )
+            metrics = merger.execute()
+            write.committed = any(
                 int(metrics.get(f"num_target_rows_{kind}", 0))
                 for kind in ("inserted", "updated", "deleted")
             )
-            if positions and changed == 0 and int(table.version()) == before:
-                # delta-rs makes no commit for a merge that changes nothing; record positions.
-                self.append(spec, spec.schema.empty_table(), positions)
+        if positions and not write.committed:
+            # delta-rs makes no commit for a merge that changes nothing; record positions.
+            self.append(spec, spec.schema.empty_table(), positions)
 
     def replace(
         self,
@@ -261,12 +262,9 @@ class DeltaStore:
             self.append(spec, spec.schema.empty_table(), positions)
             return
         listed = ", ".join("'" + str(v).replace("'", "''") + "'" for v in values)
-        with self._lock, _translated(spec, "replacing partitions of"):
-            table = self._loaded(spec)
-            before = int(table.version())
-            known = dict(self._cache(spec, before).known)
+        with self._writing(spec, "replacing partitions of", positions) as write:
             write_deltalake(
-                table,
+                write.table,
                 data.select(spec.schema.names).cast(spec.schema),
                 mode="overwrite",
                 partition_by=list(spec.partition_by) or None,
@@ -274,8 +272,6 @@ class DeltaStore:
                 commit_properties=_commit(positions),
                 writer_properties=_writer_properties(spec),
             )
-            table.update_incremental()
-            self._committed(spec, before, known, positions)
 
     def history(self, spec: TableSpec, limit: int | None = None) -> list[dict[str, Any]]:
         return self._with_table(spec, "reading history of", lambda t: t.history(limit))
