@@ -4,7 +4,8 @@ gold.fct_sales_minute records the bronze positions it has consumed (through
 silver.order_payments). A step takes the silver orders and payments in the new
 bronze range, finds the minutes of the orders they touch, recomputes exactly those
 minutes from silver.order_payments and merges them in; a minute left with no paid
-order is deleted.
+order is deleted. gold.daily_sales_summary does the same by day (in the reporting time
+zone) and replaces the touched days in one commit.
 """
 
 from __future__ import annotations

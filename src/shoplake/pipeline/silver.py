@@ -58,7 +58,7 @@ class StepResult:
 
 
 class SilverProcessor:
-    """bronze.raw_events → silver.{quarantine, orders, order_items, payments}."""
+    """bronze.raw_events → every silver table of events, order_items and quarantine."""
 
     def __init__(
         self,
