@@ -355,14 +355,22 @@ def run(ctx: click.Context, job: str, until_idle: bool) -> None:
     show_default=True,
     help="At most this many rows in the table output.",
 )
+@click.option(
+    "--as-of",
+    "as_of",
+    default=None,
+    metavar="VERSION|TIMESTAMP",
+    help="Time travel: each table at this version (see `shoplake history`), or as it was "
+    "at this ISO time, e.g. 2026-11-22T10:00:00+00:00 (UTC if no offset).",
+)
 @click.pass_context
-def query(ctx: click.Context, sql: str, as_json: bool, limit: int) -> None:
+def query(ctx: click.Context, sql: str, as_json: bool, limit: int, as_of: str | None) -> None:
     """Run DuckDB SQL; every table is `layer.table`, e.g. gold.fct_sales_minute."""
     from shoplake.query import Lakehouse
 
     settings = _settings(ctx)
     _existing_home(settings)
-    result = Lakehouse(settings).query(sql)
+    result = Lakehouse(settings).query(sql, as_of=_version_or_time(as_of))
     rows = result.to_pylist()
     if as_json:
         for row in rows:
@@ -371,6 +379,20 @@ def query(ctx: click.Context, sql: str, as_json: bool, limit: int) -> None:
     _print_table(result.column_names, rows[:limit])
     if len(rows) > limit:
         click.echo(f"… {len(rows) - limit} more rows (use --limit or --json)", err=True)
+
+
+def _version_or_time(value: str | None) -> int | datetime | None:
+    if value is None:
+        return None
+    if value.isdigit():
+        return int(value)
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is neither a version number nor an ISO timestamp", param_hint="--as-of"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _print_table(columns: list[str], rows: list[dict[str, Any]]) -> None:

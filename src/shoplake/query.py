@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime
 
 import pyarrow as pa
 
@@ -20,6 +21,20 @@ ALIASES: dict[str, str] = {
     "silver.payments_clean": "silver.payments",
     "silver.order_payments_enriched": "silver.order_payments",
 }
+
+
+def _named_tables(sql: str) -> set[str]:
+    """The shoplake tables (aliases resolved) that the SQL text mentions."""
+    text = sql.lower()
+    names = {
+        spec.qualified
+        for spec in ALL_TABLES
+        if re.search(rf"\b{re.escape(spec.qualified)}\b", text)
+    }
+    names |= {
+        target for alias, target in ALIASES.items() if re.search(rf"\b{re.escape(alias)}\b", text)
+    }
+    return names
 
 
 @dataclass(frozen=True)
@@ -56,21 +71,28 @@ class Lakehouse:
             )
         return out
 
-    def query(self, sql: str) -> pa.Table:
-        """Run DuckDB SQL over the latest snapshot of every table."""
+    def query(self, sql: str, *, as_of: int | datetime | None = None) -> pa.Table:
+        """Run DuckDB SQL over the latest snapshot of every table, or each table as of a
+        version or a time (time travel). Only the tables the SQL names are loaded."""
         engine = DuckDB()
         try:
             specs = self.existing()
             for layer in sorted({s.layer for s in ALL_TABLES}):
                 engine.execute(f"CREATE SCHEMA IF NOT EXISTS {layer}")
+            named = _named_tables(sql)
             for spec in specs:
-                engine.register(f"__{spec.layer}_{spec.name}", self.store.open(spec).dataset())
+                if spec.qualified not in named:
+                    continue
+                handle = (
+                    self.store.open(spec) if as_of is None else self.store.open_as_of(spec, as_of)
+                )
+                engine.register(f"__{spec.layer}_{spec.name}", handle.dataset())
                 engine.execute(
                     f"CREATE VIEW {spec.qualified} AS SELECT * FROM __{spec.layer}_{spec.name}"
                 )
             present = {s.qualified for s in specs}
             for alias, target in ALIASES.items():
-                if target in present:
+                if target in present and target in named:
                     engine.execute(f"CREATE VIEW {alias} AS SELECT * FROM {target}")
             try:
                 return engine.query(sql)

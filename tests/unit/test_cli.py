@@ -137,3 +137,29 @@ def test_schema_exports_json_schema(tmp_path: Path) -> None:
     one = json.loads(shoplake(tmp_path, "schema", "payment").stdout)
     assert "amount_cents" in one["properties"]
     assert shoplake(tmp_path, "schema", "nope", check=False).returncode == 1
+
+
+def test_time_travel_with_as_of(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    count = "SELECT count(*) AS n FROM bronze.raw_events"
+    shoplake(home, "generate", "-n", "300")
+    shoplake(home, "run", "--job", "ingestion", "--until-idle")
+    history = [
+        json.loads(x)
+        for x in shoplake(home, "history", "bronze.raw_events", "--json").stdout.splitlines()
+    ]
+    first_write = max(e["timestamp"] for e in history) / 1000
+    shoplake(home, "generate", "-n", "200", "--seed", "8")
+    shoplake(home, "run", "--job", "ingestion", "--until-idle")
+    assert json.loads(shoplake(home, "query", "--json", count).stdout)["n"] == 500
+    assert json.loads(shoplake(home, "query", "--json", "--as-of", "1", count).stdout)["n"] == 300
+    from datetime import UTC, datetime
+
+    moment = datetime.fromtimestamp(first_write + 0.0005, UTC).isoformat()
+    assert (
+        json.loads(shoplake(home, "query", "--json", "--as-of", moment, count).stdout)["n"] == 300
+    )
+    proc = shoplake(home, "query", "--as-of", "99", count, check=False)
+    assert proc.returncode == 1 and "as of 99" in proc.stderr
+    proc = shoplake(home, "query", "--as-of", "soon", count, check=False)
+    assert proc.returncode == 2 and "--as-of" in proc.stderr

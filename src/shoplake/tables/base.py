@@ -8,6 +8,7 @@ its progress back from its own table, so restarts, replays and compactions are h
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any, Protocol
 
 import pyarrow as pa
@@ -46,7 +47,9 @@ class TableStore(Protocol):
         """The latest snapshot; raises TableNotFound if the table does not exist."""
         ...
 
-    def open_as_of(self, spec: TableSpec, version: int) -> TableHandle: ...
+    def open_as_of(self, spec: TableSpec, when: int | datetime) -> TableHandle:
+        """The snapshot at a version, or the last one committed at or before a time."""
+        ...
 
     def append(
         self,

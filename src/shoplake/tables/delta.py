@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -175,10 +176,11 @@ class DeltaStore:
             table = self._loaded(spec)
             return DeltaHandle(table, spec, self._cache(spec, int(table.version())))
 
-    def open_as_of(self, spec: TableSpec, version: int) -> DeltaHandle:
-        with _translated(spec, f"opening version {version} of"):
-            table = DeltaTable(self.location(spec), version=version)
-            return DeltaHandle(table, spec, _PositionCache(version, {}))
+    def open_as_of(self, spec: TableSpec, when: int | datetime) -> DeltaHandle:
+        with _translated(spec, f"opening {spec.qualified} as of {when}:"):
+            table = DeltaTable(self.location(spec))
+            table.load_as_version(when)
+            return DeltaHandle(table, spec, _PositionCache(int(table.version()), {}))
 
     @contextmanager
     def _writing(
