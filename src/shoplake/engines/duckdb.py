@@ -8,7 +8,6 @@ plain SQL that Spark can run too.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
 
 import duckdb
@@ -40,6 +39,19 @@ class DuckDB:
         """Run a query and return its result as an Arrow table."""
         return self.con.sql(sql, params=dict(params) if params else None).to_arrow_table()
 
+    def table_over(
+        self, sql: str, inputs: Mapping[str, Any], params: Mapping[str, Any] | None = None
+    ) -> pa.Table:
+        """Run ``sql`` with each of ``inputs`` (Arrow data) visible under its name, then
+        release them again."""
+        for name, data in inputs.items():
+            self.con.register(name, data)
+        try:
+            return self.table(sql, params)
+        finally:
+            for name in inputs:
+                self.con.unregister(name)
+
     def query(self, sql: str) -> pa.Table:
         """A user's query: DuckDB errors become QueryError with DuckDB's own message."""
         try:
@@ -49,9 +61,3 @@ class DuckDB:
 
     def close(self) -> None:
         self.con.close()
-
-
-def utc_now() -> datetime:
-    from datetime import UTC
-
-    return datetime.now(UTC)

@@ -25,7 +25,7 @@ from shoplake.contract.tables import (
 )
 from shoplake.engines.duckdb import DuckDB
 from shoplake.pipeline.models import load_model
-from shoplake.pipeline.positions import range_filter, to_app_ids
+from shoplake.pipeline.positions import range_ends, range_filter, to_app_ids
 from shoplake.pipeline.silver import pending_ranges, touched_orders
 from shoplake.settings import ReportingSettings
 from shoplake.tables.base import TableStore
@@ -78,7 +78,7 @@ class SalesMinuteModel:
         self.store.upsert(
             self.spec,
             rows,
-            to_app_ids({tp: end for tp, (_, end) in ranges.items()}),
+            to_app_ids(range_ends(ranges)),
             delete_when="s.paid_orders = 0",
         )
         return int(rows.num_rows)
@@ -92,15 +92,15 @@ class SalesMinuteModel:
             order_payments = self._order_payments_within(minutes)
         if minutes is None:
             minutes = pc.unique(pc.floor_temporal(order_payments["order_ts"], unit="minute"))
-        eng = self.engine
-        eng.register("order_payments", order_payments)
-        eng.register("rates", self.rates)
-        eng.register("touched_minutes", pa.table({"minute_bucket": minutes.cast(TS)}))
-        try:
-            return eng.table(self.sql, {"now": datetime.now(UTC)})
-        finally:
-            for name in ("order_payments", "rates", "touched_minutes"):
-                eng.unregister(name)
+        return self.engine.table_over(
+            self.sql,
+            {
+                "order_payments": order_payments,
+                "rates": self.rates,
+                "touched_minutes": pa.table({"minute_bucket": minutes.cast(TS)}),
+            },
+            {"now": datetime.now(UTC)},
+        )
 
     def _order_payments_within(self, minutes: pa.Array | None) -> pa.Table:
         dataset = self.store.open(ORDER_PAYMENTS).dataset()
@@ -153,7 +153,7 @@ class DailySalesModel:
             set(local_dates(views["event_ts"], self.timezone).to_pylist()) | set(placed.to_pylist())
         )
         rows = self.compute(days, order_payments=orders)
-        positions = to_app_ids({tp: end for tp, (_, end) in ranges.items()})
+        positions = to_app_ids(range_ends(ranges))
         self.store.replace(self.spec, rows, "partition_date", days, positions)
         return int(rows.num_rows)
 
@@ -182,13 +182,13 @@ class DailySalesModel:
             days = sorted(
                 set(views["view_date"].to_pylist()) | set(orders["order_date"].to_pylist())
             )
-        eng = self.engine
-        eng.register("order_payments", orders)
-        eng.register("page_views", views)
-        eng.register("rates", self.rates)
-        eng.register("touched_days", pa.table({"partition_date": pa.array(days, pa.date32())}))
-        try:
-            return eng.table(self.sql, {"now": datetime.now(UTC)})
-        finally:
-            for name in ("order_payments", "page_views", "rates", "touched_days"):
-                eng.unregister(name)
+        return self.engine.table_over(
+            self.sql,
+            {
+                "order_payments": orders,
+                "page_views": views,
+                "rates": self.rates,
+                "touched_days": pa.table({"partition_date": pa.array(days, pa.date32())}),
+            },
+            {"now": datetime.now(UTC)},
+        )

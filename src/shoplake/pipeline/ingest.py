@@ -131,11 +131,7 @@ class BronzeIngest:
         text = text.set_column(
             text.schema.get_field_index("key"), "raw_key", _as_text(records["key"])
         )
-        self.engine.register("records", text)
-        try:
-            return self.engine.table(_BRONZE_SQL, {"now": datetime.now(UTC)})
-        finally:
-            self.engine.unregister("records")
+        return self.engine.table_over(_BRONZE_SQL, {"records": text}, {"now": datetime.now(UTC)})
 
 
 def _next_positions(records: pa.Table) -> dict[TopicPartition, int]:

@@ -43,6 +43,11 @@ def positions_of(
     return {tp: got.get(app_id, 0) for tp, app_id in ids.items()}
 
 
+def range_ends(ranges: Ranges) -> Positions:
+    """The position after each range: what a layer records once it has consumed them."""
+    return {tp: end for tp, (_, end) in ranges.items()}
+
+
 def range_filter(ranges: Ranges) -> pc.Expression | None:
     """A dataset filter selecting the rows whose lineage lies in ``ranges`` (end exclusive)."""
     expr: pc.Expression | None = None

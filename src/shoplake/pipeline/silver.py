@@ -31,7 +31,14 @@ from shoplake.contract.tables import (
 from shoplake.engines import duckdb_silver as sql
 from shoplake.engines.duckdb import DuckDB
 from shoplake.pipeline.models import load_model
-from shoplake.pipeline.positions import Positions, Ranges, positions_of, range_filter, to_app_ids
+from shoplake.pipeline.positions import (
+    Positions,
+    Ranges,
+    positions_of,
+    range_ends,
+    range_filter,
+    to_app_ids,
+)
 from shoplake.tables.base import TableStore
 from shoplake.transport.base import TopicPartition
 
@@ -203,7 +210,7 @@ class OrderPaymentsModel:
             return 0
         ids = touched_orders(self.store, ranges)
         rows = self.compute(ids)
-        self.store.upsert(self.spec, rows, to_app_ids({tp: e for tp, (_, e) in ranges.items()}))
+        self.store.upsert(self.spec, rows, to_app_ids(range_ends(ranges)))
         return int(rows.num_rows)
 
     def compute(self, ids: pa.Array | None) -> pa.Table:
@@ -215,15 +222,11 @@ class OrderPaymentsModel:
         else:
             orders = _select_ids(self.store, ORDERS, "order_id", ids)
             payments = _select_ids(self.store, PAYMENTS, "order_id", ids)
-        eng = self.engine
-        eng.register("orders", orders)
-        eng.register("payments", payments)
-        eng.register("touched_orders", pa.table({"order_id": ids}))
-        try:
-            return eng.table(self.sql, {"now": datetime.now(UTC)})
-        finally:
-            for name in ("orders", "payments", "touched_orders"):
-                eng.unregister(name)
+        return self.engine.table_over(
+            self.sql,
+            {"orders": orders, "payments": payments, "touched_orders": pa.table({"order_id": ids})},
+            {"now": datetime.now(UTC)},
+        )
 
 
 def pending_ranges(

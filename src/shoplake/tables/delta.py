@@ -48,6 +48,11 @@ def _commit(positions: Mapping[str, int] | None) -> CommitProperties | None:
     )
 
 
+def _conform(spec: TableSpec, data: pa.Table) -> pa.Table:
+    """The spec's columns, in its order and types."""
+    return data.select(spec.schema.names).cast(spec.schema)
+
+
 def _writer_properties(spec: TableSpec) -> WriterProperties:
     if not spec.payload_columns:
         return WriterProperties()
@@ -206,15 +211,7 @@ class DeltaStore:
         data: pa.Table,
         positions: Mapping[str, int] | None = None,
     ) -> None:
-        with self._writing(spec, "appending to", positions) as write:
-            write_deltalake(
-                write.table,
-                data.select(spec.schema.names).cast(spec.schema),
-                mode="append",
-                partition_by=list(spec.partition_by) or None,
-                commit_properties=_commit(positions),
-                writer_properties=_writer_properties(spec),
-            )
+        self._write(spec, data, positions, "appending to")
 
     def upsert(
         self,
@@ -231,7 +228,7 @@ class DeltaStore:
         predicate = " AND ".join(f"t.{k} = s.{k}" for k in spec.key)
         with self._writing(spec, "merging into", positions) as write:
             merger = write.table.merge(
-                data.select(spec.schema.names).cast(spec.schema),
+                _conform(spec, data),
                 predicate=predicate,
                 source_alias="s",
                 target_alias="t",
@@ -264,16 +261,33 @@ class DeltaStore:
             self.append(spec, spec.schema.empty_table(), positions)
             return
         listed = ", ".join("'" + str(v).replace("'", "''") + "'" for v in values)
-        with self._writing(spec, "replacing partitions of", positions) as write:
-            write_deltalake(
-                write.table,
-                data.select(spec.schema.names).cast(spec.schema),
-                mode="overwrite",
-                partition_by=list(spec.partition_by) or None,
-                predicate=f"{column} IN ({listed})",
-                commit_properties=_commit(positions),
-                writer_properties=_writer_properties(spec),
-            )
+        self._write(spec, data, positions, "replacing partitions of", f"{column} IN ({listed})")
+
+    def _write(
+        self,
+        spec: TableSpec,
+        data: pa.Table,
+        positions: Mapping[str, int] | None,
+        action: str,
+        replace_where: str | None = None,
+    ) -> None:
+        """Append, or overwrite the rows matching ``replace_where``, in one commit."""
+        options: dict[str, Any] = {
+            "partition_by": list(spec.partition_by) or None,
+            "commit_properties": _commit(positions),
+            "writer_properties": _writer_properties(spec),
+        }
+        with self._writing(spec, action, positions) as write:
+            if replace_where is None:
+                write_deltalake(write.table, _conform(spec, data), mode="append", **options)
+            else:
+                write_deltalake(
+                    write.table,
+                    _conform(spec, data),
+                    mode="overwrite",
+                    predicate=replace_where,
+                    **options,
+                )
 
     def history(self, spec: TableSpec, limit: int | None = None) -> list[dict[str, Any]]:
         return self._with_table(spec, "reading history of", lambda t: t.history(limit))
