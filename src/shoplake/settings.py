@@ -70,6 +70,11 @@ class PipelineSettings(BaseModel):
     batch_max_records: int = Field(200_000, ge=1)
     batch_max_seconds: float = Field(1.0, gt=0)
     poll_interval_s: float = Field(0.2, gt=0)
+    # An event older than the newest one before it in its topic partition by more than
+    # this is late: it still lands in silver and gold, and is counted.
+    watermark_minutes: float = Field(10.0, ge=0)
+    # A repeated event_id is dropped if the first one is at most this many days older.
+    dedupe_horizon_days: int = Field(7, ge=0)
 
 
 class ReportingSettings(BaseModel):

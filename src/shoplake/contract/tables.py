@@ -79,6 +79,8 @@ def _event_table(name: str, columns: list[pa.Field], description: str) -> TableS
                 *columns,
                 PROPERTIES,
                 *EVENT_TIME,
+                # behind the watermark of its topic partition when it arrived
+                pa.field("is_late", pa.bool_(), nullable=False),
                 *LINEAGE,
             ]
         ),
@@ -195,6 +197,8 @@ ORDER_PAYMENTS = TableSpec(
         [
             pa.field("order_id", pa.string(), nullable=False),
             pa.field("user_id", pa.string(), nullable=False),
+            pa.field("session_id", pa.string()),
+            pa.field("order_event_id", pa.string(), nullable=False),  # its lines: order_items
             pa.field("total_amount", MONEY, nullable=False),
             pa.field("paid_amount", MONEY, nullable=False),
             pa.field("currency", pa.string(), nullable=False),
@@ -243,26 +247,209 @@ FCT_SALES_MINUTE = TableSpec(
     description="Paid orders by the minute they were placed; gmv in the reporting currency.",
 )
 
-DAILY_SALES_SUMMARY = TableSpec(
-    "gold",
+RATE = pa.decimal128(9, 6)  # a share between 0 and 1, to 6 places
+PROCESSED_TS = pa.field("processed_ts", TS, nullable=False)
+
+
+def _daily(name: str, columns: list[pa.Field], key: tuple[str, ...], description: str) -> TableSpec:
+    """A gold table of rows per day (reporting time zone), rebuilt by day."""
+    return TableSpec(
+        "gold",
+        name,
+        pa.schema(
+            [pa.field("partition_date", pa.date32(), nullable=False), *columns, PROCESSED_TS]
+        ),
+        partition_by=("partition_date",),
+        key=("partition_date", *key),
+        description=description,
+    )
+
+
+def _counts(*names: str) -> list[pa.Field]:
+    return [pa.field(n, pa.int64(), nullable=False) for n in names]
+
+
+DAILY_SALES_SUMMARY = _daily(
     "daily_sales_summary",
+    [
+        *_counts("orders_placed"),
+        pa.field("gross_revenue", MONEY, nullable=False),
+        *_counts("paid_orders"),
+        pa.field("total_revenue", MONEY, nullable=False),
+        *_counts("visitors", "purchasers"),
+        pa.field("conversion_rate", RATE, nullable=False),
+        pa.field("avg_order_value", MONEY, nullable=False),
+    ],
+    (),
+    "One row per day: orders, revenue, visitors, conversion.",
+)
+
+DAILY_TRAFFIC_SOURCES = _daily(
+    "daily_traffic_sources",
+    [
+        pa.field("traffic_source", pa.string(), nullable=False),
+        *_counts("sessions", "visitors", "purchasers", "orders_placed", "paid_orders"),
+        pa.field("revenue", MONEY, nullable=False),
+        pa.field("conversion_rate", RATE, nullable=False),
+    ],
+    ("traffic_source",),
+    "Per day and traffic source (the first of each session that day): visitors, buyers, revenue.",
+)
+
+FUNNEL_DAILY = _daily(
+    "funnel_daily",
+    [
+        *_counts(
+            "sessions",
+            "product_view_sessions",
+            "cart_sessions",
+            "checkout_sessions",
+            "purchase_sessions",
+        ),
+        *[
+            pa.field(n, RATE, nullable=False)
+            for n in ("product_view_rate", "cart_rate", "checkout_rate", "purchase_rate")
+        ],
+    ],
+    (),
+    "Per day: sessions reaching each funnel step, and each step's share of sessions.",
+)
+
+CATEGORY_PERFORMANCE = _daily(
+    "category_performance",
+    [
+        pa.field("category", pa.string(), nullable=False),
+        *_counts("orders", "units_sold"),
+        pa.field("revenue", MONEY, nullable=False),
+    ],
+    ("category",),
+    "Per day and category: paid orders containing it, units and revenue of their lines.",
+)
+
+PRODUCT_ANALYTICS = _daily(
+    "product_analytics",
+    [
+        pa.field("product_id", pa.string(), nullable=False),
+        pa.field("product_name", pa.string()),
+        pa.field("category", pa.string()),
+        *_counts("total_views", "cart_adds", "cart_removes", "total_purchases", "units_sold"),
+        pa.field("revenue", MONEY, nullable=False),
+        pa.field("conversion_rate", pa.decimal128(12, 6), nullable=False),
+        pa.field("recommendation_score", pa.decimal128(18, 6), nullable=False),
+    ],
+    ("product_id",),
+    "Per day and product: views, cart moves, orders, units, revenue, recommendation score.",
+)
+
+DAILY_CUSTOMER_ANALYTICS = _daily(
+    "daily_customer_analytics",
+    [
+        pa.field("user_id", pa.string(), nullable=False),
+        pa.field("lifetime_value", MONEY, nullable=False),
+        *_counts("paid_orders"),
+        pa.field("total_spent", MONEY, nullable=False),
+        *_counts("sessions", "page_views", "cart_adds"),
+        pa.field("avg_order_value", MONEY, nullable=False),
+        pa.field("first_order_ts", TS),
+        pa.field("last_order_ts", TS),
+        pa.field("customer_segment", pa.string(), nullable=False),
+    ],
+    ("user_id",),
+    "Per day and active customer: value to date, the day's activity, segment.",
+)
+
+DATA_QUALITY_REPORT = _daily(
+    "data_quality_report",
+    [
+        pa.field("table_name", pa.string(), nullable=False),
+        *_counts("rows_in", "rows_valid", "rows_quarantined"),
+        pa.field("quarantine_reasons", pa.string(), nullable=False),
+        *_counts("duplicates_dropped", "late_events"),
+        pa.field("freshness_s", pa.float64(), nullable=False),
+    ],
+    ("table_name",),
+    "Per day of arrival and silver table: records in, valid, quarantined, duplicates, late.",
+)
+
+DUPLICATES = TableSpec(
+    "silver",
+    "duplicates",
     pa.schema(
         [
-            pa.field("partition_date", pa.date32(), nullable=False),
-            pa.field("orders_placed", pa.int64(), nullable=False),
-            pa.field("gross_revenue", MONEY, nullable=False),
-            pa.field("paid_orders", pa.int64(), nullable=False),
-            pa.field("total_revenue", MONEY, nullable=False),
-            pa.field("visitors", pa.int64(), nullable=False),
-            pa.field("purchasers", pa.int64(), nullable=False),
-            pa.field("conversion_rate", pa.decimal128(9, 6), nullable=False),
-            pa.field("avg_order_value", MONEY, nullable=False),
-            pa.field("processed_ts", TS, nullable=False),
+            pa.field("event_id", pa.string(), nullable=False),
+            pa.field("event_type", pa.string(), nullable=False),
+            pa.field("table_name", pa.string(), nullable=False),
+            *EVENT_TIME,
+            *LINEAGE,
+            pa.field("detected_ts", TS, nullable=False),
         ]
     ),
-    partition_by=("partition_date",),
-    key=("partition_date",),
-    description="One row per day (reporting time zone): orders, revenue, visitors, conversion.",
+    partition_by=("event_date",),
+    key=("topic", "partition", "offset"),
+    description="Valid events dropped because their event_id was already in silver.",
+)
+
+DIM_CUSTOMERS = TableSpec(
+    "silver",
+    "dim_customers",
+    pa.schema(
+        [
+            pa.field("user_id", pa.string(), nullable=False),
+            pa.field("country", pa.string()),
+            pa.field("device", pa.string()),
+            pa.field("first_seen_ts", TS, nullable=False),
+            pa.field("last_seen_ts", TS, nullable=False),
+            pa.field("orders_placed", pa.int64(), nullable=False),
+            pa.field("first_order_ts", TS),
+            pa.field("last_order_ts", TS),
+            pa.field("updated_ts", TS, nullable=False),
+        ]
+    ),
+    key=("user_id",),
+    description="One row per customer: latest country and device, first and last seen.",
+)
+
+DIM_PRODUCTS = TableSpec(
+    "silver",
+    "dim_products",
+    pa.schema(
+        [
+            pa.field("product_id", pa.string(), nullable=False),
+            pa.field("name", pa.string(), nullable=False),
+            pa.field("category", pa.string(), nullable=False),
+            pa.field("price", MONEY, nullable=False),
+            pa.field("currency", pa.string(), nullable=False),
+            pa.field("inventory", pa.int64(), nullable=False),
+            pa.field("last_update_type", pa.string(), nullable=False),
+            pa.field("first_seen_ts", TS, nullable=False),
+            pa.field("last_updated_ts", TS, nullable=False),
+            pa.field("updated_ts", TS, nullable=False),
+        ]
+    ),
+    key=("product_id",),
+    description="One row per product: its current name, category, price and inventory.",
+)
+
+DIM_DATE = TableSpec(
+    "silver",
+    "dim_date",
+    pa.schema(
+        [
+            pa.field("date_key", pa.int32(), nullable=False),
+            pa.field("date", pa.date32(), nullable=False),
+            pa.field("year", pa.int16(), nullable=False),
+            pa.field("quarter", pa.int8(), nullable=False),
+            pa.field("month", pa.int8(), nullable=False),
+            pa.field("month_name", pa.string(), nullable=False),
+            pa.field("day_of_month", pa.int8(), nullable=False),
+            pa.field("day_of_week", pa.int8(), nullable=False),
+            pa.field("day_name", pa.string(), nullable=False),
+            pa.field("iso_week", pa.int8(), nullable=False),
+            pa.field("is_weekend", pa.bool_(), nullable=False),
+        ]
+    ),
+    key=("date",),
+    description="The calendar: date_key YYYYMMDD, ISO week, weekday (1 = Monday).",
 )
 
 ALL_TABLES: tuple[TableSpec, ...] = (
@@ -276,8 +463,29 @@ ALL_TABLES: tuple[TableSpec, ...] = (
     PRODUCT_UPDATES,
     ORDER_PAYMENTS,
     QUARANTINE,
+    DUPLICATES,
+    DIM_CUSTOMERS,
+    DIM_PRODUCTS,
+    DIM_DATE,
     FCT_SALES_MINUTE,
     DAILY_SALES_SUMMARY,
+    DAILY_TRAFFIC_SOURCES,
+    DAILY_CUSTOMER_ANALYTICS,
+    PRODUCT_ANALYTICS,
+    CATEGORY_PERFORMANCE,
+    FUNNEL_DAILY,
+    DATA_QUALITY_REPORT,
 )
 
 TABLES_BY_NAME: dict[str, TableSpec] = {t.qualified: t for t in ALL_TABLES}
+
+# The silver table each valid event type lands in.
+EVENT_TABLES: dict[str, TableSpec] = {
+    "page_view": PAGE_VIEWS,
+    "add_to_cart": CART_EVENTS,
+    "remove_from_cart": CART_EVENTS,
+    "purchase": ORDERS,
+    "payment": PAYMENTS,
+    "user_session": USER_SESSIONS,
+    "product_update": PRODUCT_UPDATES,
+}

@@ -25,6 +25,14 @@ class DuckDB:
         if threads:
             self.con.execute(f"SET threads = {int(threads)}")
 
+    def define_local_date(self, timezone: str) -> None:
+        """``local_date(ts)``: the calendar day of a UTC timestamp in ``timezone``, the
+        one function the SQL models use that each engine defines its own way."""
+        zone = timezone.replace("'", "''")
+        self.con.execute(
+            f"CREATE OR REPLACE MACRO local_date(ts) AS CAST(timezone('{zone}', ts) AS DATE)"
+        )
+
     def register(self, name: str, data: Any) -> None:
         """Expose an Arrow table or dataset as a view called ``name``."""
         self.con.register(name, data)

@@ -191,6 +191,40 @@ def parsed_sql(currencies: Iterable[str]) -> str:
     """
 
 
+def late_sql(watermark_minutes: float) -> str:
+    """Adds ``is_late`` to ``parsed``: a valid event older, by more than the watermark, than
+    the newest valid event before it in its topic partition. ``high_water(topic,
+    partition, max_ts)`` holds the newest event time before the batch."""
+    micros = round(watermark_minutes * 60_000_000)
+    return f"""
+    CREATE OR REPLACE TEMP TABLE parsed AS
+    WITH timed AS (
+        SELECT *, CASE WHEN problem IS NULL
+                       THEN TRY_CAST(j ->> '$.timestamp' AS TIMESTAMPTZ) END AS valid_ts
+        FROM parsed
+    ),
+    running AS (
+        SELECT t.*, max(t.valid_ts) OVER (
+                   PARTITION BY t.topic, t."partition" ORDER BY t."offset"
+                   ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before_ts
+        FROM timed t
+    )
+    SELECT r.* EXCLUDE (before_ts),
+           coalesce(r.valid_ts < greatest(coalesce(r.before_ts, h.max_ts),
+                                          coalesce(h.max_ts, r.before_ts))
+                                 - to_microseconds({micros}), false) AS is_late
+    FROM running r
+    LEFT JOIN high_water h ON h.topic = r.topic AND h."partition" = r."partition"
+    """
+
+
+# The newest valid event time per topic partition in the batch.
+BATCH_HIGH_WATER_SQL = """
+SELECT topic, "partition", max(valid_ts) AS max_ts
+FROM parsed WHERE valid_ts IS NOT NULL
+GROUP BY topic, "partition"
+"""
+
 QUARANTINE_SQL = """
 SELECT raw_value, topic, "partition", "offset", event_type,
        problem.reason AS reason, problem.detail AS detail,
@@ -235,6 +269,7 @@ def _event_select(event_types: tuple[str, ...], columns: list[tuple[str, str]]) 
         ("properties", unknown_only),
         ("event_ts", _EVENT_TS),
         ("event_date", f"CAST({_EVENT_TS} AS DATE)"),
+        ("is_late", "is_late"),
     ]
     types = ", ".join(_lit(t) for t in event_types)
     return (

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
@@ -48,15 +49,53 @@ def range_ends(ranges: Ranges) -> Positions:
     return {tp: end for tp, (_, end) in ranges.items()}
 
 
-def range_filter(ranges: Ranges) -> pc.Expression | None:
-    """A dataset filter selecting the rows whose lineage lies in ``ranges`` (end exclusive)."""
-    expr: pc.Expression | None = None
+def in_ranges(rows: pa.Table, ranges: Ranges) -> pa.Array:
+    """A mask of the rows whose lineage lies in ``ranges`` (end exclusive)."""
+    # Arrow scalars, not Python values: pyarrow converts those through a failing import
+    # of dateutil each call (~0.2 ms).
+    mask = pa.array([False] * rows.num_rows, pa.bool_())
     for (topic, partition), (start, end) in ranges.items():
-        one = (
-            (pads.field("topic") == topic)
-            & (pads.field("partition") == partition)
-            & (pads.field("offset") >= start)
-            & (pads.field("offset") < end)
+        mine = pc.and_(
+            pc.and_(
+                pc.equal(rows["topic"], pa.scalar(topic, pa.string())),
+                pc.equal(rows["partition"], pa.scalar(partition, pa.int32())),
+            ),
+            pc.and_(
+                pc.greater_equal(rows["offset"], pa.scalar(start, pa.int64())),
+                pc.less(rows["offset"], pa.scalar(end, pa.int64())),
+            ),
         )
-        expr = one if expr is None else expr | one
-    return expr
+        mask = pc.or_(mask, mine)
+    return mask
+
+
+def read_ranges(dataset: pads.Dataset, ranges: Ranges, columns: list[str]) -> pa.Table:
+    """The rows of ``dataset`` whose lineage lies in ``ranges``.
+
+    The scan filters on the span of offsets only, which file statistics prune well; the
+    exact test runs on the rows read. (pyarrow simplifies a filter with one term per
+    partition very slowly: ~0.4 s for 18 partitions over 16 files.)"""
+    if not ranges:
+        return dataset.schema.empty_table().select(columns)
+    lo = min(start for start, _ in ranges.values())
+    hi = max(end for _, end in ranges.values())
+    extra = [c for c in _LINEAGE if c not in columns]
+    rows = dataset.to_table(
+        columns=[*columns, *extra],
+        filter=(pads.field("offset") >= lo) & (pads.field("offset") < hi),
+    )
+    return rows.filter(in_ranges(rows, ranges)).select(columns)
+
+
+_LINEAGE = ("topic", "partition", "offset")
+
+
+def lineage_span(rows: pa.Table) -> Ranges:
+    """The smallest ranges per partition covering the lineage of ``rows``."""
+    if rows.num_rows == 0:
+        return {}
+    spans = rows.group_by(["topic", "partition"]).aggregate([("offset", "min"), ("offset", "max")])
+    return {
+        TopicPartition(r["topic"], r["partition"]): (r["offset_min"], r["offset_max"] + 1)
+        for r in spans.to_pylist()
+    }

@@ -7,17 +7,42 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from shoplake.contract.tables import DAILY_SALES_SUMMARY, FCT_SALES_MINUTE, ORDER_PAYMENTS
-from shoplake.pipeline.gold import DailySalesModel, SalesMinuteModel, local_dates
+from shoplake.contract.tables import (
+    DAILY_CUSTOMER_ANALYTICS,
+    DATA_QUALITY_REPORT,
+    DIM_CUSTOMERS,
+    DIM_PRODUCTS,
+    FCT_SALES_MINUTE,
+    ORDER_PAYMENTS,
+    RAW_EVENTS,
+    TableSpec,
+)
+from shoplake.pipeline.dims import DimCustomersModel, DimProductsModel
+from shoplake.pipeline.gold import CustomerAnalyticsModel, SalesMinuteModel
+from shoplake.pipeline.positions import positions_of
+from shoplake.pipeline.quality import DataQualityModel
+from shoplake.pipeline.runner import DAILY_MODELS
 from shoplake.pipeline.silver import OrderPaymentsModel
 from shoplake.settings import ReportingSettings
 from shoplake.tables.base import TableStore
+from shoplake.transport.base import TopicPartition
 
 # Columns that say when a row was computed, not what it holds.
-VOLATILE = ("updated_ts", "processed_ts")
+VOLATILE = ("updated_ts", "processed_ts", "freshness_s")
 
 
 Rows = list[dict[str, Any]]
+
+# Every table the pipeline derives from silver events.
+DERIVED: tuple[TableSpec, ...] = (
+    ORDER_PAYMENTS,
+    DIM_PRODUCTS,
+    DIM_CUSTOMERS,
+    FCT_SALES_MINUTE,
+    *(m.spec for m in DAILY_MODELS),
+    DAILY_CUSTOMER_ANALYTICS,
+    DATA_QUALITY_REPORT,
+)
 
 
 def _stable(table: pa.Table, key: tuple[str, ...]) -> Rows:
@@ -28,30 +53,38 @@ def _stable(table: pa.Table, key: tuple[str, ...]) -> Rows:
 
 
 def recomputed_gold(store: TableStore, reporting: ReportingSettings) -> dict[str, Rows]:
-    """order_payments and fct_sales_minute computed from all of silver in one go.
+    """Every derived table computed from all of silver in one go.
 
-    fct_sales_minute is computed over the *recomputed* order_payments, so the result
-    depends on silver.orders and silver.payments only."""
+    order_payments and fct_sales_minute depend on silver.orders and silver.payments
+    only; the other models read the stored silver.order_payments, which the first entry
+    checks."""
     order_payments = OrderPaymentsModel(store).compute(None)
     sales = SalesMinuteModel(store, reporting).compute(None, order_payments=order_payments)
-    sales = sales.filter(pc.greater(sales["paid_orders"], 0))
-    daily_model = DailySalesModel(store, reporting)
-    daily = daily_model.compute(
-        None,
-        order_payments=order_payments.append_column(
-            "order_date", local_dates(order_payments["order_ts"], reporting.timezone)
-        ),
-    )
-    return {
-        ORDER_PAYMENTS.qualified: _stable(order_payments, ORDER_PAYMENTS.key),
-        FCT_SALES_MINUTE.qualified: _stable(sales, FCT_SALES_MINUTE.key),
-        DAILY_SALES_SUMMARY.qualified: _stable(daily, DAILY_SALES_SUMMARY.key),
+    tables: dict[TableSpec, pa.Table] = {
+        ORDER_PAYMENTS: order_payments,
+        FCT_SALES_MINUTE: sales.filter(pc.greater(sales["paid_orders"], 0)),
     }
+    for daily in DAILY_MODELS:
+        model = daily(store, reporting)
+        tables[model.spec] = model.compute(None)
+    customers = CustomerAnalyticsModel(store, reporting)
+    tables[customers.spec] = customers.compute(None)
+    for dim in (DimProductsModel(store), DimCustomersModel(store)):
+        tables[dim.spec] = dim.compute(None)
+    tps = _partitions(store)
+    consumed = positions_of(store.open(DATA_QUALITY_REPORT), tps)
+    tables[DATA_QUALITY_REPORT] = DataQualityModel(store, reporting).compute(None, consumed)
+    return {spec.qualified: _stable(rows, spec.key) for spec, rows in tables.items()}
 
 
 def current_gold(store: TableStore) -> dict[str, Rows]:
     """The same tables as the incremental pipeline left them."""
     return {
-        spec.qualified: _stable(store.open(spec).dataset().to_table(), spec.key)
-        for spec in (ORDER_PAYMENTS, FCT_SALES_MINUTE, DAILY_SALES_SUMMARY)
+        spec.qualified: _stable(store.open(spec).dataset().to_table(), spec.key) for spec in DERIVED
     }
+
+
+def _partitions(store: TableStore) -> list[TopicPartition]:
+    lineage = store.open(RAW_EVENTS).dataset().to_table(columns=["topic", "partition"])
+    pairs = lineage.group_by(["topic", "partition"]).aggregate([]).to_pylist()
+    return [TopicPartition(p["topic"], p["partition"]) for p in pairs]

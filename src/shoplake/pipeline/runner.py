@@ -6,22 +6,48 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from datetime import date
+from typing import Literal, Protocol
 
 from shoplake.contract.tables import RAW_EVENTS
 from shoplake.engines.duckdb import DuckDB
 from shoplake.errors import ShoplakeError
-from shoplake.pipeline.gold import DailySalesModel, SalesMinuteModel
+from shoplake.pipeline.dims import DimCustomersModel, DimProductsModel, ensure_dim_date
+from shoplake.pipeline.gold import (
+    CategoryModel,
+    CustomerAnalyticsModel,
+    DailyModel,
+    DailySalesModel,
+    FunnelModel,
+    ProductModel,
+    SalesMinuteModel,
+    TrafficSourcesModel,
+)
 from shoplake.pipeline.ingest import BronzeIngest
+from shoplake.pipeline.quality import DataQualityModel
 from shoplake.pipeline.silver import OrderPaymentsModel, SilverProcessor
 from shoplake.settings import Settings
 from shoplake.tables import TableStore, open_store
 from shoplake.transport import Transport, open_transport
+from shoplake.transport.base import TopicPartition
 
 log = logging.getLogger(__name__)
 
 Job = Literal["ingestion", "processing", "both", "gold"]
 JOBS: tuple[str, ...] = ("ingestion", "processing", "both", "gold")
+DAILY_MODELS: tuple[type[DailyModel], ...] = (
+    DailySalesModel,
+    TrafficSourcesModel,
+    FunnelModel,
+    CategoryModel,
+    ProductModel,
+)
+
+
+class Model(Protocol):
+    """A derived table: one step consumes what its inputs have newly consumed."""
+
+    def step(self, tps: list[TopicPartition]) -> int: ...
 
 
 @dataclass
@@ -52,12 +78,8 @@ class Pipeline:
         self.store = store or open_store(settings)
         self._engine = DuckDB()
         self._ingest: BronzeIngest | None = None
-        self._stages: (
-            tuple[
-                SilverProcessor, OrderPaymentsModel, tuple[SalesMinuteModel | DailySalesModel, ...]
-            ]
-            | None
-        ) = None
+        self._silver: SilverProcessor | None = None
+        self._models: list[Model] = []
 
     # -- stages ----------------------------------------------------------------
     @property
@@ -75,25 +97,31 @@ class Pipeline:
         cfg = self.settings.pipeline
         return self.ingest.step(cfg.batch_max_records, cfg.batch_max_seconds if wait else 0.0)
 
-    def _processing_stages(
-        self,
-    ) -> tuple[SilverProcessor, OrderPaymentsModel, tuple[SalesMinuteModel | DailySalesModel, ...]]:
-        if self._stages is None:
+    def _processing_stages(self) -> tuple[SilverProcessor, list[Model]]:
+        if self._silver is None:
             cfg = self.settings
-            self._stages = (
-                SilverProcessor(
-                    self.store,
-                    cfg.pipeline.consumer_group,
-                    sorted(cfg.reporting.rates),
-                    engine=self._engine,
-                ),
-                OrderPaymentsModel(self.store, engine=self._engine),
-                (
-                    SalesMinuteModel(self.store, cfg.reporting, engine=self._engine),
-                    DailySalesModel(self.store, cfg.reporting, engine=self._engine),
-                ),
+            eng = self._engine
+            store = self.store
+            self._silver = SilverProcessor(
+                store,
+                cfg.pipeline.consumer_group,
+                sorted(cfg.reporting.rates),
+                watermark_minutes=cfg.pipeline.watermark_minutes,
+                dedupe_horizon_days=cfg.pipeline.dedupe_horizon_days,
+                engine=eng,
             )
-        return self._stages
+            ensure_dim_date(store)
+            # In dependency order: order_payments feeds the gold models that read it.
+            self._models = [
+                OrderPaymentsModel(store, engine=eng),
+                DimProductsModel(store, engine=eng),
+                DimCustomersModel(store, engine=eng),
+                SalesMinuteModel(store, cfg.reporting, engine=eng),
+                *(m(store, cfg.reporting, engine=eng) for m in DAILY_MODELS),
+                CustomerAnalyticsModel(store, cfg.reporting, engine=eng),
+                DataQualityModel(store, cfg.reporting, engine=eng),
+            ]
+        return self._silver, self._models
 
     def process_once(self, stats: RunStats | None = None, *, silver: bool = True) -> int:
         """One round of silver and gold; returns the rows of work done (0: idle)."""
@@ -101,7 +129,7 @@ class Pipeline:
         if not self.store.exists(RAW_EVENTS):
             return 0
         tps = self.transport.partitions()
-        silver_stage, order_payments, gold_models = self._processing_stages()
+        silver_stage, models = self._processing_stages()
         work = 0
         if silver:
             result = silver_stage.step(tps, self.settings.pipeline.batch_max_records)
@@ -109,10 +137,23 @@ class Pipeline:
             stats.silver_written += result.rows_written
             stats.duplicates_dropped += result.duplicates_dropped
             work += result.rows_in
-        work += order_payments.step(tps)
-        gold = sum(model.step(tps) for model in gold_models)
-        stats.gold_rows += gold
-        return work + gold
+        derived = sum(model.step(tps) for model in models)
+        stats.gold_rows += derived
+        return work + derived
+
+    def rebuild_days(self, days: list[date]) -> int:
+        """Recompute every daily gold table for ``days`` from silver (``run --date``)."""
+        if not self.store.exists(RAW_EVENTS):
+            return 0
+        _, models = self._processing_stages()
+        tps = self.transport.partitions()
+        rows = 0
+        for model in models:
+            if isinstance(model, DataQualityModel):
+                rows += model.rebuild(days, tps)
+            elif isinstance(model, DailyModel | CustomerAnalyticsModel | SalesMinuteModel):
+                rows += model.rebuild(days)
+        return rows
 
     # -- the loop ----------------------------------------------------------------
     def run(

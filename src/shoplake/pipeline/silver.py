@@ -10,13 +10,15 @@ step catches the lagging table up. Each table deduplicates on event_id against i
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from shoplake.contract.tables import (
     CART_EVENTS,
+    DUPLICATES,
+    EVENT_TABLES,
     ORDER_ITEMS,
     ORDER_PAYMENTS,
     ORDERS,
@@ -25,6 +27,7 @@ from shoplake.contract.tables import (
     PRODUCT_UPDATES,
     QUARANTINE,
     RAW_EVENTS,
+    TS,
     USER_SESSIONS,
     TableSpec,
 )
@@ -34,9 +37,11 @@ from shoplake.pipeline.models import load_model
 from shoplake.pipeline.positions import (
     Positions,
     Ranges,
+    in_ranges,
+    lineage_span,
     positions_of,
     range_ends,
-    range_filter,
+    read_ranges,
     to_app_ids,
 )
 from shoplake.tables.base import TableStore
@@ -53,8 +58,18 @@ SILVER_FROM_BRONZE: tuple[tuple[TableSpec, str], ...] = (
     (USER_SESSIONS, sql.USER_SESSIONS_SQL),
     (PRODUCT_UPDATES, sql.PRODUCT_UPDATES_SQL),
 )
-# Tables of one row per event: what they drop as repeated event_ids is counted.
+# Tables of one row per valid event: each event is in one of them or in DUPLICATES.
 ONE_ROW_PER_EVENT = (PAGE_VIEWS, CART_EVENTS, ORDERS, PAYMENTS, USER_SESSIONS, PRODUCT_UPDATES)
+# Every table the processor writes, each with its own positions.
+SILVER_TABLES: tuple[TableSpec, ...] = (*(spec for spec, _ in SILVER_FROM_BRONZE), DUPLICATES)
+_LINEAGE = ["topic", "partition", "offset"]
+
+# Valid events of the batch, as candidates for silver.duplicates.
+_VALID_EVENTS_SQL = """
+SELECT j ->> '$.event_id' AS event_id, event_type, valid_ts AS event_ts,
+       CAST(valid_ts AS DATE) AS event_date, topic, "partition", "offset"
+FROM parsed WHERE problem IS NULL
+"""
 
 
 @dataclass
@@ -65,7 +80,8 @@ class StepResult:
 
 
 class SilverProcessor:
-    """bronze.raw_events → every silver table of events, order_items and quarantine."""
+    """bronze.raw_events → every silver table of events, order_items, quarantine and
+    duplicates."""
 
     def __init__(
         self,
@@ -73,13 +89,19 @@ class SilverProcessor:
         ingest_group: str,
         currencies: list[str],
         *,
+        watermark_minutes: float = 10.0,
+        dedupe_horizon_days: int = 7,
         engine: DuckDB | None = None,
     ) -> None:
         self.store = store
         self.group = ingest_group
         self.currencies = currencies
+        self.watermark_minutes = watermark_minutes
+        self.dedupe_horizon = timedelta(days=dedupe_horizon_days)
         self.engine = engine or DuckDB()
-        for spec, _ in SILVER_FROM_BRONZE:
+        # (position, newest valid event time before it) per partition, as of the last step
+        self._high_water: dict[TopicPartition, tuple[int, datetime | None]] = {}
+        for spec in SILVER_TABLES:
             store.ensure(spec)
 
     def step(self, tps: list[TopicPartition], max_records: int) -> StepResult:
@@ -88,53 +110,129 @@ class SilverProcessor:
             return StepResult()
         bronze = self.store.open(RAW_EVENTS)
         bronze_end = positions_of(bronze, tps, self.group)
-        own = {spec: positions_of(self.store.open(spec), tps) for spec, _ in SILVER_FROM_BRONZE}
+        own = {spec: positions_of(self.store.open(spec), tps) for spec in SILVER_TABLES}
         start = {tp: min(p[tp] for p in own.values()) for tp in tps}
         ranges = _bounded({tp: (start[tp], bronze_end[tp]) for tp in tps}, max_records)
         if not ranges:
             return StepResult()
-        batch = bronze.dataset().to_table(
-            columns=["raw_value", "topic", "partition", "offset"], filter=range_filter(ranges)
-        )
+        batch = read_ranges(bronze.dataset(), ranges, ["raw_value", *_LINEAGE])
         result = StepResult(rows_in=batch.num_rows)
         eng = self.engine
         eng.register("batch", batch)
+        high_water = self._high_water_before(ranges)
+        eng.register("high_water", high_water)
         try:
             eng.execute(sql.parsed_sql(self.currencies))
+            eng.execute(sql.late_sql(self.watermark_minutes))
             now = datetime.now(UTC)
             for spec, query in SILVER_FROM_BRONZE:
-                wanted = {tp: end for tp, (_, end) in ranges.items() if end > own[spec][tp]}
+                wanted = _wanted(ranges, own[spec])
                 if not wanted:
                     continue
                 rows = eng.table(query, {"now": now}) if "$now" in query else eng.table(query)
-                rows, repeated = _first_per_key(_past(rows, own[spec]), spec.key)
-                known = 0
+                rows = _first_per_key(_past(rows, own[spec]), spec.key)
                 if "event_id" in spec.key:
-                    rows, known = self._drop_known(spec, rows)
-                if spec in ONE_ROW_PER_EVENT:
-                    result.duplicates_dropped += repeated + known
+                    rows = self._drop_known(spec, rows)
                 self.store.append(spec, rows, to_app_ids(wanted))
                 result.rows_written += rows.num_rows
+            wanted = _wanted(ranges, own[DUPLICATES])
+            if wanted:
+                dropped = self._duplicates(_past(eng.table(_VALID_EVENTS_SQL), own[DUPLICATES]))
+                dropped = dropped.append_column(
+                    "detected_ts", pa.array([now] * dropped.num_rows, TS)
+                )
+                self.store.append(DUPLICATES, dropped, to_app_ids(wanted))
+                result.duplicates_dropped += dropped.num_rows
+            self._remember_high_water(ranges, high_water, eng.table(sql.BATCH_HIGH_WATER_SQL))
         finally:
             eng.unregister("batch")
+            eng.unregister("high_water")
             eng.execute("DROP TABLE IF EXISTS parsed")
         return result
 
-    def _drop_known(self, spec: TableSpec, rows: pa.Table) -> tuple[pa.Table, int]:
-        """Remove rows whose event_id the table already holds."""
+    def _drop_known(self, spec: TableSpec, rows: pa.Table) -> pa.Table:
+        """Remove rows whose event_id the table already holds, within the horizon."""
         if rows.num_rows == 0:
-            return rows, 0
-        ids = pc.unique(rows["event_id"])
+            return rows
+        since = pc.min(rows["event_date"]).as_py() - self.dedupe_horizon
         known = (
             self.store.open(spec)
             .dataset()
-            .to_table(columns=["event_id"], filter=pc.field("event_id").isin(ids))["event_id"]
+            .to_table(
+                columns=["event_id"],
+                filter=(pc.field("event_date") >= since)
+                & pc.field("event_id").isin(pc.unique(rows["event_id"])),
+            )["event_id"]
         )
         if len(known) == 0:
-            return rows, 0
-        keep = pc.invert(pc.is_in(rows["event_id"], value_set=pc.unique(known)))
-        kept = rows.filter(keep)
-        return kept, rows.num_rows - kept.num_rows
+            return rows
+        return rows.filter(pc.invert(pc.is_in(rows["event_id"], value_set=pc.unique(known))))
+
+    def _duplicates(self, valid: pa.Table) -> pa.Table:
+        """The valid events that are not in their silver table: the repeats dropped there.
+
+        Runs after every table has committed the batch, so it needs no memory of what
+        each table dropped and gives the same answer after a crash between commits."""
+        if valid.num_rows == 0:
+            return _with_table_name(valid)
+        span = lineage_span(valid)
+        present = pa.concat_tables(
+            [read_ranges(self.store.open(s).dataset(), span, _LINEAGE) for s in ONE_ROW_PER_EVENT]
+        )
+        return _with_table_name(valid.join(present, keys=_LINEAGE, join_type="left anti"))
+
+    # -- the watermark -------------------------------------------------------------
+    def _high_water_before(self, ranges: Ranges) -> pa.Table:
+        """Newest valid event time before each range, from memory or else from silver."""
+        rows: list[tuple[TopicPartition, datetime | None]] = []
+        for tp, (start, _) in ranges.items():
+            remembered = self._high_water.get(tp)
+            if remembered is not None and remembered[0] == start:
+                rows.append((tp, remembered[1]))
+            else:
+                rows.append((tp, self._newest_before(tp, start)))
+        return pa.table(
+            {
+                "topic": pa.array([tp.topic for tp, _ in rows], pa.string()),
+                "partition": pa.array([tp.partition for tp, _ in rows], pa.int32()),
+                "max_ts": pa.array([ts for _, ts in rows], TS),
+            }
+        )
+
+    def _newest_before(self, tp: TopicPartition, start: int) -> datetime | None:
+        if start == 0:
+            return None
+        flt = (
+            (pc.field("topic") == tp.topic)
+            & (pc.field("partition") == tp.partition)
+            & (pc.field("offset") < start)
+        )
+        newest = [
+            pc.max(self.store.open(spec).dataset().to_table(columns=["event_ts"], filter=flt)[0])
+            for spec in (*ONE_ROW_PER_EVENT, DUPLICATES)
+        ]
+        times = [m.as_py() for m in newest if m.is_valid]
+        return max(times) if times else None
+
+    def _remember_high_water(self, ranges: Ranges, before: pa.Table, batch_max: pa.Table) -> None:
+        newest = {
+            TopicPartition(r["topic"], r["partition"]): r["max_ts"] for r in batch_max.to_pylist()
+        }
+        for row in before.to_pylist():
+            tp = TopicPartition(row["topic"], row["partition"])
+            times = [t for t in (row["max_ts"], newest.get(tp)) if t is not None]
+            self._high_water[tp] = (ranges[tp][1], max(times) if times else None)
+
+
+def _wanted(ranges: Ranges, own: Positions) -> Positions:
+    """The range ends a table has not reached yet."""
+    return {tp: end for tp, (_, end) in ranges.items() if end > own[tp]}
+
+
+def _with_table_name(events: pa.Table) -> pa.Table:
+    names = {etype: spec.name for etype, spec in EVENT_TABLES.items()}
+    table_name = [names[t] for t in events["event_type"].to_pylist()]
+    return events.append_column("table_name", pa.array(table_name, pa.string()))
 
 
 def _bounded(ranges: Ranges, max_records: int) -> Ranges:
@@ -150,39 +248,30 @@ def _bounded(ranges: Ranges, max_records: int) -> Ranges:
     return out
 
 
-def _first_per_key(rows: pa.Table, key: tuple[str, ...]) -> tuple[pa.Table, int]:
-    """Keep the first row (in lineage order) of each key; returns the rows and how many went."""
+def _first_per_key(rows: pa.Table, key: tuple[str, ...]) -> pa.Table:
+    """Keep the first row (in lineage order) of each key."""
     if rows.num_rows == 0 or "event_id" not in key:
-        return rows, 0
+        return rows
     indexed = rows.append_column("__row", pa.array(range(rows.num_rows), pa.int64()))
     firsts = indexed.group_by(list(key), use_threads=False).aggregate([("__row", "min")])
     if firsts.num_rows == rows.num_rows:
-        return rows, 0
+        return rows
     keep = pc.sort_indices(firsts["__row_min"])
-    return rows.take(pc.take(firsts["__row_min"], keep)), rows.num_rows - firsts.num_rows
+    return rows.take(pc.take(firsts["__row_min"], keep))
 
 
 def _past(rows: pa.Table, positions: Positions) -> pa.Table:
     """Rows at or after each partition's position (rows a table already holds are dropped)."""
-    if rows.num_rows == 0:
+    if rows.num_rows == 0 or not any(positions.values()):
         return rows
-    mask = None
-    for (topic, partition), start in positions.items():
-        if start == 0:
-            continue
-        older = pc.and_(
-            pc.and_(pc.equal(rows["topic"], topic), pc.equal(rows["partition"], partition)),
-            pc.less(rows["offset"], start),
-        )
-        mask = older if mask is None else pc.or_(mask, older)
-    return rows if mask is None else rows.filter(pc.invert(mask))
+    held = in_ranges(rows, {tp: (0, start) for tp, start in positions.items() if start})
+    return rows.filter(pc.invert(held))
 
 
 def touched_orders(store: TableStore, ranges: Ranges) -> pa.Array:
     """order_ids of silver orders and payments whose bronze lineage lies in ``ranges``."""
-    flt = range_filter(ranges)
     ids = [
-        store.open(spec).dataset().to_table(columns=["order_id"], filter=flt)["order_id"]
+        read_ranges(store.open(spec).dataset(), ranges, ["order_id"])["order_id"]
         for spec in (ORDERS, PAYMENTS)
     ]
     return pc.unique(pa.chunked_array([c for arr in ids for c in arr.chunks], pa.string()))

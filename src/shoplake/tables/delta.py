@@ -68,18 +68,20 @@ class _Write:
         self.committed = True
 
 
-class _PositionCache:
-    """Positions known at one table version: {app_id: next offset or None}."""
+class _SnapshotCache:
+    """What is known of one table version: positions {app_id: next offset or None} and
+    its Arrow dataset (building one lists every file: ~50 ms at a few hundred files)."""
 
     def __init__(self, version: int, known: dict[str, int | None]) -> None:
         self.version = version
         self.known = known
+        self.dataset: pads.Dataset | None = None
 
 
 class DeltaHandle:
     """A loaded Delta snapshot. Valid until the store reopens the same table."""
 
-    def __init__(self, table: DeltaTable, spec: TableSpec, cache: _PositionCache) -> None:
+    def __init__(self, table: DeltaTable, spec: TableSpec, cache: _SnapshotCache) -> None:
         self._table = table
         self._spec = spec
         self._cache = cache
@@ -101,8 +103,10 @@ class DeltaHandle:
         return out
 
     def dataset(self) -> pads.Dataset:
-        with _translated(self._spec, "reading"):
-            return self._table.to_pyarrow_dataset()
+        if self._cache.dataset is None:
+            with _translated(self._spec, "reading"):
+                self._cache.dataset = self._table.to_pyarrow_dataset()
+        return self._cache.dataset
 
     def count(self) -> int:
         with _translated(self._spec, "counting"):
@@ -120,7 +124,7 @@ class DeltaStore:
         self._root = root.rstrip("/")
         self._lock = threading.RLock()
         self._tables: dict[str, DeltaTable] = {}
-        self._caches: dict[str, _PositionCache] = {}
+        self._caches: dict[str, _SnapshotCache] = {}
 
     def location(self, spec: TableSpec) -> str:
         return f"{self._root}/{spec.layer}/{spec.name}"
@@ -169,10 +173,10 @@ class DeltaStore:
             table.update_incremental()
         return table
 
-    def _cache(self, spec: TableSpec, version: int) -> _PositionCache:
+    def _cache(self, spec: TableSpec, version: int) -> _SnapshotCache:
         cache = self._caches.get(self.location(spec))
         if cache is None or cache.version != version:
-            cache = _PositionCache(version, {})
+            cache = _SnapshotCache(version, {})
             self._caches[self.location(spec)] = cache
         return cache
 
@@ -185,7 +189,7 @@ class DeltaStore:
         with _translated(spec, f"opening {spec.qualified} as of {when}:"):
             table = DeltaTable(self.location(spec))
             table.load_as_version(when)
-            return DeltaHandle(table, spec, _PositionCache(int(table.version()), {}))
+            return DeltaHandle(table, spec, _SnapshotCache(int(table.version()), {}))
 
     @contextmanager
     def _writing(
@@ -203,7 +207,7 @@ class DeltaStore:
             after = int(table.version())
             if write.committed and after == before + 1:
                 merged: dict[str, int | None] = {**known, **(positions or {})}
-                self._caches[self.location(spec)] = _PositionCache(after, merged)
+                self._caches[self.location(spec)] = _SnapshotCache(after, merged)
 
     def append(
         self,

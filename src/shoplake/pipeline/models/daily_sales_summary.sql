@@ -1,15 +1,15 @@
 -- gold.daily_sales_summary for the days in touched_days(partition_date).
--- Inputs: order_payments (with order_date, the day of order_ts in the reporting time
--- zone), page_views (with view_date, likewise), rates(currency, to_reporting).
+-- Inputs: order_payments, page_views (silver), rates(currency, to_reporting).
+-- local_date(ts) is the day of a timestamp in the reporting time zone.
 -- Amounts: each order's total converted to the reporting currency, rounded to the cent.
 WITH orders AS (
-    SELECT op.order_date AS partition_date,
+    SELECT local_date(op.order_ts) AS partition_date,
            op.user_id,
            op.fully_paid,
            ROUND(op.total_amount * r.to_reporting, 2) AS amount
     FROM order_payments op
     JOIN rates r ON r.currency = op.currency
-    WHERE op.order_date IN (SELECT partition_date FROM touched_days)
+    WHERE local_date(op.order_ts) IN (SELECT partition_date FROM touched_days)
 ),
 sales AS (
     SELECT partition_date,
@@ -22,10 +22,10 @@ sales AS (
     GROUP BY partition_date
 ),
 visits AS (
-    SELECT view_date AS partition_date, COUNT(DISTINCT user_id) AS visitors
+    SELECT local_date(event_ts) AS partition_date, COUNT(DISTINCT user_id) AS visitors
     FROM page_views
-    WHERE view_date IN (SELECT partition_date FROM touched_days)
-    GROUP BY view_date
+    WHERE local_date(event_ts) IN (SELECT partition_date FROM touched_days)
+    GROUP BY local_date(event_ts)
 ),
 days AS (
     SELECT d.partition_date,

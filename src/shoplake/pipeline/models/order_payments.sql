@@ -3,7 +3,7 @@
 -- paid_amount = captured − refunded, in the order's currency; an order is fully paid
 -- when paid_amount >= total_amount − 0.01. If an order_id was placed twice, the first wins.
 WITH first_orders AS (
-    SELECT order_id, user_id, total_amount, currency, event_ts
+    SELECT order_id, user_id, session_id, event_id, total_amount, currency, event_ts
     FROM (
         SELECT o.*, row_number() OVER (PARTITION BY o.order_id
                                        ORDER BY o.event_ts, o.event_id) AS rn
@@ -24,6 +24,8 @@ paid AS (
 )
 SELECT o.order_id,
        o.user_id,
+       o.session_id,
+       o.event_id AS order_event_id,
        o.total_amount,
        CAST(COALESCE(paid.paid_amount, 0) AS DECIMAL(18, 2)) AS paid_amount,
        o.currency,

@@ -1,0 +1,141 @@
+"""The star schema's dimensions: silver.dim_customers, dim_products and dim_date.
+
+dim_customers and dim_products hold one row per key, recomputed from the silver events
+for the keys new input touches and merged in; dim_date is a fixed calendar.
+"""
+
+from __future__ import annotations
+
+import calendar
+from datetime import UTC, date, datetime, timedelta
+from typing import ClassVar
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from shoplake.contract.tables import (
+    CART_EVENTS,
+    DIM_CUSTOMERS,
+    DIM_DATE,
+    DIM_PRODUCTS,
+    ORDERS,
+    PAGE_VIEWS,
+    PRODUCT_UPDATES,
+    USER_SESSIONS,
+    TableSpec,
+)
+from shoplake.engines.duckdb import DuckDB
+from shoplake.pipeline.gold import read_range
+from shoplake.pipeline.models import load_model
+from shoplake.pipeline.positions import range_ends, to_app_ids
+from shoplake.pipeline.silver import pending_ranges
+from shoplake.tables.base import TableStore
+from shoplake.transport.base import TopicPartition
+
+
+class KeyedModel:
+    """A table of one row per key: a step recomputes the keys the new input touches from
+    all of their history and merges them in."""
+
+    spec: TableSpec
+    model: str
+    key: str
+    touched: str  # the name the SQL model reads the touched keys under
+    inputs: tuple[TableSpec, ...]
+
+    def __init__(self, store: TableStore, *, engine: DuckDB | None = None) -> None:
+        self.store = store
+        self.engine = engine or DuckDB()
+        self.sql = load_model(self.model)
+        store.ensure(self.spec)
+
+    def step(self, tps: list[TopicPartition]) -> int:
+        ranges = pending_ranges(self.store, self.spec, self.inputs, tps)
+        if not ranges:
+            return 0
+        keys = [read_range(self.store, s, ranges, [self.key])[self.key] for s in self.inputs]
+        touched = pc.drop_null(pc.unique(pa.chunked_array(keys, pa.string())))
+        rows = self.compute(touched)
+        self.store.upsert(self.spec, rows, to_app_ids(range_ends(ranges)))
+        return int(rows.num_rows)
+
+    def compute(self, keys: pa.Array | None) -> pa.Table:
+        """Rows for ``keys`` (None: every key)."""
+        raise NotImplementedError
+
+    def _read(self, spec: TableSpec, columns: list[str], keys: pa.Array | None) -> pa.Table:
+        flt = None if keys is None else pc.field(self.key).isin(keys)
+        return self.store.open(spec).dataset().to_table(columns=columns, filter=flt)
+
+    def _run(self, inputs: dict[str, pa.Table], keys: pa.Array | None, first: str) -> pa.Table:
+        if keys is None:
+            keys = pc.drop_null(pc.unique(inputs[first][self.key]))
+        return self.engine.table_over(
+            self.sql,
+            {**inputs, self.touched: pa.table({self.key: keys})},
+            {"now": datetime.now(UTC)},
+        )
+
+
+class DimProductsModel(KeyedModel):
+    """silver.product_updates → silver.dim_products (current state of each product)."""
+
+    spec = DIM_PRODUCTS
+    model = "dim_products"
+    key = "product_id"
+    touched = "touched_products"
+    inputs = (PRODUCT_UPDATES,)
+
+    def compute(self, keys: pa.Array | None) -> pa.Table:
+        updates = self._read(PRODUCT_UPDATES, list(PRODUCT_UPDATES.schema.names), keys)
+        return self._run({"product_updates": updates}, keys, "product_updates")
+
+
+class DimCustomersModel(KeyedModel):
+    """Every event of a customer → silver.dim_customers (first/last seen, country, device)."""
+
+    spec = DIM_CUSTOMERS
+    model = "dim_customers"
+    key = "user_id"
+    touched = "touched_users"
+    inputs = (PAGE_VIEWS, CART_EVENTS, ORDERS, USER_SESSIONS)
+    _SEEN: ClassVar[list[str]] = ["user_id", "event_id", "event_ts", "country", "device"]
+
+    def compute(self, keys: pa.Array | None) -> pa.Table:
+        seen = pa.concat_tables([self._read(s, self._SEEN, keys) for s in self.inputs])
+        orders = self._read(ORDERS, ["user_id", "order_id", "event_ts"], keys)
+        return self._run({"seen": seen, "orders": orders}, keys, "seen")
+
+
+# dim_date spans these years: wide enough for any shop's history and plans.
+CALENDAR_YEARS = (2000, 2049)
+
+
+def calendar_rows(first: date, last: date) -> pa.Table:
+    """dim_date rows from ``first`` to ``last`` inclusive (ISO weeks, Monday = 1)."""
+    days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
+    iso = [d.isocalendar() for d in days]
+    return pa.table(
+        {
+            "date_key": [d.year * 10000 + d.month * 100 + d.day for d in days],
+            "date": days,
+            "year": [d.year for d in days],
+            "quarter": [(d.month - 1) // 3 + 1 for d in days],
+            "month": [d.month for d in days],
+            "month_name": [calendar.month_name[d.month] for d in days],
+            "day_of_month": [d.day for d in days],
+            "day_of_week": [c.weekday for c in iso],
+            "day_name": [calendar.day_name[d.weekday()] for d in days],
+            "iso_week": [c.week for c in iso],
+            "is_weekend": [c.weekday >= 6 for c in iso],
+        }
+    ).cast(DIM_DATE.schema)
+
+
+def ensure_dim_date(store: TableStore) -> None:
+    """Create silver.dim_date with the calendar, once."""
+    if store.exists(DIM_DATE) and store.open(DIM_DATE).count() > 0:
+        return
+    store.ensure(DIM_DATE)
+    first, last = CALENDAR_YEARS
+    store.append(DIM_DATE, calendar_rows(date(first, 1, 1), date(last, 12, 31)))
