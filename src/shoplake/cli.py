@@ -319,14 +319,39 @@ def ingest(ctx: click.Context, files: tuple[Path, ...]) -> None:
 @click.option(
     "--until-idle", is_flag=True, help="Stop once everything available has been processed."
 )
+@click.option(
+    "--date",
+    "dates",
+    multiple=True,
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    metavar="YYYY-MM-DD",
+    help="With --job gold: rebuild the daily gold tables for this day (reporting time zone) "
+    "from silver, then stop. Repeatable.",
+)
 @click.pass_context
-def run(ctx: click.Context, job: str, until_idle: bool) -> None:
-    """Run the pipeline continuously (Ctrl-C stops it cleanly), or --until-idle."""
+def run(ctx: click.Context, job: str, until_idle: bool, dates: tuple[datetime, ...]) -> None:
+    """Run the pipeline continuously (Ctrl-C stops it cleanly), or --until-idle.
+
+    \b
+    Examples:
+      shoplake run --until-idle
+      shoplake run --job gold --date 2026-01-05 --date 2026-01-06
+    """
     from shoplake.pipeline.runner import Pipeline
 
+    if dates and job != "gold":
+        raise click.UsageError("--date rebuilds gold days: use it with --job gold")
     settings = _settings(ctx)
     _writable_home(settings)
     pipeline = Pipeline(settings)
+    if dates:
+        days = sorted({d.date() for d in dates})
+        try:
+            rows = pipeline.rebuild_days(days)
+        finally:
+            pipeline.close()
+        click.echo(f"rebuilt {len(days)} day(s): {rows} gold rows", err=True)
+        return
     stop = threading.Event()
     try:
         stats = pipeline.run(job, until_idle=until_idle, stop=stop)  # type: ignore[arg-type]

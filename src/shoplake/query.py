@@ -20,6 +20,8 @@ ALIASES: dict[str, str] = {
     "silver.purchases": "silver.orders",
     "silver.payments_clean": "silver.payments",
     "silver.order_payments_enriched": "silver.order_payments",
+    "gold.items_category_performance": "gold.category_performance",
+    "gold.silver_data_quality_report": "gold.data_quality_report",
 }
 
 

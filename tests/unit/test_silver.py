@@ -170,6 +170,83 @@ def test_bronze_reconciles_with_silver_quarantine_and_duplicates(
         )
     )
     assert stats.duplicates_dropped > 0 and count("silver.quarantine") > 0
+    assert stats.duplicates_dropped == count("silver.duplicates")
     assert (
         count("bronze.raw_events") == events + count("silver.quarantine") + stats.duplicates_dropped
     )
+    [report] = rows(
+        pipeline,
+        "SELECT sum(rows_in) AS rows_in, sum(rows_valid) AS valid, sum(late_events) AS late, "
+        "sum(duplicates_dropped) AS dups FROM gold.data_quality_report",
+    )
+    late = sum(count(f"silver.{t} WHERE is_late") for t in ("page_views", "orders", "payments"))
+    assert late > 0  # the simulator sends some events 15–120 minutes behind
+    assert report == {
+        "rows_in": count("bronze.raw_events"),
+        "valid": events,
+        "late": sum(
+            count(f"silver.{t} WHERE is_late")
+            for t in (
+                "page_views",
+                "cart_events",
+                "orders",
+                "payments",
+                "user_sessions",
+                "product_updates",
+            )
+        ),
+        "dups": stats.duplicates_dropped,
+    }
+
+
+def _view(event_id: str, ts: str) -> dict[str, Any]:
+    from tests.unit.test_events import event
+
+    return event("page_view", event_id=event_id, timestamp=ts, session_id="one-partition")
+
+
+def test_duplicates_are_dropped_within_the_horizon_only(tmp_path: Any) -> None:
+    settings = Settings(home=tmp_path / "home", pipeline={"dedupe_horizon_days": 7})
+    p = Pipeline(settings)
+    for ts in ("2026-03-01T10:00:00Z", "2026-03-07T10:00:00Z", "2026-03-20T10:00:00Z"):
+        feed(settings, [_view("same-id", ts)])  # one batch each: across micro-batches
+        p.run("both", until_idle=True)
+    kept = rows(p, "SELECT event_date FROM silver.page_views ORDER BY 1")
+    dropped = rows(p, "SELECT event_date, table_name FROM silver.duplicates")
+    p.close()
+    # 7 March repeats 1 March within 7 days; 20 March is 19 days on: a new event
+    assert [str(r["event_date"]) for r in kept] == ["2026-03-01", "2026-03-20"]
+    assert [(str(r["event_date"]), r["table_name"]) for r in dropped] == [
+        ("2026-03-07", "page_views")
+    ]
+
+
+def test_late_events_are_kept_and_flagged(settings: Settings, pipeline: Pipeline) -> None:
+    feed(
+        settings,
+        [
+            _view("a", "2026-03-01T10:00:00Z"),
+            _view("b", "2026-03-01T10:20:00Z"),
+            _view("c", "2026-03-01T10:15:00Z"),  # 5 minutes behind: within the watermark
+            _view("d", "2026-03-01T10:05:00Z"),  # 15 minutes behind: late
+        ],
+    )
+    pipeline.run("both", until_idle=True)
+    got = rows(pipeline, "SELECT event_id, is_late FROM silver.page_views ORDER BY event_id")
+    assert [(r["event_id"], r["is_late"]) for r in got] == [
+        ("a", False),
+        ("b", False),
+        ("c", False),
+        ("d", True),
+    ]
+    # the next batch continues from the newest time seen (10:20), even after a restart
+    pipeline.close()
+    again = Pipeline(settings)
+    feed(settings, [_view("e", "2026-03-01T10:09:00Z")])
+    again.run("both", until_idle=True)
+    assert rows(again, "SELECT is_late FROM silver.page_views WHERE event_id = 'e'") == [
+        {"is_late": True}
+    ]
+    [report] = rows(again, "SELECT sum(late_events) AS late FROM gold.data_quality_report")
+    assert report == {"late": 2}
+    again.close()
