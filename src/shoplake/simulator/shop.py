@@ -89,7 +89,11 @@ class ShopSimulator:
             heapq.heappush(self._queue, (nxt[0], self._seq, nxt[1], gen))
 
     def events(self) -> Iterator[Event]:
-        """Valid events in timestamp order, forever."""
+        """Valid events in timestamp order, forever: first the catalog as it stands (one
+        ``new_product`` update per product, so names are known), then the shop."""
+        for product in self.catalog:
+            listing = self._catalog_event(product, "new_product", self.clock)
+            self._schedule(iter([(self.clock, listing)]))
         next_session = self.clock
         next_catalog = self.clock + timedelta(minutes=2)
         while True:
@@ -334,19 +338,19 @@ class ShopSimulator:
                 product.price_usd_cents = max(99, round(product.price_usd_cents * factor))
             else:
                 product.inventory = max(0, product.inventory + rng.randint(-50, 200))
-        yield (
-            start,
-            {
-                "event_id": self._uuid(),
-                "event_type": "product_update",
-                "timestamp": _ts(start, "+00:00"),
-                "product_id": product.product_id,
-                "name": product.name,
-                "category": product.category,
-                "price": product.price_usd_cents / 100,
-                "currency": "USD",
-                "inventory": product.inventory,
-                "update_type": kind,
-                "schema_version": 1,
-            },
-        )
+        yield start, self._catalog_event(product, kind, start)
+
+    def _catalog_event(self, product: Product, kind: str, at: datetime) -> Event:
+        return {
+            "event_id": self._uuid(),
+            "event_type": "product_update",
+            "timestamp": _ts(at, "+00:00"),
+            "product_id": product.product_id,
+            "name": product.name,
+            "category": product.category,
+            "price": product.price_usd_cents / 100,
+            "currency": "USD",
+            "inventory": product.inventory,
+            "update_type": kind,
+            "schema_version": 1,
+        }
