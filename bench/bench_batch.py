@@ -1,0 +1,112 @@
+"""Batch benchmark: one file of simulated events to every silver and gold table.
+
+Three jobs over the same NDJSON file (2M events by default, the demo's bad-data mix),
+each timed as a whole process from a cold start, one after the other:
+
+- shoplake: ``shoplake ingest FILE`` then ``shoplake run --until-idle`` (Delta tables);
+- PySpark local mode doing the same silver + gold work (bench/reference_spark.py), the
+  engine of the seed projects (``pip install -e '.[bench]'``, Java 17+);
+- one hand-written DuckDB script doing the same work (bench/reference_duckdb.py): the
+  practical limit on this machine.
+
+Run:  .venv/bin/python bench/bench_batch.py [--events N] [--skip-spark]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from common import OUT, command, machine, simulated_ndjson
+
+BENCH = Path(__file__).parent
+PYTHON = sys.executable
+SHOPLAKE = [PYTHON, "-m", "shoplake.cli"]
+
+
+def measured(steps: list[list[str]], env: dict[str, str]) -> dict[str, float]:
+    """Run ``steps`` one after the other in a child process of our own, so that the peak
+    memory reported (the largest of its children) is this job's alone."""
+    probe = (
+        "import json, resource, subprocess, sys, time\n"
+        "steps = json.loads(sys.argv[1])\n"
+        "t = time.perf_counter()\n"
+        "out = [subprocess.run(s, check=True, capture_output=True, text=True).stdout"
+        " for s in steps]\n"
+        "wall = time.perf_counter() - t\n"
+        "rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024\n"
+        "print(json.dumps({'wall_s': wall, 'peak_rss_mb': rss, 'stdout': out[-1]}))\n"
+    )
+    done = subprocess.run(
+        [PYTHON, "-c", probe, json.dumps(steps)], env=env, capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"job failed: {steps}\n{done.stderr[-3000:]}")
+    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def shoplake_counts(home: Path, env: dict[str, str]) -> dict[str, int]:
+    listed = subprocess.run(
+        [*SHOPLAKE, "tables", "--json"], env=env, check=True, capture_output=True, text=True
+    ).stdout
+    return {t["name"]: t["rows"] for t in json.loads(listed)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=2_000_000)
+    parser.add_argument("--bad-ratio", type=float, default=0.02)
+    parser.add_argument("--skip-spark", action="store_true", help="Leave out the PySpark job.")
+    args = parser.parse_args()
+
+    source = simulated_ndjson(args.events, bad_ratio=args.bad_ratio)
+    size_mb = source.stat().st_size / 2**20
+    print(f"input: {source.name}, {args.events:,} events, {size_mb:,.0f} MiB")
+    work = Path(tempfile.mkdtemp(prefix="bench-batch-", dir=OUT))
+    results: dict[str, dict[str, float]] = {}
+    counts: dict[str, dict[str, int]] = {}
+    try:
+        home = work / "shoplake"
+        env = {**os.environ, "SHOPLAKE_HOME": str(home)}
+        results["shoplake"] = measured(
+            [[*SHOPLAKE, "ingest", str(source)], [*SHOPLAKE, "run", "--until-idle"]], env
+        )
+        counts["shoplake"] = shoplake_counts(home, env)
+        jobs = {"duckdb script": "reference_duckdb.py"}
+        if not args.skip_spark:
+            jobs["pyspark local"] = "reference_spark.py"
+        for name, script in jobs.items():
+            out = work / script.removesuffix(".py")
+            results[name] = measured(
+                [[PYTHON, str(BENCH / script), str(source), str(out)]], dict(os.environ)
+            )
+            counts[name] = json.loads(str(results[name].pop("stdout")).strip().splitlines()[-1])[
+                "rows"
+            ]
+        results["shoplake"].pop("stdout")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    base = results["shoplake"]["wall_s"]
+    print(f"\n{'job':<16}{'wall s':>9}{'events/s':>12}{'peak RSS MiB':>14}{'÷ shoplake':>12}")
+    for name, r in results.items():
+        print(
+            f"{name:<16}{r['wall_s']:>9.1f}{args.events / r['wall_s']:>12,.0f}"
+            f"{r['peak_rss_mb']:>14,.0f}{r['wall_s'] / base:>12.2f}"
+        )
+    tables = sorted({t for c in counts.values() for t in c if not t.startswith("bronze.")})
+    print(f"\n{'rows':<32}" + "".join(f"{n:>16}" for n in counts))
+    for table in tables:
+        print(f"{table:<32}" + "".join(f"{c.get(table, '-')!s:>16}" for c in counts.values()))
+    print(f"\nmachine: {machine()}\nreproduce: {command()}")
+
+
+if __name__ == "__main__":
+    main()
