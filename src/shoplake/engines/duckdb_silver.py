@@ -24,12 +24,28 @@ def _problem(reason: str, detail_sql: str) -> str:
     return f"{{'reason': {_lit(reason)}, 'detail': {detail_sql}}}"
 
 
-def _checks(doc: str, rule: FieldRule, currencies: Iterable[str]) -> list[tuple[str, str]]:
-    """(failing condition, problem) pairs for one field of the JSON value ``doc``."""
+# Every top-level field a rule names, extracted from each record in one JSON parse into
+# the list column ``fields`` of ``parsed`` (DuckDB parses the text again for every JSON
+# function call; a valid event went through some forty of them).
+FIELDS: tuple[str, ...] = tuple(sorted({r.name for rules in RULES.values() for r in rules}))
+_SLOT = {name: i + 1 for i, name in enumerate(FIELDS)}
+_FIELDS_SQL = "json_extract(j, [" + ", ".join(_lit(f"$.{f}") for f in FIELDS) + "])"
+
+
+def _field(name: str) -> str:
+    """The JSON value of a top-level field of the record (NULL when absent)."""
+    return f"fields[{_SLOT[name]}]"
+
+
+def _checks(
+    doc: str, rule: FieldRule, currencies: Iterable[str], *, top_level: bool = True
+) -> list[tuple[str, str]]:
+    """(failing condition, problem) pairs for one field: of the record (``top_level``,
+    read from ``fields``) or of the JSON value ``doc``."""
     f = rule.name
-    path = _lit(f"$.{f}")
-    jtype = f"json_type({doc}, {path})"
-    text = f"({doc} ->> {path})"
+    value = _field(f) if top_level else f"({doc} -> {_lit(f'$.{f}')})"
+    jtype = f"json_type({value})"
+    text = f"({value} ->> '$')"
     shown = f"coalesce(left({text}, 40), '')"
     out: list[tuple[str, str]] = []
     missing = f"coalesce({jtype}, 'NULL') = 'NULL'"
@@ -124,10 +140,12 @@ def _checks(doc: str, rule: FieldRule, currencies: Iterable[str]) -> list[tuple[
         )
     elif kind == "items":
         add(f"{jtype} <> 'ARRAY'", "bad_type", _lit(f"{f} must be an array"))
-        add(f"json_array_length({doc}, {path}) = 0", "empty_items", _lit(f"{f} is empty"))
-        per_item = _case([c for r in ITEM_RULES for c in _checks("x", r, currencies)])
+        add(f"json_array_length({value}) = 0", "empty_items", _lit(f"{f} is empty"))
+        per_item = _case(
+            [c for r in ITEM_RULES for c in _checks("x", r, currencies, top_level=False)]
+        )
         item_problems = (
-            f"list_filter(list_transform(CAST({doc} -> {path} AS JSON[]), "
+            f"list_filter(list_transform(CAST({value} AS JSON[]), "
             f"lambda x: CASE WHEN json_type(x) = 'OBJECT' THEN {per_item} "
             f"ELSE {_problem('bad_type', _lit('each item must be an object'))} END), "
             "lambda p: p IS NOT NULL)"
@@ -141,10 +159,10 @@ def _case(checks: list[tuple[str, str]]) -> str:
     return f"CASE {whens} END"
 
 
-def problem_expression(event_type: str, doc: str, currencies: Iterable[str]) -> str:
-    """SQL: NULL when the JSON object ``doc`` is a valid ``event_type`` event, else a problem."""
+def problem_expression(event_type: str, currencies: Iterable[str]) -> str:
+    """SQL: NULL when the record (``fields``) is a valid ``event_type`` event, else a problem."""
     currencies = list(currencies)
-    checks = [c for rule in RULES[event_type] for c in _checks(doc, rule, currencies)]
+    checks = [c for rule in RULES[event_type] for c in _checks("j", rule, currencies)]
     return _case(checks)
 
 
@@ -158,11 +176,10 @@ def parsed_sql(currencies: Iterable[str]) -> str:
     """``batch`` (bronze rows) → ``parsed``: JSON, event type and the problem, if any."""
     currencies = list(currencies)
     unknown = _problem(
-        "unknown_event_type", _lit("unknown event_type: ") + " || left(j ->> '$.event_type', 40)"
+        "unknown_event_type", _lit("unknown event_type: ") + " || left(raw_type, 40)"
     )
     by_type = " ".join(
-        f"WHEN j ->> '$.event_type' = {_lit(t)} THEN {problem_expression(t, 'j', currencies)}"
-        for t in RULES
+        f"WHEN raw_type = {_lit(t)} THEN {problem_expression(t, currencies)}" for t in RULES
     )
     return f"""
     CREATE OR REPLACE TEMP TABLE parsed AS
@@ -175,19 +192,25 @@ def parsed_sql(currencies: Iterable[str]) -> str:
         SELECT raw_value, topic, "partition", "offset",
                CASE WHEN json_type(doc) = 'OBJECT' THEN doc END AS j
         FROM safe
+    ),
+    extracted AS (
+        SELECT *, {_FIELDS_SQL} AS fields,
+               j ->> '$.event_type' AS raw_type,
+               coalesce(json_type(j, '$.event_type'), 'NULL') AS raw_type_kind
+        FROM docs
     )
-    SELECT raw_value, topic, "partition", "offset", j,
-           CASE WHEN (j ->> '$.event_type') IN {KNOWN_TYPES_SQL}
-                THEN j ->> '$.event_type' ELSE 'unknown' END AS event_type,
+    SELECT raw_value, topic, "partition", "offset", j, fields,
+           CASE WHEN raw_type IN {KNOWN_TYPES_SQL} THEN raw_type ELSE 'unknown' END
+               AS event_type,
            CASE
              WHEN j IS NULL THEN {_problem("invalid_json", _lit("payload is not a JSON object"))}
-             WHEN coalesce(json_type(j, '$.event_type'), 'NULL') = 'NULL'
+             WHEN raw_type_kind = 'NULL'
                THEN {_problem("missing_field", _lit("event_type is missing"))}
-             WHEN (j ->> '$.event_type') NOT IN {KNOWN_TYPES_SQL}
+             WHEN raw_type NOT IN {KNOWN_TYPES_SQL}
                THEN {unknown}
              {by_type}
            END AS problem
-    FROM docs
+    FROM extracted
     """
 
 
@@ -200,7 +223,7 @@ def late_sql(watermark_minutes: float) -> str:
     CREATE OR REPLACE TEMP TABLE parsed AS
     WITH timed AS (
         SELECT *, CASE WHEN problem IS NULL
-                       THEN TRY_CAST(j ->> '$.timestamp' AS TIMESTAMPTZ) END AS valid_ts
+                       THEN TRY_CAST({_text("timestamp")} AS TIMESTAMPTZ) END AS valid_ts
         FROM parsed
     ),
     running AS (
@@ -241,18 +264,18 @@ ORDER BY topic, "partition", "offset"
 
 
 def _text(field: str) -> str:
-    return f"j ->> '$.{field}'"
+    return f"({_field(field)} ->> '$')" if field in _SLOT else f"(j ->> '$.{field}')"
 
 
 def _money(field: str) -> str:
-    return f"CAST(j ->> '$.{field}' AS DECIMAL(18, 2))"
+    return f"CAST({_text(field)} AS DECIMAL(18, 2))"
 
 
 def _int(field: str, sql_type: str = "INTEGER") -> str:
-    return f"CAST(j ->> '$.{field}' AS {sql_type})"
+    return f"CAST({_text(field)} AS {sql_type})"
 
 
-_EVENT_TS = "CAST(j ->> '$.timestamp' AS TIMESTAMPTZ)"
+_EVENT_TS = f"CAST({_text('timestamp')} AS TIMESTAMPTZ)"
 
 
 def _event_select(event_types: tuple[str, ...], columns: list[tuple[str, str]]) -> str:
@@ -322,7 +345,7 @@ ORDERS_SQL = _event_select(
         ("total_amount", _money("total_amount")),
         ("currency", _text("currency")),
         ("payment_method", _text("payment_method")),
-        ("item_count", "CAST(json_array_length(j, '$.items') AS INTEGER)"),
+        ("item_count", f"CAST(json_array_length({_field('items')}) AS INTEGER)"),
     ],
 )
 
@@ -333,7 +356,7 @@ PAYMENTS_SQL = _event_select(
         ("order_id", _text("order_id")),
         *_ENVELOPE_COLUMNS,
         ("amount_cents", _int("amount_cents", "BIGINT")),
-        ("amount", "CAST(CAST(j ->> '$.amount_cents' AS DECIMAL(18, 0)) * 0.01 AS DECIMAL(18, 2))"),
+        ("amount", f"CAST({_int('amount_cents', 'DECIMAL(18, 0)')} * 0.01 AS DECIMAL(18, 2))"),
         ("currency", _text("currency")),
         ("status", _text("status")),
     ],
