@@ -56,7 +56,8 @@ def shoplake_counts(home: Path, env: dict[str, str]) -> dict[str, int]:
     listed = subprocess.run(
         [*SHOPLAKE, "tables", "--json"], env=env, check=True, capture_output=True, text=True
     ).stdout
-    return {t["name"]: t["rows"] for t in json.loads(listed)}
+    tables = [json.loads(line) for line in listed.splitlines() if line.strip()]
+    return {t["name"]: t["rows"] for t in tables}
 
 
 def main() -> None:
@@ -79,6 +80,7 @@ def main() -> None:
             [[*SHOPLAKE, "ingest", str(source)], [*SHOPLAKE, "run", "--until-idle"]], env
         )
         counts["shoplake"] = shoplake_counts(home, env)
+        print(f"shoplake: {results['shoplake']['wall_s']:.1f} s", flush=True)
         jobs = {"duckdb script": "reference_duckdb.py"}
         if not args.skip_spark:
             jobs["pyspark local"] = "reference_spark.py"
@@ -87,9 +89,9 @@ def main() -> None:
             results[name] = measured(
                 [[PYTHON, str(BENCH / script), str(source), str(out)]], dict(os.environ)
             )
-            counts[name] = json.loads(str(results[name].pop("stdout")).strip().splitlines()[-1])[
-                "rows"
-            ]
+            last = str(results[name].pop("stdout")).strip().splitlines()[-1]
+            counts[name] = json.loads(last)["rows"]
+            print(f"{name}: {results[name]['wall_s']:.1f} s", flush=True)
         results["shoplake"].pop("stdout")
     finally:
         shutil.rmtree(work, ignore_errors=True)
