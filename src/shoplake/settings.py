@@ -75,6 +75,9 @@ class PipelineSettings(BaseModel):
     watermark_minutes: float = Field(10.0, ge=0)
     # A repeated event_id is dropped if the first one is at most this many days older.
     dedupe_horizon_days: int = Field(7, ge=0)
+    # While silver has more than one batch of backlog, the derived tables wait (each of
+    # their steps rereads whole days and customers) but never longer than this.
+    catch_up_gold_every_s: float = Field(30.0, ge=0)
 
 
 class ReportingSettings(BaseModel):

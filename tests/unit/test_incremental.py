@@ -43,12 +43,16 @@ def one_shot_gold() -> dict[str, Any]:
     cuts=st.lists(st.integers(min_value=1, max_value=N - 1), max_size=4, unique=True).map(sorted),
     restarts=st.lists(st.booleans(), min_size=5, max_size=5),
     batch=st.sampled_from([300, 1000, 100_000]),
+    catch_up_every=st.sampled_from([0.0, 30.0]),
 )
 def test_any_split_with_restarts_gives_the_same_gold(
-    cuts: list[int], restarts: list[bool], batch: int
+    cuts: list[int], restarts: list[bool], batch: int, catch_up_every: float
 ) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        s = Settings(home=Path(tmp), pipeline={"batch_max_records": batch})
+        s = Settings(
+            home=Path(tmp),
+            pipeline={"batch_max_records": batch, "catch_up_gold_every_s": catch_up_every},
+        )
         lines = list(stream())
         pipeline = Pipeline(s)
         for i, (lo, hi) in enumerate(itertools.pairwise([0, *cuts, N])):
@@ -63,3 +67,29 @@ def test_any_split_with_restarts_gives_the_same_gold(
         paid = sum(row["paid_orders"] for row in gold["gold.fct_sales_minute"])
         assert paid > 20  # a real workload, not an empty one
         pipeline.close()
+
+
+def _gold_rows(p: Pipeline) -> int:
+    return sum(len(rows) for rows in current_gold(p.store).values())
+
+
+def test_gold_waits_while_silver_catches_up_on_a_backlog(tmp_path: Path) -> None:
+    s = Settings(home=tmp_path, pipeline={"batch_max_records": 500, "catch_up_gold_every_s": 3600})
+    feed(s, list(stream()))
+    p = Pipeline(s)
+    p.run("ingestion", until_idle=True)
+    assert p.process_once() > 0  # silver took one batch of the backlog…
+    assert _gold_rows(p) == 0  # …and the derived tables wait for the rest
+    p.run("processing", until_idle=True)
+    assert current_gold(p.store) == one_shot_gold()
+    p.close()
+
+
+def test_gold_follows_every_batch_when_told_not_to_wait(tmp_path: Path) -> None:
+    s = Settings(home=tmp_path, pipeline={"batch_max_records": 500, "catch_up_gold_every_s": 0})
+    feed(s, list(stream()))
+    p = Pipeline(s)
+    p.run("ingestion", until_idle=True)
+    p.process_once()
+    assert _gold_rows(p) > 0
+    p.close()

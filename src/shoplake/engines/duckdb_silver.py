@@ -24,28 +24,34 @@ def _problem(reason: str, detail_sql: str) -> str:
     return f"{{'reason': {_lit(reason)}, 'detail': {detail_sql}}}"
 
 
-# Every top-level field a rule names, extracted from each record in one JSON parse into
-# the list column ``fields`` of ``parsed`` (DuckDB parses the text again for every JSON
-# function call; a valid event went through some forty of them).
+# Every top-level field a rule names. One JSON parse per record yields their JSON types
+# (``types``) and their values as text (``texts``), lists in this order: DuckDB parses the
+# text again for every JSON function call, and a valid event went through some forty.
 FIELDS: tuple[str, ...] = tuple(sorted({r.name for rules in RULES.values() for r in rules}))
 _SLOT = {name: i + 1 for i, name in enumerate(FIELDS)}
-_FIELDS_SQL = "json_extract(j, [" + ", ".join(_lit(f"$.{f}") for f in FIELDS) + "])"
+_PATHS_SQL = "[" + ", ".join(_lit(f"$.{f}") for f in FIELDS) + "]"
 
 
-def _field(name: str) -> str:
-    """The JSON value of a top-level field of the record (NULL when absent)."""
-    return f"fields[{_SLOT[name]}]"
+def _type_of(name: str) -> str:
+    """The JSON type of a top-level field of the record (NULL when absent)."""
+    return f"types[{_SLOT[name]}]"
+
+
+def _text(name: str) -> str:
+    """A top-level field of the record as text (NULL when absent or JSON null)."""
+    return f"texts[{_SLOT[name]}]"
 
 
 def _checks(
     doc: str, rule: FieldRule, currencies: Iterable[str], *, top_level: bool = True
 ) -> list[tuple[str, str]]:
     """(failing condition, problem) pairs for one field: of the record (``top_level``,
-    read from ``fields``) or of the JSON value ``doc``."""
+    read from ``types`` and ``texts``) or of the JSON value ``doc``."""
     f = rule.name
-    value = _field(f) if top_level else f"({doc} -> {_lit(f'$.{f}')})"
-    jtype = f"json_type({value})"
-    text = f"({value} ->> '$')"
+    path = _lit(f"$.{f}")
+    value = f"({doc} -> {path})"  # the JSON value, for the checks of arrays
+    jtype = _type_of(f) if top_level else f"json_type({doc}, {path})"
+    text = _text(f) if top_level else f"({doc} ->> {path})"
     shown = f"coalesce(left({text}, 40), '')"
     out: list[tuple[str, str]] = []
     missing = f"coalesce({jtype}, 'NULL') = 'NULL'"
@@ -160,7 +166,7 @@ def _case(checks: list[tuple[str, str]]) -> str:
 
 
 def problem_expression(event_type: str, currencies: Iterable[str]) -> str:
-    """SQL: NULL when the record (``fields``) is a valid ``event_type`` event, else a problem."""
+    """SQL: NULL when the record ``j`` is a valid ``event_type`` event, else a problem."""
     currencies = list(currencies)
     checks = [c for rule in RULES[event_type] for c in _checks("j", rule, currencies)]
     return _case(checks)
@@ -193,13 +199,14 @@ def parsed_sql(currencies: Iterable[str]) -> str:
                CASE WHEN json_type(doc) = 'OBJECT' THEN doc END AS j
         FROM safe
     ),
-    extracted AS (
-        SELECT *, {_FIELDS_SQL} AS fields,
+    extracted AS MATERIALIZED (  -- else every check would run the extraction again
+        SELECT *, json_type(j, {_PATHS_SQL}) AS types,
+               json_extract_string(j, {_PATHS_SQL}) AS texts,
                j ->> '$.event_type' AS raw_type,
                coalesce(json_type(j, '$.event_type'), 'NULL') AS raw_type_kind
         FROM docs
     )
-    SELECT raw_value, topic, "partition", "offset", j, fields,
+    SELECT raw_value, topic, "partition", "offset", j, types, texts,
            CASE WHEN raw_type IN {KNOWN_TYPES_SQL} THEN raw_type ELSE 'unknown' END
                AS event_type,
            CASE
@@ -215,16 +222,17 @@ def parsed_sql(currencies: Iterable[str]) -> str:
 
 
 def late_sql(watermark_minutes: float) -> str:
-    """Adds ``is_late`` to ``parsed``: a valid event older, by more than the watermark, than
-    the newest valid event before it in its topic partition. ``high_water(topic,
-    partition, max_ts)`` holds the newest event time before the batch."""
+    """``late``: lineage, ``valid_ts`` and ``is_late`` of the valid events of ``parsed``.
+    An event is late when older, by more than the watermark, than the newest valid event
+    before it in its topic partition; ``high_water(topic, partition, max_ts)`` holds the
+    newest event time before the batch. (Narrow, so the window sorts little.)"""
     micros = round(watermark_minutes * 60_000_000)
     return f"""
-    CREATE OR REPLACE TEMP TABLE parsed AS
+    CREATE OR REPLACE TEMP TABLE late AS
     WITH timed AS (
-        SELECT *, CASE WHEN problem IS NULL
-                       THEN TRY_CAST({_text("timestamp")} AS TIMESTAMPTZ) END AS valid_ts
-        FROM parsed
+        SELECT topic, "partition", "offset",
+               TRY_CAST({_text("timestamp")} AS TIMESTAMPTZ) AS valid_ts
+        FROM parsed WHERE problem IS NULL
     ),
     running AS (
         SELECT t.*, max(t.valid_ts) OVER (
@@ -232,7 +240,7 @@ def late_sql(watermark_minutes: float) -> str:
                    ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before_ts
         FROM timed t
     )
-    SELECT r.* EXCLUDE (before_ts),
+    SELECT r.topic, r."partition", r."offset", r.valid_ts,
            coalesce(r.valid_ts < greatest(coalesce(r.before_ts, h.max_ts),
                                           coalesce(h.max_ts, r.before_ts))
                                  - to_microseconds({micros}), false) AS is_late
@@ -244,8 +252,18 @@ def late_sql(watermark_minutes: float) -> str:
 # The newest valid event time per topic partition in the batch.
 BATCH_HIGH_WATER_SQL = """
 SELECT topic, "partition", max(valid_ts) AS max_ts
-FROM parsed WHERE valid_ts IS NOT NULL
+FROM late WHERE valid_ts IS NOT NULL
 GROUP BY topic, "partition"
+"""
+
+# Valid events of the batch (with their late flags), joined on lineage.
+_VALID_JOINED = 'parsed JOIN late USING (topic, "partition", "offset") WHERE problem IS NULL'
+
+# Valid events of the batch, as candidates for silver.duplicates.
+VALID_EVENTS_SQL = f"""
+SELECT {_text("event_id")} AS event_id, event_type, valid_ts AS event_ts,
+       CAST(valid_ts AS DATE) AS event_date, topic, "partition", "offset"
+FROM {_VALID_JOINED}
 """
 
 QUARANTINE_SQL = """
@@ -263,10 +281,6 @@ ORDER BY topic, "partition", "offset"
 """
 
 
-def _text(field: str) -> str:
-    return f"({_field(field)} ->> '$')" if field in _SLOT else f"(j ->> '$.{field}')"
-
-
 def _money(field: str) -> str:
     return f"CAST({_text(field)} AS DECIMAL(18, 2))"
 
@@ -275,31 +289,32 @@ def _int(field: str, sql_type: str = "INTEGER") -> str:
     return f"CAST({_text(field)} AS {sql_type})"
 
 
-_EVENT_TS = f"CAST({_text('timestamp')} AS TIMESTAMPTZ)"
-
-
 def _event_select(event_types: tuple[str, ...], columns: list[tuple[str, str]]) -> str:
     """One silver row per valid event of ``event_types``: event_id, ``columns``, the
     unknown fields as ``properties`` JSON, event_ts (UTC), event_date and lineage."""
     known = sorted({r.name for t in event_types for r in RULES[t]} | {"event_type"})
+    known_sql = ", ".join(_lit(k) for k in known)
+    # Most events have no unknown field: the cheap key check spares them the map.
     unknown_only = (
-        "to_json(map_from_entries(list_filter(map_entries(CAST(j AS MAP(VARCHAR, JSON))), "
-        f"lambda e: e.key NOT IN ({', '.join(_lit(k) for k in known)}))))"
+        f"CASE WHEN len(list_filter(json_keys(j), lambda k: k NOT IN ({known_sql}))) = 0 "
+        "THEN '{}' ELSE CAST(to_json(map_from_entries(list_filter("
+        "map_entries(CAST(j AS MAP(VARCHAR, JSON))), "
+        f"lambda e: e.key NOT IN ({known_sql})))) AS VARCHAR) END"
     )
     select = [
         ("event_id", _text("event_id")),
         *columns,
         ("properties", unknown_only),
-        ("event_ts", _EVENT_TS),
-        ("event_date", f"CAST({_EVENT_TS} AS DATE)"),
+        ("event_ts", "valid_ts"),
+        ("event_date", "CAST(valid_ts AS DATE)"),
         ("is_late", "is_late"),
     ]
     types = ", ".join(_lit(t) for t in event_types)
     return (
         "SELECT "
         + ", ".join(f"{expr} AS {name}" for name, expr in select)
-        + ', topic, "partition", "offset" FROM parsed '
-        + f"WHERE problem IS NULL AND event_type IN ({types}) "
+        + f', topic, "partition", "offset" FROM {_VALID_JOINED} '
+        + f"AND event_type IN ({types}) "
         + 'ORDER BY topic, "partition", "offset"'
     )
 
@@ -345,7 +360,7 @@ ORDERS_SQL = _event_select(
         ("total_amount", _money("total_amount")),
         ("currency", _text("currency")),
         ("payment_method", _text("payment_method")),
-        ("item_count", f"CAST(json_array_length({_field('items')}) AS INTEGER)"),
+        ("item_count", "CAST(json_array_length(j, '$.items') AS INTEGER)"),
     ],
 )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
@@ -80,6 +81,7 @@ class Pipeline:
         self._ingest: BronzeIngest | None = None
         self._silver: SilverProcessor | None = None
         self._models: list[Model] = []
+        self._models_ran_at = time.monotonic()  # when the models last stepped
 
     # -- stages ----------------------------------------------------------------
     @property
@@ -131,12 +133,18 @@ class Pipeline:
         tps = self.transport.partitions()
         silver_stage, models = self._processing_stages()
         work = 0
+        cfg = self.settings.pipeline
         if silver:
-            result = silver_stage.step(tps, self.settings.pipeline.batch_max_records)
+            result = silver_stage.step(tps, cfg.batch_max_records)
             stats.bronze_read += result.rows_in
             stats.silver_written += result.rows_written
             stats.duplicates_dropped += result.duplicates_dropped
             work += result.rows_in
+            # Catching up on a backlog: the models take it in one pass later.
+            waited = time.monotonic() - self._models_ran_at
+            if result.backlog > 0 and waited < cfg.catch_up_gold_every_s:
+                return work
+        self._models_ran_at = time.monotonic()
         derived = sum(model.step(tps) for model in models)
         stats.gold_rows += derived
         return work + derived

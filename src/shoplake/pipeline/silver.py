@@ -64,19 +64,13 @@ ONE_ROW_PER_EVENT = (PAGE_VIEWS, CART_EVENTS, ORDERS, PAYMENTS, USER_SESSIONS, P
 SILVER_TABLES: tuple[TableSpec, ...] = (*(spec for spec, _ in SILVER_FROM_BRONZE), DUPLICATES)
 _LINEAGE = ["topic", "partition", "offset"]
 
-# Valid events of the batch, as candidates for silver.duplicates.
-_VALID_EVENTS_SQL = """
-SELECT j ->> '$.event_id' AS event_id, event_type, valid_ts AS event_ts,
-       CAST(valid_ts AS DATE) AS event_date, topic, "partition", "offset"
-FROM parsed WHERE problem IS NULL
-"""
-
 
 @dataclass
 class StepResult:
     rows_in: int = 0
     rows_written: int = 0
     duplicates_dropped: int = 0
+    backlog: int = 0  # bronze records still pending after this step
 
 
 class SilverProcessor:
@@ -112,11 +106,13 @@ class SilverProcessor:
         bronze_end = positions_of(bronze, tps, self.group)
         own = {spec: positions_of(self.store.open(spec), tps) for spec in SILVER_TABLES}
         start = {tp: min(p[tp] for p in own.values()) for tp in tps}
-        ranges = _bounded({tp: (start[tp], bronze_end[tp]) for tp in tps}, max_records)
+        pending = {tp: (start[tp], bronze_end[tp]) for tp in tps}
+        ranges = _bounded(pending, max_records)
         if not ranges:
             return StepResult()
         batch = read_ranges(bronze.dataset(), ranges, ["raw_value", *_LINEAGE])
-        result = StepResult(rows_in=batch.num_rows)
+        backlog = _size(pending) - _size(ranges)
+        result = StepResult(rows_in=batch.num_rows, backlog=backlog)
         eng = self.engine
         eng.register("batch", batch)
         high_water = self._high_water_before(ranges)
@@ -137,7 +133,7 @@ class SilverProcessor:
                 result.rows_written += rows.num_rows
             wanted = _wanted(ranges, own[DUPLICATES])
             if wanted:
-                dropped = self._duplicates(_past(eng.table(_VALID_EVENTS_SQL), own[DUPLICATES]))
+                dropped = self._duplicates(_past(eng.table(sql.VALID_EVENTS_SQL), own[DUPLICATES]))
                 dropped = dropped.append_column(
                     "detected_ts", pa.array([now] * dropped.num_rows, TS)
                 )
@@ -147,7 +143,7 @@ class SilverProcessor:
         finally:
             eng.unregister("batch")
             eng.unregister("high_water")
-            eng.execute("DROP TABLE IF EXISTS parsed")
+            eng.execute("DROP TABLE IF EXISTS parsed; DROP TABLE IF EXISTS late")
         return result
 
     def _drop_known(self, spec: TableSpec, rows: pa.Table) -> pa.Table:
@@ -233,6 +229,10 @@ def _with_table_name(events: pa.Table) -> pa.Table:
     names = {etype: spec.name for etype, spec in EVENT_TABLES.items()}
     table_name = [names[t] for t in events["event_type"].to_pylist()]
     return events.append_column("table_name", pa.array(table_name, pa.string()))
+
+
+def _size(ranges: Ranges) -> int:
+    return sum(end - start for start, end in ranges.values())
 
 
 def _bounded(ranges: Ranges, max_records: int) -> Ranges:
