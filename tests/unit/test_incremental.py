@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import tempfile
+import threading
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -77,9 +78,13 @@ def test_gold_waits_while_silver_catches_up_on_a_backlog(tmp_path: Path) -> None
     s = Settings(home=tmp_path, pipeline={"batch_max_records": 500, "catch_up_gold_every_s": 3600})
     feed(s, list(stream()))
     p = Pipeline(s)
-    p.run("ingestion", until_idle=True)
-    assert p.process_once() > 0  # silver took one batch of the backlog…
+    one_round = threading.Event()
+    stats = p.run("both", stop=one_round, on_round=lambda _: one_round.set())
+    assert stats.silver_written > 0  # silver took one batch of what the log holds…
     assert _gold_rows(p) == 0  # …and the derived tables wait for the rest
+    p.run("ingestion", until_idle=True)
+    assert p.process_once() > 0  # the same with the backlog in bronze
+    assert _gold_rows(p) == 0
     p.run("processing", until_idle=True)
     assert current_gold(p.store) == one_shot_gold()
     p.close()

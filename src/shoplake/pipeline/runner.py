@@ -125,8 +125,13 @@ class Pipeline:
             ]
         return self._silver, self._models
 
-    def process_once(self, stats: RunStats | None = None, *, silver: bool = True) -> int:
-        """One round of silver and gold; returns the rows of work done (0: idle)."""
+    def process_once(
+        self, stats: RunStats | None = None, *, silver: bool = True, upstream_backlog: int = 0
+    ) -> int:
+        """One round of silver and gold; returns the rows of work done (0: idle).
+
+        ``upstream_backlog``: records waiting before bronze (the transport's lag), which
+        count as backlog too when deciding whether the models wait."""
         stats = stats if stats is not None else RunStats()
         if not self.store.exists(RAW_EVENTS):
             return 0
@@ -142,7 +147,8 @@ class Pipeline:
             work += result.rows_in
             # Catching up on a backlog: the models take it in one pass later.
             waited = time.monotonic() - self._models_ran_at
-            if result.backlog > 0 and waited < cfg.catch_up_gold_every_s:
+            backlog = result.backlog + upstream_backlog
+            if backlog > 0 and waited < cfg.catch_up_gold_every_s:
                 return work
         self._models_ran_at = time.monotonic()
         derived = sum(model.step(tps) for model in models)
@@ -182,12 +188,14 @@ class Pipeline:
         while not stop.is_set():
             try:
                 work = 0
+                lag = 0
                 if job in ("ingestion", "both"):
                     got = self.ingest_once(wait=not until_idle)
                     stats.ingested += got
                     work += got
+                    lag = self.ingest.lag() if job == "both" else 0
                 if job in ("processing", "both", "gold"):
-                    work += self.process_once(stats, silver=job != "gold")
+                    work += self.process_once(stats, silver=job != "gold", upstream_backlog=lag)
             except ShoplakeError as exc:
                 if not exc.transient:
                     raise
