@@ -559,6 +559,49 @@ def demo(
     run_demo(settings, rate=rate, duration=duration, seed=seed, bad_ratio=bad_ratio)
 
 
+# -- serve ------------------------------------------------------------------------
+@cli.command()
+@click.option("--host", default=None, help="Address to listen on [default: settings, 127.0.0.1].")
+@click.option("--port", type=click.IntRange(0, 65535), default=None, help="[default: 8080]")
+@click.option(
+    "--no-auth",
+    is_flag=True,
+    help="Accept requests without an API key (keys: SHOPLAKE_GATEWAY__API_KEYS='[\"k\"]').",
+)
+@click.pass_context
+def serve(ctx: click.Context, host: str | None, port: int | None, no_auth: bool) -> None:
+    """The HTTP gateway: POST /v1/events (JSON object, array or NDJSON) into the
+    transport, with /healthz, /readyz, /metrics and the API reference at /docs."""
+    import uvicorn
+
+    from shoplake.gateway.app import create_app
+    from shoplake.transport import open_transport
+
+    settings = _settings(ctx)
+    cfg = settings.gateway.model_copy(
+        update={
+            "host": host or settings.gateway.host,
+            "port": settings.gateway.port if port is None else port,
+            "auth": settings.gateway.auth and not no_auth,
+        }
+    )
+    if cfg.auth and not cfg.api_keys:
+        raise ConfigError(
+            "the gateway needs an API key: set SHOPLAKE_GATEWAY__API_KEYS='[\"KEY\"]' "
+            "or run with --no-auth"
+        )
+    settings = settings.model_copy(update={"gateway": cfg})
+    _writable_home(settings)
+    transport = open_transport(settings)
+    try:
+        click.echo(f"gateway on http://{cfg.host}:{cfg.port}  (API reference: /docs)", err=True)
+        uvicorn.run(
+            create_app(settings, transport), host=cfg.host, port=cfg.port, log_level="warning"
+        )
+    finally:
+        transport.close()
+
+
 def main() -> None:
     cli(prog_name="shoplake")
 

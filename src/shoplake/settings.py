@@ -61,6 +61,19 @@ class TransportSettings(BaseModel):
     kafka_bootstrap: str = "localhost:9092"
 
 
+class GatewaySettings(BaseModel):
+    """The HTTP front door (``shoplake serve``)."""
+
+    model_config = _FROZEN
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    # Bearer keys a client may send; required unless auth is off (the demo turns it off).
+    api_keys: tuple[str, ...] = ()
+    auth: bool = True
+    max_body_bytes: int = Field(10 * 2**20, ge=1024)
+
+
 class PipelineSettings(BaseModel):
     """Micro-batching: a batch is committed on size or time, whichever comes first."""
 
@@ -170,6 +183,7 @@ class Settings(BaseSettings):
     )
     topics: TopicSettings = TopicSettings()
     transport: TransportSettings = TransportSettings()
+    gateway: GatewaySettings = GatewaySettings()
     pipeline: PipelineSettings = PipelineSettings()
     reporting: ReportingSettings = ReportingSettings()
 

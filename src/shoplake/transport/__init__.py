@@ -15,7 +15,8 @@ def open_transport(settings: Settings, *, create: bool = True) -> Transport:
         from shoplake.transport.embedded import EmbeddedLog
 
         return EmbeddedLog.open(settings.log_path, settings, create=create)
-    raise ConfigError(
-        f"transport {settings.transport.kind!r} is not available in this version; "
-        "use SHOPLAKE_TRANSPORT__KIND=embedded"
-    )
+    if settings.transport.kind == "kafka":
+        from shoplake.transport.kafka import KafkaTransport
+
+        return KafkaTransport(settings, create=create)
+    raise ConfigError(f"unknown transport {settings.transport.kind!r}: use embedded or kafka")

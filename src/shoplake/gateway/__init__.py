@@ -1,0 +1,1 @@
+"""The HTTP gateway shops send events to (FastAPI)."""

@@ -1,0 +1,202 @@
+"""The ingestion gateway: ``POST /v1/events`` → validated events → the transport.
+
+202 is answered only once the transport has made the accepted events durable (fsync'd
+log, or Kafka acks=all); when it cannot, 503 and nothing is acknowledged. Every error
+has a JSON body ``{"error": code, "detail": text}``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from pydantic import BaseModel
+
+from shoplake.errors import ShoplakeError
+from shoplake.gateway.metrics import GatewayMetrics
+from shoplake.gateway.validation import EventValidator, MalformedBody, split_body
+from shoplake.settings import Settings
+from shoplake.transport.base import Transport
+
+_JSON_TYPES = ("application/json",)
+_NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl")
+
+
+class RejectedItem(BaseModel):
+    index: int
+    reason: str
+    detail: str
+
+
+class Accepted(BaseModel):
+    """What became of each event of a request."""
+
+    accepted: int
+    rejected: list[RejectedItem]
+
+
+class ErrorBody(BaseModel):
+    error: str
+    detail: str
+
+
+def _error(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> Response:
+    return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": text}
+    for status, text in (
+        (400, "The body is not JSON, or not an object or array of objects."),
+        (401, "Missing or wrong API key (Authorization: Bearer KEY)."),
+        (413, "The body is larger than the gateway's limit."),
+        (415, "Content type is neither application/json nor application/x-ndjson."),
+        (503, "The transport could not make the events durable; nothing was acknowledged."),
+    )
+}
+_ERRORS[422] = {"model": Accepted, "description": "No event of the request was valid."}
+
+
+def create_app(
+    settings: Settings, transport: Transport, registry: CollectorRegistry | None = None
+) -> FastAPI:
+    """The gateway app over ``transport`` (which the caller opens and closes)."""
+    cfg = settings.gateway
+    validator = EventValidator(settings.topics, settings.reporting.rates)
+    keys = [k.encode() for k in cfg.api_keys]
+    registry = registry or CollectorRegistry()
+    metrics = GatewayMetrics(registry)
+    app = FastAPI(
+        title="shoplake gateway",
+        summary="Send a shop's events (page views, carts, orders, payments, sessions, "
+        "catalog updates) to the lakehouse.",
+        version="1",
+    )
+
+    def authorised(request: Request) -> bool:
+        if not cfg.auth:
+            return True
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        given = token.strip().encode()
+        return scheme.lower() == "bearer" and any(hmac.compare_digest(given, k) for k in keys)
+
+    @app.post(
+        "/v1/events",
+        status_code=202,
+        response_model=Accepted,
+        responses=_ERRORS,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "oneOf": [
+                                {"type": "object"},
+                                {"type": "array", "items": {"type": "object"}},
+                            ]
+                        }
+                    },
+                    "application/x-ndjson": {"schema": {"type": "string"}},
+                },
+            }
+        },
+    )
+    async def post_events(request: Request) -> Response:
+        """Accept one event (a JSON object), a JSON array of events, or NDJSON (one event
+        per line). Valid events are routed to their topic; each invalid one is listed
+        with its index and the reason silver would quarantine it for. 202 once the
+        accepted events are durable; 422 when none was valid."""
+        started = time.perf_counter()
+        if not authorised(request):
+            metrics.requests.labels("401").inc()
+            return _error(
+                401,
+                "unauthorized",
+                "send Authorization: Bearer <API key>",
+                {"WWW-Authenticate": "Bearer"},
+            )
+        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media not in _JSON_TYPES + _NDJSON_TYPES:
+            metrics.requests.labels("415").inc()
+            return _error(
+                415,
+                "unsupported_media_type",
+                f"content type {media or '(none)'!r}: send application/json or "
+                "application/x-ndjson",
+            )
+        body = await _read_limited(request, cfg.max_body_bytes)
+        if body is None:
+            metrics.requests.labels("413").inc()
+            return _error(413, "body_too_large", f"the body exceeds {cfg.max_body_bytes} bytes")
+        try:
+            items = split_body(body, media in _NDJSON_TYPES)
+        except MalformedBody as exc:
+            metrics.requests.labels("400").inc()
+            return _error(400, "malformed_body", str(exc))
+        verdicts = validator.judge(items)
+        for rejection in verdicts.rejections:
+            metrics.rejected.labels(rejection.reason).inc()
+        if verdicts.messages:
+            try:
+                await run_in_threadpool(transport.append, verdicts.messages)
+            except ShoplakeError as exc:
+                metrics.requests.labels("503").inc()
+                return _error(
+                    503,
+                    "transport_unavailable",
+                    f"events not accepted, retry later: {exc}",
+                    {"Retry-After": "1"},
+                )
+            metrics.accepted.inc(len(verdicts.messages))
+        status = 202 if verdicts.messages or not verdicts.rejections else 422
+        metrics.requests.labels(str(status)).inc()
+        metrics.latency.observe(time.perf_counter() - started)
+        return JSONResponse(
+            {
+                "accepted": len(verdicts.messages),
+                "rejected": [r.__dict__ for r in verdicts.rejections],
+            },
+            status_code=status,
+        )
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        """The process is up."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", responses={503: {"model": ErrorBody}})
+    def readyz() -> Response:
+        """The transport is reachable."""
+        try:
+            partitions = transport.partitions()
+        except ShoplakeError as exc:
+            return _error(503, "transport_unavailable", str(exc))
+        return JSONResponse({"status": "ready", "partitions": len(partitions)})
+
+    @app.get("/metrics", response_class=Response)
+    def prometheus() -> Response:
+        """Prometheus metrics."""
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+async def _read_limited(request: Request, limit: int) -> bytes | None:
+    """The body, or None as soon as it is known to exceed ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -1,0 +1,126 @@
+"""The gateway's hot path: a request body → messages for the transport + rejections.
+
+Events are checked against the contract's pydantic models (the same verdicts as the
+silver SQL, see tests/unit/test_rules_parity.py) and get the reason codes silver's
+quarantine uses, so a client learns at once what silver would have quarantined.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+from pydantic_core import ErrorDetails
+
+from shoplake.contract.events import EVENT_ADAPTER, key_for, topic_for
+from shoplake.settings import TopicSettings
+from shoplake.transport.base import OutgoingMessage
+
+
+class MalformedBody(ValueError):
+    """The body as a whole cannot be read (answered with 400)."""
+
+
+@dataclass(frozen=True)
+class Rejection:
+    index: int
+    reason: str
+    detail: str
+
+
+@dataclass
+class Verdicts:
+    messages: list[OutgoingMessage] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+
+
+def split_body(body: bytes, ndjson: bool) -> list[bytes | Any]:
+    """The items of a body: raw lines of NDJSON, or the parsed object(s) of a JSON body."""
+    if ndjson:
+        return [line for line in body.split(b"\n") if line.strip()]
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedBody(f"body is not valid JSON: {exc}") from exc
+    if isinstance(doc, list):
+        return doc
+    if isinstance(doc, dict):
+        return [doc]
+    raise MalformedBody("body must be a JSON object or an array of objects")
+
+
+class EventValidator:
+    """Validates events and routes the valid ones to their topic and key."""
+
+    def __init__(self, topics: TopicSettings, currencies: Iterable[str]) -> None:
+        self.topics = topics
+        self.currencies = frozenset(currencies)
+
+    def judge(self, items: list[bytes | Any]) -> Verdicts:
+        out = Verdicts()
+        for index, item in enumerate(items):
+            if isinstance(item, bytes):  # an NDJSON line
+                try:
+                    event = orjson.loads(item)
+                except orjson.JSONDecodeError:
+                    out.rejections.append(Rejection(index, "invalid_json", "line is not JSON"))
+                    continue
+                raw = item
+            else:
+                event, raw = item, b""
+            if not isinstance(event, dict):
+                out.rejections.append(
+                    Rejection(index, "invalid_json", "an event must be a JSON object")
+                )
+                continue
+            problem = self._problem(event)
+            if problem is not None:
+                out.rejections.append(Rejection(index, *problem))
+                continue
+            topic = topic_for(event["event_type"], self.topics)
+            assert topic is not None  # the model accepted the event type
+            out.messages.append(OutgoingMessage(topic, key_for(event), raw or orjson.dumps(event)))
+        return out
+
+    def _problem(self, event: dict[str, Any]) -> tuple[str, str] | None:
+        try:
+            EVENT_ADAPTER.validate_python(event)
+        except ValidationError as exc:
+            return describe(exc.errors(include_url=False)[0])
+        currency = event.get("currency")
+        if currency is not None and currency not in self.currencies:
+            return ("unknown_currency", f"currency has no exchange rate in settings: {currency}")
+        return None
+
+
+# pydantic error types → quarantine reason codes (the rest are bad_type or bad_value).
+_TYPE_ERRORS = {"model_attributes_type", "model_type", "dict_type", "list_type", "value_error"}
+
+
+def describe(error: ErrorDetails) -> tuple[str, str]:
+    """(reason code, detail) for the first problem pydantic found with an event."""
+    kind = error["type"]
+    loc = [str(part) for part in error["loc"]]
+    name = ".".join(loc[1:]) or "event"  # loc[0] is the event type (the union's tag)
+    detail = f"{name}: {error['msg']}"
+    if kind == "union_tag_invalid":
+        return "unknown_event_type", error["msg"]
+    if kind in ("union_tag_not_found", "missing") or error.get("input", ...) is None:
+        return (
+            "missing_field",
+            f"{'event_type' if kind == 'union_tag_not_found' else name} is missing",
+        )
+    if len(loc) > 1 and loc[1] == "timestamp" and kind != "string_type":
+        return "bad_timestamp", detail
+    if kind == "string_too_short":
+        return "missing_field", f"{name} is empty"
+    if kind == "too_short" and loc[1:] == ["items"]:
+        return "empty_items", "items is empty"
+    if kind in _TYPE_ERRORS or kind.endswith("_type"):
+        return "bad_type", detail
+    if kind == "greater_than_equal" and error.get("ctx", {}).get("ge") == 0:
+        return "negative_amount", detail
+    return "bad_value", detail

@@ -1,0 +1,227 @@
+"""The Kafka transport (confluent-kafka): the same port as the embedded log.
+
+Producing waits for ``acks=all`` with idempotence on; a message not acknowledged makes
+``append`` raise, so the gateway answers 503. Reading assigns partitions at explicit
+offsets: the positions come from bronze, never from Kafka's committed offsets.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pyarrow as pa
+
+from shoplake.errors import ConfigError, TransportError
+from shoplake.settings import Settings
+from shoplake.transport.base import RECORD_SCHEMA, OutgoingMessage, TopicPartition
+
+try:
+    from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+    from confluent_kafka import TopicPartition as KafkaPartition
+    from confluent_kafka.admin import AdminClient
+    from confluent_kafka.cimpl import NewTopic
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise ConfigError(
+        "the Kafka transport needs confluent-kafka: pip install 'shoplake[kafka]'"
+    ) from exc
+
+_TIMEOUT_S = 10.0
+log = logging.getLogger(__name__)
+
+
+class KafkaTransport:
+    """Topics of a Kafka cluster as a Transport."""
+
+    def __init__(self, settings: Settings, *, create: bool = True) -> None:
+        self.bootstrap = settings.transport.kafka_bootstrap
+        self.topics = settings.topics.all()
+        self.partition_count = settings.transport.partitions
+        self.create = create
+        common: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap,
+            "client.id": "shoplake",
+            "logger": log,  # librdkafka's own lines go through logging, not stderr
+        }
+        self._admin = AdminClient(common)
+        self._producer = Producer(
+            {
+                **common,
+                "acks": "all",
+                "enable.idempotence": True,
+                "compression.type": "lz4",
+                "linger.ms": 2,
+                "message.timeout.ms": int(_TIMEOUT_S * 1000),
+            }
+        )
+        self._reader = Consumer(
+            {
+                **common,
+                "group.id": "shoplake-reader",  # never commits: positions live in bronze
+                "enable.auto.commit": False,
+                "enable.partition.eof": False,
+                "fetch.max.bytes": 64 * 2**20,
+            }
+        )
+        self._lock = threading.Lock()
+        self._partitions: list[TopicPartition] | None = None
+
+    # -- topics ----------------------------------------------------------------
+    def partitions(self) -> list[TopicPartition]:
+        if self._partitions is None:
+            self._partitions = self._discover()
+        return self._partitions
+
+    def _discover(self) -> list[TopicPartition]:
+        try:
+            meta = self._admin.list_topics(timeout=_TIMEOUT_S)
+            missing = [t for t in self.topics if t not in meta.topics]
+            if missing and self.create:
+                self._create(missing)
+                deadline = time.monotonic() + _TIMEOUT_S
+                # new topics reach the metadata a moment after they are created
+                while any(t not in meta.topics for t in missing) and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                    meta = self._admin.list_topics(timeout=_TIMEOUT_S)
+        except KafkaException as exc:
+            raise TransportError(f"Kafka at {self.bootstrap} is unreachable: {exc}") from exc
+        out: list[TopicPartition] = []
+        for topic in sorted(self.topics):
+            if topic in meta.topics:
+                out.extend(TopicPartition(topic, p) for p in sorted(meta.topics[topic].partitions))
+        return out
+
+    def _create(self, topics: list[str]) -> None:
+        futures = self._admin.create_topics(
+            [NewTopic(t, num_partitions=self.partition_count, replication_factor=1) for t in topics]
+        )
+        for topic, future in futures.items():
+            try:
+                future.result(_TIMEOUT_S)
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise TransportError(f"cannot create topic {topic}: {exc}") from exc
+
+    # -- producing -------------------------------------------------------------
+    def append(self, messages: Sequence[OutgoingMessage]) -> None:
+        """Produce and wait until every message is acknowledged by all in-sync replicas."""
+        if not messages:
+            return
+        self.partitions()  # topics exist before the first produce
+        failures: list[str] = []
+
+        def delivered(err: Any, _msg: Any) -> None:
+            if err is not None:
+                failures.append(str(err))
+
+        with self._lock:
+            for topic, key, value in messages:
+                while True:
+                    try:
+                        self._producer.produce(topic, value=value, key=key, on_delivery=delivered)
+                        break
+                    except BufferError:  # the local queue is full: let it drain
+                        self._producer.poll(0.05)
+            left = self._producer.flush(_TIMEOUT_S)
+        if left or failures:
+            problem = failures[0] if failures else f"{left} messages not acknowledged in time"
+            raise TransportError(f"Kafka did not accept the events: {problem}")
+
+    # -- reading ---------------------------------------------------------------
+    def end_offsets(self) -> dict[TopicPartition, int]:
+        out = {}
+        try:
+            for tp in self.partitions():
+                _, high = self._reader.get_watermark_offsets(
+                    KafkaPartition(tp.topic, tp.partition), timeout=_TIMEOUT_S
+                )
+                out[tp] = int(high)
+        except KafkaException as exc:
+            raise TransportError(f"Kafka at {self.bootstrap}: {exc}") from exc
+        return out
+
+    def read(self, start: Mapping[TopicPartition, int], max_records: int) -> pa.Table:
+        """Records from each partition's start offset up to what the broker holds now."""
+        ends = self.end_offsets()
+        wanted = {tp: off for tp, off in start.items() if ends.get(tp, 0) > off}
+        if not wanted:
+            return RECORD_SCHEMA.empty_table()
+        remaining = sum(ends[tp] - off for tp, off in wanted.items())
+        target = min(max_records, remaining)
+        self._reader.assign(
+            [KafkaPartition(tp.topic, tp.partition, off) for tp, off in wanted.items()]
+        )
+        columns: dict[str, list[Any]] = {f.name: [] for f in RECORD_SCHEMA}
+        got = 0
+        deadline = time.monotonic() + _TIMEOUT_S
+        try:
+            while got < target and time.monotonic() < deadline:
+                for msg in self._reader.consume(min(target - got, 10_000), timeout=0.5):
+                    if msg.error() is not None:
+                        raise TransportError(f"Kafka read failed: {msg.error()}")
+                    tp = TopicPartition(str(msg.topic()), int(msg.partition() or 0))
+                    offset = int(msg.offset() or 0)
+                    if offset >= ends[tp] or got >= target:
+                        continue  # past the snapshot of ends taken above
+                    columns["topic"].append(tp.topic)
+                    columns["partition"].append(tp.partition)
+                    columns["offset"].append(offset)
+                    columns["key"].append(msg.key())
+                    columns["value"].append(msg.value() or b"")
+                    columns["timestamp_ms"].append(msg.timestamp()[1])
+                    got += 1
+        except KafkaException as exc:
+            raise TransportError(f"Kafka read failed: {exc}") from exc
+        finally:
+            self._reader.unassign()
+        table = pa.table(columns, schema=RECORD_SCHEMA)
+        return table.sort_by(
+            [("topic", "ascending"), ("partition", "ascending"), ("offset", "ascending")]
+        )
+
+    # -- consumer group bookkeeping (advisory) ---------------------------------
+    def commit(self, group: str, positions: Mapping[TopicPartition, int]) -> None:
+        if not positions:
+            return
+        consumer = self._group_consumer(group)
+        try:
+            consumer.commit(
+                offsets=[
+                    KafkaPartition(tp.topic, tp.partition, off) for tp, off in positions.items()
+                ],
+                asynchronous=False,
+            )
+        except KafkaException as exc:
+            raise TransportError(f"Kafka commit failed: {exc}") from exc
+        finally:
+            consumer.close()
+
+    def committed(self, group: str) -> dict[TopicPartition, int]:
+        consumer = self._group_consumer(group)
+        try:
+            got = consumer.committed(
+                [KafkaPartition(tp.topic, tp.partition) for tp in self.partitions()],
+                timeout=_TIMEOUT_S,
+            )
+        except KafkaException as exc:
+            raise TransportError(f"Kafka at {self.bootstrap}: {exc}") from exc
+        finally:
+            consumer.close()
+        return {TopicPartition(p.topic, p.partition): p.offset for p in got if p.offset >= 0}
+
+    def _group_consumer(self, group: str) -> Any:
+        return Consumer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "group.id": group,
+                "enable.auto.commit": False,
+                "logger": log,
+            }
+        )
+
+    def close(self) -> None:
+        self._producer.flush(_TIMEOUT_S)
+        self._reader.close()

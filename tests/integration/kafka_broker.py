@@ -1,0 +1,143 @@
+"""A real Apache Kafka broker (KRaft, one node) for the integration tests.
+
+The jars come from Maven Central through ``deploy/kafka/pom.xml`` (resolved once with
+``mvn`` and cached under ~/.cache/shoplake); the broker runs as a child JVM on free
+loopback ports with its data in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+POM = REPO / "deploy" / "kafka" / "pom.xml"
+CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "shoplake"
+
+_LOG4J2 = """\
+status = warn
+appender.console.type = Console
+appender.console.name = console
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = warn
+rootLogger.appenderRef.console.ref = console
+"""
+
+
+def java_available() -> bool:
+    return shutil.which("java") is not None and shutil.which("mvn") is not None
+
+
+def kafka_libs() -> Path:
+    """The broker's class path directory, fetched from Maven Central on first use."""
+    version = POM.read_text().split("<kafka.version>")[1].split("<")[0]
+    libs = CACHE / f"kafka-{version}" / "libs"
+    if not (libs / ".complete").exists():
+        libs.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [
+                "mvn", "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
+                f"-DoutputDirectory={libs}", "-DincludeScope=runtime",
+            ],
+            check=True,
+        )  # fmt: skip
+        (libs / ".complete").touch()
+    return libs
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class KafkaBroker:
+    """One KRaft node (broker + controller); ``stop``/``start`` keep its data."""
+
+    def __init__(self, workdir: Path, partitions: int = 3) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.controller_port = free_port()
+        self.bootstrap = f"127.0.0.1:{self.port}"
+        self.libs = kafka_libs()
+        self.proc: subprocess.Popen[bytes] | None = None
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "log4j2.properties").write_text(_LOG4J2)
+        self.config = workdir / "server.properties"
+        self.config.write_text(
+            "\n".join(
+                [
+                    "process.roles=broker,controller",
+                    "node.id=1",
+                    f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
+                    f"listeners=PLAINTEXT://127.0.0.1:{self.port},"
+                    f"CONTROLLER://127.0.0.1:{self.controller_port}",
+                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+                    "controller.listener.names=CONTROLLER",
+                    "inter.broker.listener.name=PLAINTEXT",
+                    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                    f"log.dirs={workdir / 'data'}",
+                    f"num.partitions={partitions}",
+                    "offsets.topic.replication.factor=1",
+                    "offsets.topic.num.partitions=3",
+                    "transaction.state.log.replication.factor=1",
+                    "transaction.state.log.min.isr=1",
+                    "share.coordinator.state.topic.replication.factor=1",
+                    "group.initial.rebalance.delay.ms=0",
+                    "auto.create.topics.enable=false",
+                    "",
+                ]
+            )
+        )
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(self.config))
+
+    def _command(self, main: str, *args: str) -> list[str]:
+        return [
+            "java", "-Xms128m", "-Xmx512m", "-XX:+UseSerialGC",
+            f"-Dlog4j2.configurationFile={self.workdir / 'log4j2.properties'}",
+            "-cp", f"{self.libs}/*", main, *args,
+        ]  # fmt: skip
+
+    def _java(self, main: str, *args: str) -> None:
+        subprocess.run(self._command(main, *args), check=True, capture_output=True)
+
+    def start(self, timeout: float = 60.0) -> None:
+        log = (self.workdir / "broker.log").open("ab")
+        self.proc = subprocess.Popen(
+            self._command("kafka.Kafka", str(self.config)), stdout=log, stderr=log
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"Kafka exited; see {self.workdir / 'broker.log'}")
+            if self._ready():
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"Kafka not ready in {timeout} s; see {self.workdir / 'broker.log'}")
+
+    def _ready(self) -> bool:
+        from confluent_kafka.admin import AdminClient
+
+        try:
+            meta = AdminClient({"bootstrap.servers": self.bootstrap}).list_topics(timeout=1)
+        except Exception:
+            return False
+        return bool(meta.brokers)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None

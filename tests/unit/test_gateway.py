@@ -1,0 +1,212 @@
+"""The gateway: status codes and bodies, per-item verdicts, durability before 202."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import orjson
+import pytest
+from fastapi.testclient import TestClient
+
+from shoplake.contract.events import EVENT_TYPES
+from shoplake.errors import TransportError
+from shoplake.gateway.app import create_app
+from shoplake.settings import Settings
+from shoplake.transport import Transport, open_transport
+from shoplake.transport.base import OutgoingMessage
+from tests.unit.test_events import event
+from tests.unit.test_rules_parity import sql_verdicts
+from tests.unit.test_silver import CASES
+
+KEY = "test-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+NDJSON = {**AUTH, "Content-Type": "application/x-ndjson"}
+
+
+@pytest.fixture
+def gw_settings(settings: Settings) -> Settings:
+    return settings.model_copy(
+        update={"gateway": settings.gateway.model_copy(update={"api_keys": (KEY,)})}
+    )
+
+
+@pytest.fixture
+def transport(gw_settings: Settings) -> Iterator[Transport]:
+    t = open_transport(gw_settings)
+    yield t
+    t.close()
+
+
+@pytest.fixture
+def client(gw_settings: Settings, transport: Transport) -> TestClient:
+    return TestClient(create_app(gw_settings, transport))
+
+
+def in_log(transport: Transport) -> list[dict[str, Any]]:
+    records = transport.read(dict.fromkeys(transport.partitions(), 0), 10_000)
+    return [
+        {"topic": r["topic"], "key": r["key"], "event": orjson.loads(r["value"])}
+        for r in records.to_pylist()
+    ]
+
+
+def test_one_event_is_made_durable_and_routed(client: TestClient, transport: Transport) -> None:
+    e = event("payment", extra_field={"kept": True})
+    r = client.post("/v1/events", json=e, headers=AUTH)
+    assert r.status_code == 202
+    assert r.json() == {"accepted": 1, "rejected": []}
+    (got,) = in_log(transport)
+    assert got["topic"] == "payments"
+    assert got["key"] == e["order_id"].encode()  # payments are keyed by order
+    assert got["event"] == e  # unknown fields travel on
+
+
+def test_every_event_type_is_accepted(client: TestClient, transport: Transport) -> None:
+    events = [event(kind, event_id=f"e{i}") for i, kind in enumerate(EVENT_TYPES)]
+    r = client.post("/v1/events", json=events, headers=AUTH)
+    assert r.json() == {"accepted": len(EVENT_TYPES), "rejected": []}
+    assert sorted(g["event"]["event_id"] for g in in_log(transport)) == sorted(
+        e["event_id"] for e in events
+    )
+
+
+def test_a_batch_lists_each_rejection_and_keeps_the_valid(
+    client: TestClient, transport: Transport
+) -> None:
+    batch = [
+        event("page_view", event_id="ok1"),
+        event("purchase", total_amount=-5),
+        "not an object",
+        event("page_view", event_type="teleport"),
+        event("page_view", event_id="ok2"),
+    ]
+    r = client.post("/v1/events", json=batch, headers=AUTH)
+    assert r.status_code == 202
+    body = r.json()
+    assert body["accepted"] == 2
+    assert [(x["index"], x["reason"]) for x in body["rejected"]] == [
+        (1, "negative_amount"),
+        (2, "invalid_json"),
+        (3, "unknown_event_type"),
+    ]
+    assert all(x["detail"] for x in body["rejected"])
+    assert sorted(g["event"]["event_id"] for g in in_log(transport)) == ["ok1", "ok2"]
+
+
+def test_ndjson_lines_keep_their_bytes_and_a_bad_line_is_rejected(
+    client: TestClient, transport: Transport
+) -> None:
+    line = b'{"event_type": "user_session", "event_id": "s1", "timestamp": "2026-02-01T10:00:00Z",'
+    line += b' "user_id": "u", "session_id": "S", "action": "login",  "note": 1.50}'
+    body = line + b"\n\n{broken\n" + orjson.dumps(event("page_view", event_id="p")) + b"\n"
+    r = client.post("/v1/events", content=body, headers=NDJSON)
+    assert r.status_code == 202
+    assert r.json()["accepted"] == 2
+    assert [(x["index"], x["reason"]) for x in r.json()["rejected"]] == [(1, "invalid_json")]
+    raw = transport.read(dict.fromkeys(transport.partitions(), 0), 10)["value"].to_pylist()
+    assert line in raw  # byte for byte, spacing and 1.50 included
+
+
+def test_nothing_valid_is_422_with_the_reasons(client: TestClient, transport: Transport) -> None:
+    r = client.post("/v1/events", json=event("payment", status="stolen"), headers=AUTH)
+    assert r.status_code == 422
+    assert r.json()["accepted"] == 0
+    assert r.json()["rejected"][0]["reason"] == "bad_value"
+    assert in_log(transport) == []
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status", "code"),
+    [
+        (b"{not json", AUTH, 400, "malformed_body"),
+        (b"42", AUTH, 400, "malformed_body"),
+        (b"{}", {}, 401, "unauthorized"),
+        (b"{}", {"Authorization": "Bearer wrong"}, 401, "unauthorized"),
+        (b"{}", {"Authorization": KEY}, 401, "unauthorized"),
+        (b"x" * (2**20 + 1), AUTH, 413, "body_too_large"),
+        (b"{}", {**AUTH, "Content-Type": "text/plain"}, 415, "unsupported_media_type"),
+        (b"{}", {**AUTH, "Content-Type": ""}, 415, "unsupported_media_type"),
+    ],
+)
+def test_malformed_requests_get_their_status_and_a_json_error(
+    gw_settings: Settings,
+    transport: Transport,
+    body: bytes,
+    headers: dict[str, str],
+    status: int,
+    code: str,
+) -> None:
+    small = gw_settings.model_copy(
+        update={"gateway": gw_settings.gateway.model_copy(update={"max_body_bytes": 2**20})}
+    )
+    client = TestClient(create_app(small, transport))
+    headers = {"Content-Type": "application/json", **headers}
+    r = client.post("/v1/events", content=body, headers=headers)
+    assert r.status_code == status
+    assert r.json()["error"] == code and r.json()["detail"]
+    if status == 401:
+        assert r.headers["WWW-Authenticate"] == "Bearer"
+    assert in_log(transport) == []
+
+
+def test_auth_can_be_turned_off(gw_settings: Settings, transport: Transport) -> None:
+    open_settings = gw_settings.model_copy(
+        update={"gateway": gw_settings.gateway.model_copy(update={"auth": False})}
+    )
+    client = TestClient(create_app(open_settings, transport))
+    assert client.post("/v1/events", json=event("page_view")).status_code == 202
+
+
+class _RefusingTransport:
+    """An embedded log whose appends fail, as when the disk or the broker is gone."""
+
+    def __init__(self, inner: Transport) -> None:
+        self.inner = inner
+
+    def append(self, messages: Sequence[OutgoingMessage]) -> None:
+        raise TransportError("log is not writable")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_transport_failure_is_503_and_acknowledges_nothing(
+    gw_settings: Settings, transport: Transport
+) -> None:
+    client = TestClient(create_app(gw_settings, _RefusingTransport(transport)))  # type: ignore[arg-type]
+    r = client.post("/v1/events", json=[event("page_view")] * 3, headers=AUTH)
+    assert r.status_code == 503
+    assert r.json()["error"] == "transport_unavailable"
+    assert "accepted" not in r.json()
+
+
+@pytest.mark.parametrize(("record", "reason"), [c for c in CASES if isinstance(c[0], dict)])
+def test_gateway_reasons_match_silver_quarantine(
+    client: TestClient, record: dict[str, Any], reason: str
+) -> None:
+    r = client.post("/v1/events", json=record, headers=AUTH)
+    assert r.status_code == 422
+    assert r.json()["rejected"][0]["reason"] == reason
+    assert sql_verdicts([orjson.dumps(record)]) == [reason]
+
+
+def test_health_readiness_and_metrics(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").json()["status"] == "ready"
+    client.post(
+        "/v1/events",
+        json=[event("page_view"), event("page_view", event_type="teleport")],
+        headers=AUTH,
+    )
+    text = client.get("/metrics").text
+    assert "shoplake_events_accepted_total 1.0" in text
+    assert 'shoplake_events_rejected_total{reason="unknown_event_type"} 1.0' in text
+    assert 'shoplake_gateway_requests_total{status="202"} 1.0' in text
+
+
+def test_openapi_documents_the_errors(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    post = spec["paths"]["/v1/events"]["post"]
+    assert {"202", "400", "401", "413", "415", "422", "503"} <= set(post["responses"])
+    assert client.get("/docs").status_code == 200
