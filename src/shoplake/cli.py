@@ -163,8 +163,11 @@ def schema(event_type: str | None) -> None:
     "target",
     default="embedded",
     show_default=True,
-    help="'embedded' (the local log) or a FILE path for NDJSON ('-' for stdout).",
+    help="'embedded' (the local log), 'kafka' (SHOPLAKE_TRANSPORT__KAFKA_BOOTSTRAP, or "
+    "kafka://HOST:PORT), http://HOST:PORT (a gateway; key from --api-key or "
+    "SHOPLAKE_GATEWAY__API_KEYS) or a FILE path for NDJSON ('-' for stdout).",
 )
+@click.option("--api-key", default=None, help="Bearer key for an http:// target.")
 @click.option(
     "--bad-ratio",
     type=click.FloatRange(0, 1),
@@ -189,10 +192,11 @@ def generate(
     target: str,
     bad_ratio: float,
     start: datetime | None,
+    api_key: str | None,
 ) -> None:
     """Simulate shoppers: sessions, carts, orders and payments, seeded and deterministic."""
     from shoplake.simulator import ShopSimulator
-    from shoplake.simulator.sinks import FileSink, Sink, TransportSink, pump
+    from shoplake.simulator.sinks import FileSink, HttpSink, Sink, TransportSink, pump
     from shoplake.transport import open_transport
 
     settings = _settings(ctx)
@@ -216,10 +220,16 @@ def generate(
         _writable_home(settings)
         transport = open_transport(settings)
         sink = TransportSink(transport, settings.topics)
-    elif target.startswith(("http://", "https://", "kafka")):
-        raise click.BadParameter(
-            f"{target!r}: HTTP and Kafka targets are not available yet", param_hint="--to"
+    elif target == "kafka" or target.startswith("kafka://"):
+        bootstrap = target.removeprefix("kafka://") if target != "kafka" else None
+        kafka = settings.transport.model_copy(
+            update={"kind": "kafka"} | ({"kafka_bootstrap": bootstrap} if bootstrap else {})
         )
+        settings = settings.model_copy(update={"transport": kafka})
+        sink = TransportSink(open_transport(settings), settings.topics)
+    elif target.startswith(("http://", "https://")):
+        keys = settings.gateway.api_keys
+        sink = HttpSink(target, api_key or (keys[0] if keys else None))
     else:
         if target == "-":
             out = sys.stdout.buffer
@@ -252,6 +262,9 @@ def generate(
             out.close()
     total = sum(counts.values())
     click.echo(f"sent {total} events to {target}  {_by_topic(counts, settings)}", err=True)
+    if isinstance(sink, HttpSink):
+        rejected = ", ".join(f"{r} {n}" for r, n in sink.rejected.most_common()) or "none"
+        click.echo(f"gateway accepted {sink.accepted}; rejected: {rejected}", err=True)
 
 
 def _by_topic(per_type: Counter[str], settings: Settings) -> str:

@@ -121,6 +121,8 @@ def test_nothing_valid_is_422_with_the_reasons(client: TestClient, transport: Tr
     [
         (b"{not json", AUTH, 400, "malformed_body"),
         (b"42", AUTH, 400, "malformed_body"),
+        (b"[]", AUTH, 400, "malformed_body"),
+        (b"\n \n", NDJSON, 400, "malformed_body"),
         (b"{}", {}, 401, "unauthorized"),
         (b"{}", {"Authorization": "Bearer wrong"}, 401, "unauthorized"),
         (b"{}", {"Authorization": KEY}, 401, "unauthorized"),

@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel
 
+from shoplake.contract.events import EVENT_ADAPTER
 from shoplake.errors import ShoplakeError
 from shoplake.gateway.metrics import GatewayMetrics
 from shoplake.gateway.validation import EventValidator, MalformedBody, split_body
@@ -90,22 +91,7 @@ def create_app(
         status_code=202,
         response_model=Accepted,
         responses=_ERRORS,
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "application/json": {
-                        "schema": {
-                            "oneOf": [
-                                {"type": "object"},
-                                {"type": "array", "items": {"type": "object"}},
-                            ]
-                        }
-                    },
-                    "application/x-ndjson": {"schema": {"type": "string"}},
-                },
-            }
-        },
+        openapi_extra={"requestBody": _request_body()},
     )
     async def post_events(request: Request) -> Response:
         """Accept one event (a JSON object), a JSON array of events, or NDJSON (one event
@@ -184,7 +170,41 @@ def create_app(
         """Prometheus metrics."""
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
+    _document_event_schemas(app)
     return app
+
+
+# The contract's JSON Schema, with its definitions under the OpenAPI components.
+_EVENT_SCHEMA = EVENT_ADAPTER.json_schema(ref_template="#/components/schemas/{model}")
+_EVENT_DEFS = _EVENT_SCHEMA.pop("$defs", {})
+
+
+def _request_body() -> dict[str, Any]:
+    return {
+        "required": True,
+        "description": "Events of the contract (unknown extra fields are kept). Rules JSON "
+        "Schema cannot state — a real calendar date, a currency with an exchange rate — "
+        "are checked too and reported per item.",
+        "content": {
+            "application/json": {
+                "schema": {"oneOf": [_EVENT_SCHEMA, {"type": "array", "items": _EVENT_SCHEMA}]}
+            },
+            "application/x-ndjson": {
+                "schema": {"type": "string", "description": "One JSON event per line."}
+            },
+        },
+    }
+
+
+def _document_event_schemas(app: FastAPI) -> None:
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = generate()
+        schema.setdefault("components", {}).setdefault("schemas", {}).update(_EVENT_DEFS)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 async def _read_limited(request: Request, limit: int) -> bytes | None:

@@ -39,17 +39,20 @@ class Verdicts:
 
 def split_body(body: bytes, ndjson: bool) -> list[bytes | Any]:
     """The items of a body: raw lines of NDJSON, or the parsed object(s) of a JSON body."""
+    items: list[bytes | Any]
     if ndjson:
-        return [line for line in body.split(b"\n") if line.strip()]
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise MalformedBody(f"body is not valid JSON: {exc}") from exc
-    if isinstance(doc, list):
-        return doc
-    if isinstance(doc, dict):
-        return [doc]
-    raise MalformedBody("body must be a JSON object or an array of objects")
+        items = [line for line in body.split(b"\n") if line.strip()]
+    else:
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise MalformedBody(f"body is not valid JSON: {exc}") from exc
+        if not isinstance(doc, list | dict):
+            raise MalformedBody("body must be a JSON object or an array of objects")
+        items = doc if isinstance(doc, list) else [doc]
+    if not items:
+        raise MalformedBody("the body holds no events")
+    return items
 
 
 class EventValidator:

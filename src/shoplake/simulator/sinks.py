@@ -1,18 +1,23 @@
-"""Where generated events go: a file (NDJSON) or the transport; paced and counted."""
+"""Where generated events go: a file (NDJSON), the transport or the HTTP gateway; paced
+and counted."""
 
 from __future__ import annotations
 
+import http.client
 import itertools
 import logging
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from http.client import HTTPConnection
 from typing import IO, Protocol
+from urllib.parse import urlsplit
 
 import orjson
 
 from shoplake.contract.events import key_for, topic_for
+from shoplake.errors import InputError, TransportError
 from shoplake.settings import TopicSettings
 from shoplake.simulator.shop import Emitted
 from shoplake.transport.base import OutgoingMessage, Transport
@@ -60,6 +65,55 @@ class TransportSink:
 
     def close(self) -> None:
         pass
+
+
+class HttpSink:
+    """POSTs each batch as NDJSON to the gateway over one kept-alive connection.
+
+    A 503 (nothing acknowledged) or a dropped connection is retried with backoff, so no
+    event is lost or sent twice by the retry; events the gateway rejects are counted."""
+
+    def __init__(self, url: str, api_key: str | None = None, *, attempts: int = 20) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise InputError(f"{url!r} is not an http:// or https:// URL")
+        self.path = parts.path.rstrip("/") or "/v1/events"
+        connection = http.client.HTTPSConnection if parts.scheme == "https" else HTTPConnection
+        self.conn = connection(parts.hostname, parts.port, timeout=30)
+        self.headers = {"Content-Type": "application/x-ndjson"}
+        if api_key:
+            self.headers["Authorization"] = f"Bearer {api_key}"
+        self.attempts = attempts
+        self.accepted = 0
+        self.rejected: Counter[str] = Counter()
+
+    def send(self, batch: list[Emitted]) -> None:
+        body = b"\n".join(e.value for e in batch)
+        for attempt in range(self.attempts):
+            try:
+                self.conn.request("POST", self.path, body, self.headers)
+                response = self.conn.getresponse()
+                answer = response.read()
+            except OSError as exc:  # refused, reset: nothing was acknowledged
+                self.conn.close()
+                problem = f"cannot reach the gateway: {exc}"
+            else:
+                if response.status in (202, 422):
+                    verdict = orjson.loads(answer)
+                    self.accepted += verdict["accepted"]
+                    self.rejected.update(r["reason"] for r in verdict["rejected"])
+                    return
+                if response.status != 503:
+                    raise InputError(
+                        f"gateway answered {response.status}: {answer.decode(errors='replace')}"
+                    )
+                problem = "gateway answered 503 (transport unavailable)"
+            log.warning("%s; retrying (%d/%d)", problem, attempt + 1, self.attempts)
+            time.sleep(min(0.1 * 2**attempt, 5.0))
+        raise TransportError(f"gave up after {self.attempts} attempts: {problem}")
+
+    def close(self) -> None:
+        self.conn.close()
 
 
 def route(line: bytes, topics: TopicSettings) -> OutgoingMessage:

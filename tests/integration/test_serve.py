@@ -1,0 +1,67 @@
+"""`shoplake serve` and `generate --to http://…` as a user runs them: separate processes."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import SHOPLAKE
+from tests.integration.kafka_broker import free_port
+
+pytestmark = [pytest.mark.integration]
+
+
+def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+        try:
+            with urllib.request.urlopen(url + "/healthz", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise TimeoutError(url)
+
+
+def test_generated_events_reach_bronze_through_the_gateway(tmp_path: Path) -> None:
+    env = {**os.environ, "SHOPLAKE_HOME": str(tmp_path / "home")}
+    env["SHOPLAKE_GATEWAY__API_KEYS"] = '["k-123"]'
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [*SHOPLAKE, "serve", "--port", str(port)], env=env, stderr=subprocess.PIPE
+    )
+    try:
+        wait_healthy(url, server)
+        sent = subprocess.run(
+            [*SHOPLAKE, "generate", "-n", "3000", "--bad-ratio", "0.05", "--to", url],
+            env=env, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+    finally:
+        server.send_signal(signal.SIGINT)
+        assert server.wait(30) == 0
+    accepted = int(re.search(r"gateway accepted (\d+)", sent.stderr).group(1))  # type: ignore[union-attr]
+    assert 2700 < accepted < 3000  # the bad share was rejected, the rest made durable
+    assert "invalid_json" in sent.stderr  # and the reasons were reported
+    subprocess.run([*SHOPLAKE, "run", "--until-idle"], env=env, check=True, capture_output=True)
+    counted = subprocess.run(
+        [*SHOPLAKE, "query", "SELECT count(*) AS n FROM bronze.raw_events", "--json"],
+        env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert f'"n": {accepted}' in counted.stdout or f'"n":{accepted}' in counted.stdout
+
+
+def test_serve_refuses_to_start_open_without_a_key(tmp_path: Path) -> None:
+    env = {**os.environ, "SHOPLAKE_HOME": str(tmp_path / "home")}
+    env.pop("SHOPLAKE_GATEWAY__API_KEYS", None)
+    done = subprocess.run([*SHOPLAKE, "serve"], env=env, capture_output=True, text=True)
+    assert done.returncode != 0
+    assert "API key" in done.stderr and "--no-auth" in done.stderr
