@@ -62,7 +62,7 @@ def test_generate_is_deterministic(tmp_path: Path) -> None:
         ("generate", "--rate", "-5"),
         ("generate", "--bad-ratio", "2"),
         ("generate", "--rate", "5", "--delay", "1"),
-        ("generate", "--to", "kafka"),
+        ("serve", "--port", "99999"),
         ("run", "--job", "nope"),
         ("query",),
     ],
@@ -71,6 +71,13 @@ def test_bad_cli_values_are_usage_errors(tmp_path: Path, args: tuple[str, ...]) 
     proc = shoplake(tmp_path, *args, check=False)
     assert proc.returncode == 2
     assert "Error" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_unreachable_targets_are_clear_errors(tmp_path: Path) -> None:
+    proc = shoplake(tmp_path, "generate", "-n", "5", "--to", "kafka://127.0.0.1:1", check=False)
+    assert proc.returncode == 1
+    assert "Kafka at 127.0.0.1:1 is unreachable" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_missing_and_unusable_homes_are_clear_errors(tmp_path: Path) -> None:

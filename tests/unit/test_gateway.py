@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -212,3 +213,13 @@ def test_openapi_documents_the_errors(client: TestClient) -> None:
     post = spec["paths"]["/v1/events"]["post"]
     assert {"202", "400", "401", "413", "415", "422", "503"} <= set(post["responses"])
     assert client.get("/docs").status_code == 200
+
+
+def test_http_sink_gives_up_on_an_unreachable_gateway_with_a_clear_error() -> None:
+    from shoplake.simulator import ShopSimulator
+    from shoplake.simulator.sinks import HttpSink
+
+    sink = HttpSink("http://127.0.0.1:1", attempts=2)
+    batch = list(itertools.islice(ShopSimulator(1).stream(), 3))
+    with pytest.raises(TransportError, match="gave up after 2 attempts: cannot reach"):
+        sink.send(batch)

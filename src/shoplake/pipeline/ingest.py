@@ -73,27 +73,29 @@ class BronzeIngest:
         self.group = group
         self.engine = engine or DuckDB()
         self._positions: Positions | None = None
+        self._assigned: list[TopicPartition] = []
         store.ensure(RAW_EVENTS)
 
     def positions(self) -> Positions:
-        """Where bronze says reading continues (loaded from the table once, then tracked)."""
-        if self._positions is None:
-            tps = self.transport.partitions()
-            self._positions = positions_of(self.store.open(RAW_EVENTS), tps, self.group)
+        """Where bronze says reading continues for the partitions this worker is assigned
+        (read from the table on start and on every new assignment, then tracked)."""
+        assigned = self.transport.assigned(self.group)
+        if self._positions is None or assigned != self._assigned:
+            self._assigned = assigned
+            self._positions = positions_of(self.store.open(RAW_EVENTS), assigned, self.group)
         return self._positions
 
     def lag(self) -> int:
-        """Records in the transport that bronze does not hold yet."""
+        """Records in the transport that bronze does not hold yet (assigned partitions)."""
         ends = self.transport.end_offsets()
         pos = self.positions()
-        return sum(max(0, end - pos.get(tp, 0)) for tp, end in ends.items())
+        return sum(max(0, ends.get(tp, 0) - start) for tp, start in pos.items())
 
     def step(self, max_records: int, max_wait_s: float = 0.0, poll_s: float = 0.05) -> int:
         """Read up to ``max_records``, waiting up to ``max_wait_s`` to fill the batch, then
         commit them to bronze. Returns the number of records committed."""
-        positions = dict(self.positions())
-        for tp in self.transport.partitions():  # topics created since start
-            positions.setdefault(tp, 0)
+        start = dict(self.positions())
+        positions = dict(start)
         chunks: list[pa.Table] = []
         got = 0
         deadline = time.monotonic() + max_wait_s
@@ -113,6 +115,7 @@ class BronzeIngest:
         rows = self._to_bronze(records)
         new_positions = _next_positions(records)
         try:
+            self._fence(start, list(new_positions))
             self.store.append(RAW_EVENTS, rows, to_app_ids(new_positions, self.group))
         except CommitConflict:
             # Another worker committed these partitions first: trust bronze, not memory.
@@ -123,6 +126,15 @@ class BronzeIngest:
         self._positions.update(positions)
         self.transport.commit(self.group, new_positions)
         return int(records.num_rows)
+
+    def _fence(self, start: Positions, tps: list[TopicPartition]) -> None:
+        """CommitConflict if another worker has committed any of ``tps`` since this one
+        read its positions (it was given them in a rebalance). A commit racing this
+        check is caught by Delta's own conflict check on the same app ids."""
+        now = positions_of(self.store.open(RAW_EVENTS), tps, self.group)
+        moved = [tp for tp in tps if now[tp] != start[tp]]
+        if moved:
+            raise CommitConflict(f"bronze positions of {moved[0]} moved under this worker")
 
     def _to_bronze(self, records: pa.Table) -> pa.Table:
         text = records.set_column(

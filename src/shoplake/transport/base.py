@@ -39,6 +39,11 @@ class Transport(Protocol):
         """Every partition of every topic, in a stable order."""
         ...
 
+    def assigned(self, group: str) -> list[TopicPartition]:
+        """The partitions this process should ingest as a member of consumer ``group``
+        (the embedded log: all of them; Kafka: what the group's rebalance gave it)."""
+        ...
+
     def append(self, messages: Sequence[OutgoingMessage]) -> None:
         """Append messages; when this returns they are durable (fsync'd / acks=all)."""
         ...

@@ -133,6 +133,9 @@ class EmbeddedLog:
             ).fetchall()
         return [TopicPartition(t, p) for t, p in rows]
 
+    def assigned(self, group: str) -> list[TopicPartition]:
+        return self.partitions()  # one process owns the local log
+
     # -- writing --------------------------------------------------------------
     def append(self, messages: Sequence[OutgoingMessage]) -> None:
         if not messages:

@@ -68,6 +68,7 @@ class KafkaTransport:
         )
         self._lock = threading.Lock()
         self._partitions: list[TopicPartition] | None = None
+        self._members: dict[str, _Member] = {}
 
     # -- topics ----------------------------------------------------------------
     def partitions(self) -> list[TopicPartition]:
@@ -104,6 +105,18 @@ class KafkaTransport:
             except KafkaException as exc:
                 if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                     raise TransportError(f"cannot create topic {topic}: {exc}") from exc
+
+    # -- consumer group membership ----------------------------------------------
+    def assigned(self, group: str) -> list[TopicPartition]:
+        """The partitions the group's last rebalance gave this process.
+
+        A member consumer joins ``group`` only to take part in rebalances: it pauses
+        every partition it is given, so it never fetches; reads go through ``read`` at
+        the positions bronze recorded."""
+        member = self._members.get(group)
+        if member is None:
+            member = self._members[group] = _Member(self, group)
+        return member.poll()
 
     # -- producing -------------------------------------------------------------
     def append(self, messages: Sequence[OutgoingMessage]) -> None:
@@ -184,20 +197,21 @@ class KafkaTransport:
 
     # -- consumer group bookkeeping (advisory) ---------------------------------
     def commit(self, group: str, positions: Mapping[TopicPartition, int]) -> None:
+        """Advisory (bronze holds the real positions), so a failure is only logged: a
+        group with members takes commits only from a member, which may have just lost
+        the partitions in a rebalance."""
         if not positions:
             return
-        consumer = self._group_consumer(group)
+        member = self._members.get(group)
+        consumer = member.consumer if member else self._group_consumer(group)
+        offsets = [KafkaPartition(tp.topic, tp.partition, off) for tp, off in positions.items()]
         try:
-            consumer.commit(
-                offsets=[
-                    KafkaPartition(tp.topic, tp.partition, off) for tp, off in positions.items()
-                ],
-                asynchronous=False,
-            )
+            consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:
-            raise TransportError(f"Kafka commit failed: {exc}") from exc
+            log.info("advisory offset commit for %s skipped: %s", group, exc)
         finally:
-            consumer.close()
+            if member is None:
+                consumer.close()
 
     def committed(self, group: str) -> dict[TopicPartition, int]:
         consumer = self._group_consumer(group)
@@ -223,5 +237,53 @@ class KafkaTransport:
         )
 
     def close(self) -> None:
+        for member in self._members.values():
+            member.close()
         self._producer.flush(_TIMEOUT_S)
         self._reader.close()
+
+
+class _Member:
+    """A paused consumer in a group: it learns its share of the partitions, nothing more."""
+
+    def __init__(self, transport: KafkaTransport, group: str) -> None:
+        transport.partitions()  # the topics exist before anyone subscribes
+        self.owned: set[TopicPartition] = set()
+        self.joined = False
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": transport.bootstrap,
+                "group.id": group,
+                "enable.auto.commit": False,
+                "session.timeout.ms": 10_000,
+                "heartbeat.interval.ms": 1_000,
+                "logger": log,
+            }
+        )
+        self.consumer.subscribe(
+            transport.topics, on_assign=self._on_assign, on_revoke=self._on_revoke
+        )
+
+    def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
+        consumer.assign(partitions)
+        consumer.pause(partitions)
+        self.owned |= {TopicPartition(p.topic, p.partition) for p in partitions}
+        self.joined = True
+
+    def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
+        self.owned -= {TopicPartition(p.topic, p.partition) for p in partitions}
+        consumer.unassign()
+
+    def poll(self) -> list[TopicPartition]:
+        """Serve the group protocol (and its callbacks); the first call waits to join."""
+        deadline = time.monotonic() + _TIMEOUT_S
+        try:
+            self.consumer.poll(0)
+            while not self.joined and time.monotonic() < deadline:
+                self.consumer.poll(0.1)
+        except KafkaException as exc:
+            raise TransportError(f"Kafka group membership failed: {exc}") from exc
+        return sorted(self.owned)
+
+    def close(self) -> None:
+        self.consumer.close()  # leaves the group: the others rebalance at once
