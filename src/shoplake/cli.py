@@ -588,6 +588,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None, no_auth: bool)
     import uvicorn
 
     from shoplake.gateway.app import create_app
+    from shoplake.tables import open_store
     from shoplake.transport import open_transport
 
     settings = _settings(ctx)
@@ -606,13 +607,14 @@ def serve(ctx: click.Context, host: str | None, port: int | None, no_auth: bool)
     settings = settings.model_copy(update={"gateway": cfg})
     _writable_home(settings)
     transport = open_transport(settings)
+    store = open_store(settings)
     try:
         click.echo(f"gateway on http://{cfg.host}:{cfg.port}  (API reference: /docs)", err=True)
-        uvicorn.run(
-            create_app(settings, transport), host=cfg.host, port=cfg.port, log_level="warning"
-        )
+        app = create_app(settings, transport, store=store)
+        uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning")
     finally:
         transport.close()
+        store.close()
 
 
 def main() -> None:

@@ -223,3 +223,26 @@ def test_http_sink_gives_up_on_an_unreachable_gateway_with_a_clear_error() -> No
     batch = list(itertools.islice(ShopSimulator(1).stream(), 3))
     with pytest.raises(TransportError, match="gave up after 2 attempts: cannot reach"):
         sink.send(batch)
+
+
+def test_metrics_show_the_lag_behind_bronze(gw_settings: Settings, transport: Transport) -> None:
+    from shoplake.pipeline.runner import Pipeline
+    from shoplake.tables import open_store
+
+    store = open_store(gw_settings)
+    client = TestClient(create_app(gw_settings, transport, store=store))
+    batch = [event("page_view", event_id=f"v{i}") for i in range(7)]
+    assert client.post("/v1/events", json=batch, headers=AUTH).status_code == 202
+
+    def lag() -> float:
+        lines = client.get("/metrics").text.splitlines()
+        series = [x for x in lines if x.startswith("shoplake_transport_lag_records{")]
+        assert series  # one per partition
+        return sum(float(x.rsplit(" ", 1)[1]) for x in series)
+
+    assert lag() == 7
+    pipeline = Pipeline(gw_settings)
+    pipeline.ingest_once()
+    pipeline.close()
+    assert lag() == 0
+    store.close()

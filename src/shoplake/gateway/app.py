@@ -19,9 +19,10 @@ from pydantic import BaseModel
 
 from shoplake.contract.events import EVENT_ADAPTER
 from shoplake.errors import ShoplakeError
-from shoplake.gateway.metrics import GatewayMetrics
+from shoplake.gateway.metrics import GatewayMetrics, TransportLag
 from shoplake.gateway.validation import EventValidator, MalformedBody, split_body
 from shoplake.settings import Settings
+from shoplake.tables.base import TableStore
 from shoplake.transport.base import Transport
 
 _JSON_TYPES = ("application/json",)
@@ -64,14 +65,21 @@ _ERRORS[422] = {"model": Accepted, "description": "No event of the request was v
 
 
 def create_app(
-    settings: Settings, transport: Transport, registry: CollectorRegistry | None = None
+    settings: Settings,
+    transport: Transport,
+    *,
+    store: TableStore | None = None,
+    registry: CollectorRegistry | None = None,
 ) -> FastAPI:
-    """The gateway app over ``transport`` (which the caller opens and closes)."""
+    """The gateway app over ``transport`` (which the caller opens and closes); with the
+    ``store``, /metrics also shows the transport's lag behind bronze."""
     cfg = settings.gateway
     validator = EventValidator(settings.topics, settings.reporting.rates)
     keys = [k.encode() for k in cfg.api_keys]
     registry = registry or CollectorRegistry()
     metrics = GatewayMetrics(registry)
+    if store is not None:
+        registry.register(TransportLag(transport, store, settings.pipeline.consumer_group))
     app = FastAPI(
         title="shoplake gateway",
         summary="Send a shop's events (page views, carts, orders, payments, sessions, "
