@@ -246,3 +246,32 @@ def test_metrics_show_the_lag_behind_bronze(gw_settings: Settings, transport: Tr
     pipeline.close()
     assert lag() == 0
     store.close()
+
+
+def test_concurrent_requests_share_durable_appends(
+    gw_settings: Settings, transport: Transport
+) -> None:
+    import asyncio
+
+    from shoplake.gateway.appender import GroupAppender
+
+    calls: list[int] = []
+
+    class Counting(_RefusingTransport):
+        def append(self, messages: Sequence[OutgoingMessage]) -> None:
+            calls.append(len(messages))
+            self.inner.append(messages)
+
+    appender = GroupAppender(Counting(transport))  # type: ignore[arg-type]
+    batches = [
+        [OutgoingMessage("page-views", f"s{i}", orjson.dumps(event("page_view", event_id=f"{i}")))]
+        for i in range(200)
+    ]
+
+    async def send_all() -> None:
+        await asyncio.gather(*(appender.append(b) for b in batches))
+
+    asyncio.run(send_all())
+    appender.close()
+    assert sum(calls) == 200 and len(calls) < 200  # every event, in fewer appends
+    assert sorted(int(g["event"]["event_id"]) for g in in_log(transport)) == list(range(200))

@@ -1,7 +1,8 @@
 """The ingestion gateway: ``POST /v1/events`` → validated events → the transport.
 
 202 is answered only once the transport has made the accepted events durable (fsync'd
-log, or Kafka acks=all); when it cannot, 503 and nothing is acknowledged. Every error
+log, or Kafka acks=all; concurrent requests share one append, see ``appender``); when it
+cannot, 503 and nothing is acknowledged. Every error
 has a JSON body ``{"error": code, "detail": text}``.
 """
 
@@ -9,16 +10,18 @@ from __future__ import annotations
 
 import hmac
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel
 
 from shoplake.contract.events import EVENT_ADAPTER
 from shoplake.errors import ShoplakeError
+from shoplake.gateway.appender import GroupAppender
 from shoplake.gateway.metrics import GatewayMetrics, TransportLag
 from shoplake.gateway.validation import EventValidator, MalformedBody, split_body
 from shoplake.settings import Settings
@@ -80,7 +83,15 @@ def create_app(
     metrics = GatewayMetrics(registry)
     if store is not None:
         registry.register(TransportLag(transport, store, settings.pipeline.consumer_group))
+    appender = GroupAppender(transport)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        appender.close()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="shoplake gateway",
         summary="Send a shop's events (page views, carts, orders, payments, sessions, "
         "catalog updates) to the lakehouse.",
@@ -138,7 +149,7 @@ def create_app(
             metrics.rejected.labels(rejection.reason).inc()
         if verdicts.messages:
             try:
-                await run_in_threadpool(transport.append, verdicts.messages)
+                await appender.append(verdicts.messages)
             except ShoplakeError as exc:
                 metrics.requests.labels("503").inc()
                 return _error(
