@@ -20,12 +20,12 @@ from common import command, machine, peak_rss_mb
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo, for tests/
 
-from shoplake.pipeline.runner import Pipeline  # noqa: E402
-from shoplake.settings import Settings  # noqa: E402
-from shoplake.simulator import ShopSimulator  # noqa: E402
-from shoplake.simulator.sinks import route  # noqa: E402
-from shoplake.transport import open_transport  # noqa: E402
-from tests.integration.kafka_broker import KafkaBroker  # noqa: E402
+from shoplake.pipeline.runner import Pipeline
+from shoplake.settings import Settings
+from shoplake.simulator import ShopSimulator
+from shoplake.simulator.sinks import route
+from shoplake.transport import open_transport
+from tests.integration.kafka_broker import KafkaBroker
 
 
 def main() -> None:
@@ -67,10 +67,13 @@ def main() -> None:
             broker.stop()
     both = ingest_s + silver_s
     print(f"events: {produced:,} ({settings.transport.partitions} partitions per topic)")
-    print(f"produce (acks=all, idempotent):  {produced / produce_s:,.0f} events/s")
-    print(f"Kafka -> bronze:                 {produced / ingest_s:,.0f} events/s ({ingest_s:.1f} s)")
-    print(f"bronze -> silver:                {produced / silver_s:,.0f} events/s ({silver_s:.1f} s)")
-    print(f"Kafka -> bronze -> silver:       {produced / both:,.0f} events/s ({both:.1f} s)")
+    for label, seconds in (
+        ("produce (acks=all, idempotent)", produce_s),
+        ("Kafka -> bronze", ingest_s),
+        ("bronze -> silver", silver_s),
+        ("Kafka -> bronze -> silver", both),
+    ):
+        print(f"{label + ':':33}{produced / seconds:>9,.0f} events/s ({seconds:.1f} s)")
     print(f"peak RSS of the pipeline process: {peak_rss_mb():,.0f} MiB")
     print(f"machine: {machine()}")
     print(f"reproduce: {command()}")

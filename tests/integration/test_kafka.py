@@ -4,6 +4,7 @@ exactly-once bronze, 503 while the broker is down, poison messages quarantined."
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -18,7 +19,7 @@ from shoplake.settings import Settings
 from shoplake.simulator import ShopSimulator
 from shoplake.simulator.sinks import route
 from shoplake.transport import open_transport
-from shoplake.transport.base import TopicPartition
+from shoplake.transport.base import TopicPartition, Transport
 from tests.conftest import rows
 from tests.integration.kafka_broker import KafkaBroker
 
@@ -80,43 +81,47 @@ def test_kafka_to_bronze_exactly_once_across_restarts(tmp_path: Path, kafka: Kaf
     producer.close()
 
 
-def test_gateway_over_kafka_acknowledges_only_durable_events(
-    tmp_path: Path, kafka: KafkaBroker
-) -> None:
+NDJSON = {"Content-Type": "application/x-ndjson"}
+
+
+@pytest.fixture
+def gateway(tmp_path: Path, kafka: KafkaBroker) -> Iterator[tuple[Transport, TestClient]]:
+    """A gateway producing to its own topics on the broker (no auth)."""
     s = kafka_settings(tmp_path, kafka)
     t = open_transport(s)
-    client = TestClient(create_app(s, t))
-    body = b"\n".join(events(300, seed=9))
-    r = client.post("/v1/events", content=body, headers={"Content-Type": "application/x-ndjson"})
-    assert r.status_code == 202 and r.json()["accepted"] == 300
-    assert sum(t.end_offsets().values()) == 300
-    assert client.get("/readyz").status_code == 200
+    yield t, TestClient(create_app(s, t))
     t.close()
 
 
-def test_broker_down_gives_503_and_nothing_acknowledged_is_lost(
-    tmp_path: Path, kafka: KafkaBroker
+def test_gateway_over_kafka_acknowledges_only_durable_events(
+    gateway: tuple[Transport, TestClient],
 ) -> None:
-    s = kafka_settings(tmp_path, kafka)
-    t = open_transport(s)
-    client = TestClient(create_app(s, t))
-    ndjson = {"Content-Type": "application/x-ndjson"}
+    t, client = gateway
+    r = client.post("/v1/events", content=b"\n".join(events(300, seed=9)), headers=NDJSON)
+    assert r.status_code == 202 and r.json()["accepted"] == 300
+    assert sum(t.end_offsets().values()) == 300
+    assert client.get("/readyz").status_code == 200
+
+
+def test_broker_down_gives_503_and_nothing_acknowledged_is_lost(
+    gateway: tuple[Transport, TestClient], kafka: KafkaBroker
+) -> None:
+    t, client = gateway
     first, second = events(100, seed=11), events(100, seed=12)
-    assert client.post("/v1/events", content=b"\n".join(first), headers=ndjson).status_code == 202
+    assert client.post("/v1/events", content=b"\n".join(first), headers=NDJSON).status_code == 202
     kafka.stop()
     try:
-        r = client.post("/v1/events", content=b"\n".join(second), headers=ndjson)
+        r = client.post("/v1/events", content=b"\n".join(second), headers=NDJSON)
         assert r.status_code == 503
         assert r.json()["error"] == "transport_unavailable"
         with pytest.raises(TransportError):
             t.end_offsets()
     finally:
         kafka.start()
-    r = client.post("/v1/events", content=b"\n".join(second), headers=ndjson)
+    r = client.post("/v1/events", content=b"\n".join(second), headers=NDJSON)
     assert r.status_code == 202
     values = t.read(dict.fromkeys(t.partitions(), 0), 10_000)["value"].to_pylist()
     assert set(first) | set(second) <= set(values)  # everything acknowledged is there
-    t.close()
 
 
 def test_poison_messages_on_a_topic_are_quarantined(tmp_path: Path, kafka: KafkaBroker) -> None:
@@ -135,6 +140,6 @@ def test_poison_messages_on_a_topic_are_quarantined(tmp_path: Path, kafka: Kafka
     assert rows(p, "SELECT count(*) AS n FROM silver.quarantine")[0]["n"] == len(poison)
     valid = rows(p, "SELECT count(*) AS n FROM bronze.raw_events")[0]["n"]
     assert valid == len(poison) + len(good)
+    assert TopicPartition(s.topics.page_views, 0) in t.partitions()
     p.close()
     t.close()
-    assert TopicPartition(s.topics.page_views, 0) in t.partitions()

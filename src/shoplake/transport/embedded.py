@@ -50,7 +50,7 @@ CREATE TABLE IF NOT EXISTS consumer_offsets (
 """
 
 _BATCH_SCHEMA = pa.schema([pa.field("key", pa.binary()), pa.field("value", pa.binary())])
-_IPC = pa.ipc.IpcWriteOptions(compression="lz4")
+_IPC = pa.ipc.IpcWriteOptions(compression="zstd")  # smaller and faster than lz4 here
 
 
 def _encode(keys: list[bytes | None], values: list[bytes]) -> bytes:
