@@ -6,7 +6,9 @@
 - latency: single events at half that rate, paced (open loop: latency counts from the
   moment a request was due, so a slow answer cannot hide the queue behind it).
 
-Every 202 means the events were fsync'd to the embedded log (group commit).
+Every 202 means the events were fsync'd to the embedded log (group commit). When ``wrk``
+is installed (Debian: apt-get install wrk), the two closed-loop figures are also measured
+with it: a load generator in C takes less of the CPU the gateway shares with it.
 
 Run:  .venv/bin/python bench/bench_gateway.py [--events 300000] [--seconds 10]
 """
@@ -17,6 +19,7 @@ import argparse
 import http.client
 import itertools
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -130,6 +133,26 @@ def paced(
     return sorted(x for per in latencies for x in per)
 
 
+def wrk(port: int, body: bytes, connections: int, seconds: float) -> float:
+    """Requests/s of ``wrk`` posting ``body`` over ``connections`` for ``seconds``."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(
+            'wrk.method = "POST"\n'
+            'wrk.headers["Content-Type"] = "application/x-ndjson"\n'
+            f"wrk.body = [==[{body.decode()}]==]\n"
+            "response = function(status, headers, body)\n"
+            '  if status ~= 202 then error("status " .. status) end\n'
+            "end\n"
+        )
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds:.0f}s", "-s", script.name,
+         f"http://127.0.0.1:{port}/v1/events"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    os.unlink(script.name)
+    return float(out.split("Requests/sec:")[1].split()[0])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=300_000)
@@ -144,6 +167,10 @@ def main() -> None:
             batch_rate = batches(port, lines, args.connections)
             single_rate = singles(port, lines, args.connections * 4, args.seconds)
             lat = paced(port, lines, single_rate / 2, args.connections * 4, args.seconds)
+            if shutil.which("wrk"):
+                batch_body = b"\n".join(lines[:500])
+                wrk_batch = 500 * wrk(port, batch_body, args.connections, args.seconds)
+                wrk_single = wrk(port, lines[0], args.connections * 4, args.seconds)
         finally:
             gateway.terminate()
             gateway.wait()
@@ -155,6 +182,11 @@ def main() -> None:
         f"single events paced at {single_rate / 2:,.0f}/s: p50 {p50:.1f} ms, p99 {p99:.1f} ms "
         f"({len(lat):,} requests)"
     )
+    if shutil.which("wrk"):
+        print(
+            f"with wrk: batches of 500 {wrk_batch:,.0f} events/s, "
+            f"single events {wrk_single:,.0f} requests/s"
+        )
     print(f"machine: {machine()}")
     print(f"reproduce: {command()}")
 
