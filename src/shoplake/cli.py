@@ -559,17 +559,30 @@ def quarantine(
 )
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--bad-ratio", type=click.FloatRange(0, 1), default=0.02, show_default=True)
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    default=8080,
+    show_default=True,
+    help="Loopback port of the dashboard and the gateway.",
+)
 @click.pass_context
 def demo(
-    ctx: click.Context, rate: float, duration: float | None, seed: int, bad_ratio: float
+    ctx: click.Context,
+    rate: float,
+    duration: float | None,
+    seed: int,
+    bad_ratio: float,
+    port: int,
 ) -> None:
-    """Everything in one process: the simulator feeds the log, the pipeline fills bronze,
-    silver and gold, and live counts are printed. Ctrl-C stops; the next start resumes."""
+    """Everything in one process: a simulated shop posts events to the gateway, the
+    pipeline fills bronze, silver and gold, and the live dashboard at
+    http://127.0.0.1:PORT/ shows them. Ctrl-C stops; the next start resumes."""
     from shoplake.demo import run_demo
 
     settings = _settings(ctx)
     _writable_home(settings)
-    run_demo(settings, rate=rate, duration=duration, seed=seed, bad_ratio=bad_ratio)
+    run_demo(settings, rate=rate, duration=duration, seed=seed, bad_ratio=bad_ratio, port=port)
 
 
 # -- serve ------------------------------------------------------------------------

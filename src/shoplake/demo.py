@@ -1,4 +1,4 @@
-"""``shoplake demo``: simulator, transport and pipeline together in one process."""
+"""``shoplake demo``: simulator, gateway, transport, pipeline and dashboard in one process."""
 
 from __future__ import annotations
 
@@ -6,17 +6,22 @@ import logging
 import signal
 import threading
 import time
-from collections import Counter
+from collections import deque
+from collections.abc import Callable
 from types import FrameType
+from typing import Any
 
 import click
+import uvicorn
 
 from shoplake.errors import ShoplakeError
-from shoplake.pipeline.runner import Pipeline
+from shoplake.gateway.app import create_app
+from shoplake.pipeline.runner import Pipeline, RunStats
 from shoplake.query import Lakehouse
 from shoplake.settings import Settings
 from shoplake.simulator import ShopSimulator
-from shoplake.simulator.sinks import TransportSink, pump
+from shoplake.simulator.sinks import HttpSink, pump
+from shoplake.tables import TableStore, open_store
 from shoplake.transport import open_transport
 
 log = logging.getLogger(__name__)
@@ -30,6 +35,32 @@ SELECT (SELECT count(*) FROM bronze.raw_events) AS bronze,
 """
 
 
+class _Throughput:
+    """Events per second of each stage over the last ~10 s, from the running totals."""
+
+    def __init__(self, sink: HttpSink) -> None:
+        self.sink = sink
+        self.samples: deque[tuple[float, int, int, int]] = deque(maxlen=64)
+
+    def record(self, stats: RunStats) -> None:
+        now = time.monotonic()
+        self.samples.append((now, self.sink.accepted, stats.ingested, stats.silver_written))
+        while len(self.samples) > 2 and now - self.samples[0][0] > 10:
+            self.samples.popleft()
+
+    def snapshot(self) -> dict[str, Any]:
+        if len(self.samples) < 2:
+            return {}
+        (t0, *first), (t1, *last) = self.samples[0], self.samples[-1]
+        span = max(t1 - t0, 1e-9)
+        rates = [(b - a) / span for a, b in zip(first, last, strict=True)]
+        out: dict[str, Any] = dict(
+            zip(("accepted_per_s", "bronze_per_s", "silver_per_s"), rates, strict=True)
+        )
+        out["rejected_at_gateway"] = dict(self.sink.rejected)
+        return out
+
+
 def run_demo(
     settings: Settings,
     *,
@@ -37,83 +68,107 @@ def run_demo(
     duration: float | None,
     seed: int,
     bad_ratio: float,
+    port: int,
     status_every: float = 2.0,
 ) -> None:
+    """The simulator posts to the gateway over HTTP, the pipeline fills the tables, the
+    dashboard shows them: all in this process, on loopback."""
+    gateway = settings.gateway.model_copy(update={"host": "127.0.0.1", "port": port, "auth": False})
+    settings = settings.model_copy(update={"gateway": gateway})
+    url = f"http://127.0.0.1:{port}"
     stop = threading.Event()
     errors: list[BaseException] = []
-    producer_log = open_transport(settings)
+    transport = open_transport(settings)
+    store = open_store(settings)
     # A new seed per start, so a resumed demo sends new events rather than replays.
-    already = sum(producer_log.end_offsets().values())
+    already = sum(transport.end_offsets().values())
     sim = ShopSimulator(seed + already, realtime=True, bad_ratio=bad_ratio)
-    sent: Counter[str] = Counter()
+    sink = HttpSink(url)
+    throughput = _Throughput(sink)
+    app = create_app(settings, transport, store=store, runtime=throughput.snapshot)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
 
-    def produce() -> None:
-        try:
-            pump(
-                sim.stream(),
-                TransportSink(producer_log, settings.topics),
-                num_events=None,
-                rate=rate,
-                stop=stop,
-                on_progress=lambda n, counts: sent.update({"total": n - sent["total"]}),
-            )
-        except BaseException as exc:  # surfaced by the main thread
-            errors.append(exc)
-            stop.set()
+    def guarded(target: Callable[[], object]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                target()
+            except BaseException as exc:  # surfaced by the main thread
+                errors.append(exc)
+                stop.set()
+
+        return run
 
     pipeline = Pipeline(settings)
-
-    def process() -> None:
-        try:
-            pipeline.run("both", stop=stop)
-        except BaseException as exc:
-            errors.append(exc)
-            stop.set()
-
     threads = [
-        threading.Thread(target=produce, name="simulator", daemon=True),
-        threading.Thread(target=process, name="pipeline", daemon=True),
+        threading.Thread(
+            target=guarded(lambda: pump(sim.stream(), sink, num_events=None, rate=rate, stop=stop)),
+            name="simulator",
+            daemon=True,
+        ),
+        threading.Thread(
+            target=guarded(lambda: pipeline.run("both", stop=stop, on_round=throughput.record)),
+            name="pipeline",
+            daemon=True,
+        ),
     ]
+    serving = threading.Thread(target=guarded(server.run), name="gateway", daemon=True)
     previous = signal.getsignal(signal.SIGTERM)
 
     def on_term(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
     signal.signal(signal.SIGTERM, on_term)
-    click.echo(f"shoplake demo: {rate:g} events/s into {settings.home} — Ctrl-C to stop", err=True)
     started = time.monotonic()
-    for t in threads:
-        t.start()
+    serving.start()
+    while not server.started and not stop.is_set():
+        time.sleep(0.05)
+    if not stop.is_set():
+        click.echo(
+            f"shoplake demo: {rate:g} events/s into {settings.home} — Ctrl-C to stop\n"
+            f"dashboard: {url}/   (gateway: {url}/v1/events, API reference: {url}/docs)",
+            err=True,
+        )
+        for t in threads:
+            t.start()
     try:
         while not stop.is_set():
             stop.wait(status_every)
             if duration is not None and time.monotonic() - started >= duration:
                 stop.set()
-            _print_status(settings, sent["total"], time.monotonic() - started)
+            _print_status(settings, store, sink.accepted, time.monotonic() - started)
     except KeyboardInterrupt:
         stop.set()
     finally:
         stop.set()
         for t in threads:
-            t.join(timeout=60)
+            if t.is_alive() or t.ident is not None:
+                t.join(timeout=60)
+        server.should_exit = True
+        serving.join(timeout=30)
         pipeline.close()
-        producer_log.close()
+        transport.close()
+        store.close()
         signal.signal(signal.SIGTERM, previous)
     if errors:
         exc = errors[0]
         if isinstance(exc, ShoplakeError):
             raise exc
         raise ShoplakeError(f"demo stopped by an internal error: {exc!r}") from exc
-    click.echo("demo stopped; run it again to resume from the same data", err=True)
+    click.echo(
+        f"demo stopped: the gateway accepted {sink.accepted} events this run; "
+        "run it again to resume from the same data",
+        err=True,
+    )
 
 
-def _print_status(settings: Settings, sent: int, elapsed: float) -> None:
+def _print_status(settings: Settings, store: TableStore, sent: int, elapsed: float) -> None:
     try:
-        row = Lakehouse(settings).query(_STATUS_SQL).to_pylist()[0]
+        row = Lakehouse(settings, store).query(_STATUS_SQL).to_pylist()[0]
     except ShoplakeError:
         return  # tables not created yet
     click.echo(
-        f"[{elapsed:6.1f}s] sent {sent}  bronze {row['bronze']}  silver.orders {row['orders']}  "
+        f"[{elapsed:6.1f}s] accepted {sent}  bronze {row['bronze']}  "
+        f"silver.orders {row['orders']}  "
         f"quarantined {row['quarantined']}  gold: paid orders {row['paid_orders']}, "
         f"GMV {row['gmv']} {settings.reporting.currency}"
     )

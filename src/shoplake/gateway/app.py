@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hmac
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -20,6 +20,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from pydantic import BaseModel
 
 from shoplake.contract.events import EVENT_ADAPTER
+from shoplake.dashboard.data import DashboardData
+from shoplake.dashboard.routes import dashboard_router
 from shoplake.errors import ShoplakeError
 from shoplake.gateway.appender import GroupAppender
 from shoplake.gateway.metrics import GatewayMetrics, TransportLag
@@ -73,9 +75,11 @@ def create_app(
     *,
     store: TableStore | None = None,
     registry: CollectorRegistry | None = None,
+    runtime: Callable[[], dict[str, Any]] | None = None,
 ) -> FastAPI:
-    """The gateway app over ``transport`` (which the caller opens and closes); with the
-    ``store``, /metrics also shows the transport's lag behind bronze."""
+    """The gateway app over ``transport`` (which the caller opens and closes). With the
+    ``store`` it also serves the dashboard (``/`` and ``/api/``) and /metrics shows the
+    transport's lag behind bronze; ``runtime`` adds the running pipeline's figures."""
     cfg = settings.gateway
     validator = EventValidator(settings.topics, settings.reporting.rates)
     keys = [k.encode() for k in cfg.api_keys]
@@ -189,6 +193,9 @@ def create_app(
         """Prometheus metrics."""
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
+    if store is not None:
+        data = DashboardData(settings, store, transport)
+        app.include_router(dashboard_router(data, runtime))
     _document_event_schemas(app)
     return app
 

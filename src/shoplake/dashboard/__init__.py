@@ -1,0 +1,1 @@
+"""The live dashboard: one page at ``/`` and the data it shows under ``/api/``."""
