@@ -585,6 +585,72 @@ def demo(
     run_demo(settings, rate=rate, duration=duration, seed=seed, bad_ratio=bad_ratio, port=port)
 
 
+# -- check ------------------------------------------------------------------------
+@cli.command()
+@click.option(
+    "--max-age",
+    type=click.FloatRange(min=0),
+    default=600,
+    show_default=True,
+    help="Seconds since gold's last commit.",
+)
+@click.option(
+    "--max-lag",
+    type=click.IntRange(min=0),
+    default=100_000,
+    show_default=True,
+    help="Records in the transport not yet in bronze.",
+)
+@click.option(
+    "--max-quarantine-rate",
+    type=click.FloatRange(0, 1),
+    default=0.05,
+    show_default=True,
+    help="Quarantined records / bronze records.",
+)
+@click.option(
+    "--min-free-gb",
+    type=click.FloatRange(min=0),
+    default=1.0,
+    show_default=True,
+    help="Free disk space where the data lives.",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per check.")
+@click.pass_context
+def check(
+    ctx: click.Context,
+    max_age: float,
+    max_lag: int,
+    max_quarantine_rate: float,
+    min_free_gb: float,
+    as_json: bool,
+) -> None:
+    """Health checks, one line each with PASS/FAIL and its figure: transport reachable,
+    every table reads, gold fresh, lag, quarantine rate, gold reconciles with silver, free
+    disk. Exits 1 if any check fails."""
+    from shoplake.check import Thresholds, run_checks
+    from shoplake.tables import open_store
+
+    settings = _settings(ctx)
+    store = open_store(settings)
+    try:
+        results = run_checks(
+            settings, store, Thresholds(max_age, max_lag, max_quarantine_rate, min_free_gb)
+        )
+    finally:
+        store.close()
+    for r in results:
+        if as_json:
+            _echo_json({"check": r.name, "ok": r.ok, "figure": r.figure})
+        else:
+            click.echo(f"{'PASS' if r.ok else 'FAIL'}  {r.name:<30} {r.figure}")
+    passed = sum(r.ok for r in results)
+    if not as_json:
+        click.echo(f"{passed}/{len(results)} checks passed")
+    if passed < len(results):
+        ctx.exit(1)
+
+
 # -- serve ------------------------------------------------------------------------
 @cli.command()
 @click.option("--host", default=None, help="Address to listen on [default: settings, 127.0.0.1].")

@@ -71,7 +71,7 @@ def recomputed_gold(store: TableStore, reporting: ReportingSettings) -> dict[str
     tables[customers.spec] = customers.compute(None)
     for dim in (DimProductsModel(store), DimCustomersModel(store)):
         tables[dim.spec] = dim.compute(None)
-    tps = _partitions(store)
+    tps = bronze_partitions(store)
     consumed = positions_of(store.open(DATA_QUALITY_REPORT), tps)
     tables[DATA_QUALITY_REPORT] = DataQualityModel(store, reporting).compute(None, consumed)
     return {spec.qualified: _stable(rows, spec.key) for spec, rows in tables.items()}
@@ -84,7 +84,8 @@ def current_gold(store: TableStore) -> dict[str, Rows]:
     }
 
 
-def _partitions(store: TableStore) -> list[TopicPartition]:
+def bronze_partitions(store: TableStore) -> list[TopicPartition]:
+    """Every topic partition bronze holds records of."""
     lineage = store.open(RAW_EVENTS).dataset().to_table(columns=["topic", "partition"])
     pairs = lineage.group_by(["topic", "partition"]).aggregate([]).to_pylist()
     return [TopicPartition(p["topic"], p["partition"]) for p in pairs]
