@@ -76,6 +76,23 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot encode {type(value).__name__}")
 
 
+def _progress() -> Any:
+    """A rich progress display on stderr; silent when stderr is not a terminal."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    console = Console(stderr=True)
+    return Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not console.is_terminal,
+        transient=True,
+    )
+
+
 def _echo_json(data: Any) -> None:
     click.echo(json.dumps(data, default=_json_default, indent=None))
 
@@ -248,15 +265,25 @@ def generate(
             last_log[0] = now
             click.echo(f"sent {sent} events  {_by_topic(counts, settings)}", err=True)
 
+    bars = _progress()
+    if not continuous and out is not sys.stdout.buffer:
+        task = bars.add_task(f"generate → {target}", total=num_events)
+        logged = progress
+
+        def progress(sent: int, counts: Counter[str]) -> None:
+            bars.update(task, completed=sent)
+            logged(sent, counts)
+
     try:
-        counts = pump(
-            sim.stream(),
-            sink,
-            num_events=None if continuous else num_events,
-            rate=rate,
-            delay=delay,
-            on_progress=progress,
-        )
+        with bars:
+            counts = pump(
+                sim.stream(),
+                sink,
+                num_events=None if continuous else num_events,
+                rate=rate,
+                delay=delay,
+                on_progress=progress,
+            )
     finally:
         if out is not None and out is not sys.stdout.buffer:
             out.close()
@@ -301,20 +328,24 @@ def ingest(ctx: click.Context, files: tuple[Path, ...]) -> None:
     _writable_home(settings)
     transport = open_transport(settings)
     per_topic: Counter[str] = Counter()
-    for path in files:
-        with path.open("rb") as handle:
-            batch = []
-            for raw in handle:
-                line = raw.rstrip(b"\r\n")
-                if not line.strip():
-                    continue
-                batch.append(route(line, settings.topics))
-                if len(batch) >= 20_000:
-                    transport.append(batch)
-                    per_topic.update(m.topic for m in batch)
-                    batch = []
-            transport.append(batch)
-            per_topic.update(m.topic for m in batch)
+    with _progress() as bars:
+        for path in files:
+            task = bars.add_task(f"ingest {path.name}", total=path.stat().st_size)
+            with path.open("rb") as handle:
+                batch = []
+                for raw in handle:
+                    line = raw.rstrip(b"\r\n")
+                    if not line.strip():
+                        continue
+                    batch.append(route(line, settings.topics))
+                    if len(batch) >= 20_000:
+                        transport.append(batch)
+                        per_topic.update(m.topic for m in batch)
+                        batch = []
+                        bars.update(task, completed=handle.tell())
+                transport.append(batch)
+                per_topic.update(m.topic for m in batch)
+                bars.update(task, completed=handle.tell())
     transport.close()
     total = sum(per_topic.values())
     click.echo(f"appended {total} records  {_distribution(per_topic)}", err=True)
@@ -367,7 +398,16 @@ def run(ctx: click.Context, job: str, until_idle: bool, dates: tuple[datetime, .
         return
     stop = threading.Event()
     try:
-        stats = pipeline.run(job, until_idle=until_idle, stop=stop)  # type: ignore[arg-type]
+        with _progress() as bars:
+            on_round = None
+            if until_idle and bars.console.is_terminal:
+                on_round = _pipeline_bars(bars, pipeline, job)
+            stats = pipeline.run(
+                job,  # type: ignore[arg-type]
+                until_idle=until_idle,
+                stop=stop,
+                on_round=on_round,
+            )
     except KeyboardInterrupt:
         stop.set()
         click.echo("stopped", err=True)
@@ -380,6 +420,26 @@ def run(ctx: click.Context, job: str, until_idle: bool, dates: tuple[datetime, .
         f"{stats.gold_rows} gold rows recomputed",
         err=True,
     )
+
+
+def _pipeline_bars(bars: Any, pipeline: Any, job: str) -> Any:
+    """Bars for log → bronze and bronze → silver, sized by the backlog at the start."""
+    ingest = silver = None
+    if job in ("ingestion", "both"):
+        ingest = bars.add_task("log → bronze", total=pipeline.ingest.lag())
+    if job in ("processing", "both"):
+        backlog = pipeline.silver_backlog() + (
+            bars.tasks[ingest].total if ingest is not None else 0
+        )
+        silver = bars.add_task("bronze → silver", total=backlog)
+
+    def on_round(stats: Any) -> None:
+        if ingest is not None:
+            bars.update(ingest, completed=stats.ingested)
+        if silver is not None:
+            bars.update(silver, completed=stats.bronze_read)
+
+    return on_round
 
 
 # -- reading ------------------------------------------------------------------------

@@ -170,3 +170,32 @@ def test_time_travel_with_as_of(tmp_path: Path) -> None:
     assert proc.returncode == 1 and "as of 99" in proc.stderr
     proc = shoplake(home, "query", "--as-of", "soon", count, check=False)
     assert proc.returncode == 2 and "--as-of" in proc.stderr
+
+
+def test_long_commands_show_progress_on_a_terminal(tmp_path: Path) -> None:
+    import pty
+
+    def on_terminal(*args: str) -> str:
+        leader, follower = pty.openpty()
+        env = {**os.environ, "SHOPLAKE_HOME": str(tmp_path / "home"), "COLUMNS": "120"}
+        proc = subprocess.Popen([*SHOPLAKE, *args], env=env, stderr=follower, stdout=follower)
+        os.close(follower)
+        out = b""
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # the child closed the terminal
+                break
+            if not chunk:
+                break
+            out += chunk
+        assert proc.wait(120) == 0
+        os.close(leader)
+        return out.decode(errors="replace")
+
+    assert "generate → embedded" in on_terminal("generate", "-n", "20000")
+    shown = on_terminal("run", "--until-idle")
+    assert "log → bronze" in shown and "bronze → silver" in shown and "20000/20000" in shown
+    # without a terminal (a pipe, a log file) nothing but the summary line is written
+    quiet = shoplake(tmp_path / "home", "generate", "-n", "10")
+    assert "━" not in quiet.stderr

@@ -169,6 +169,13 @@ class Pipeline:
                 rows += model.rebuild(days)
         return rows
 
+    def silver_backlog(self) -> int:
+        """Bronze records some silver table has not consumed yet."""
+        if not self.store.exists(RAW_EVENTS):
+            return 0
+        silver, _ = self._processing_stages()
+        return silver.pending(self.transport.partitions())
+
     # -- the loop ----------------------------------------------------------------
     def run(
         self,

@@ -146,6 +146,12 @@ class SilverProcessor:
             eng.execute("DROP TABLE IF EXISTS parsed; DROP TABLE IF EXISTS late")
         return result
 
+    def pending(self, tps: list[TopicPartition]) -> int:
+        """Bronze records of ``tps`` that some silver table has not consumed."""
+        bronze_end = positions_of(self.store.open(RAW_EVENTS), tps, self.group)
+        own = [positions_of(self.store.open(spec), tps) for spec in SILVER_TABLES]
+        return sum(max(0, bronze_end[tp] - min(p[tp] for p in own)) for tp in tps)
+
     def _drop_known(self, spec: TableSpec, rows: pa.Table) -> pa.Table:
         """Remove rows whose event_id the table already holds, within the horizon."""
         if rows.num_rows == 0:
