@@ -13,9 +13,11 @@ from typing import Any
 
 import click
 import uvicorn
+from prometheus_client import CollectorRegistry
 
 from shoplake.errors import ShoplakeError
 from shoplake.gateway.app import create_app
+from shoplake.gateway.metrics import PipelineMetrics
 from shoplake.pipeline.runner import Pipeline, RunStats
 from shoplake.query import Lakehouse
 from shoplake.settings import Settings
@@ -38,8 +40,9 @@ SELECT (SELECT count(*) FROM bronze.raw_events) AS bronze,
 class _Throughput:
     """Events per second of each stage over the last ~10 s, from the running totals."""
 
-    def __init__(self, sink: HttpSink) -> None:
+    def __init__(self, sink: HttpSink, measured: PipelineMetrics) -> None:
         self.sink = sink
+        self.measured = measured
         self.samples: deque[tuple[float, int, int, int]] = deque(maxlen=64)
 
     def record(self, stats: RunStats) -> None:
@@ -50,7 +53,7 @@ class _Throughput:
 
     def snapshot(self) -> dict[str, Any]:
         if len(self.samples) < 2:
-            return {}
+            return self.measured.latency_quantiles()
         (t0, *first), (t1, *last) = self.samples[0], self.samples[-1]
         span = max(t1 - t0, 1e-9)
         rates = [(b - a) / span for a, b in zip(first, last, strict=True)]
@@ -58,7 +61,7 @@ class _Throughput:
             zip(("accepted_per_s", "bronze_per_s", "silver_per_s"), rates, strict=True)
         )
         out["rejected_at_gateway"] = dict(self.sink.rejected)
-        return out
+        return out | self.measured.latency_quantiles()
 
 
 def run_demo(
@@ -84,8 +87,12 @@ def run_demo(
     already = sum(transport.end_offsets().values())
     sim = ShopSimulator(seed + already, realtime=True, bad_ratio=bad_ratio)
     sink = HttpSink(url)
-    throughput = _Throughput(sink)
-    app = create_app(settings, transport, store=store, runtime=throughput.snapshot)
+    registry = CollectorRegistry()
+    measured = PipelineMetrics(registry)
+    throughput = _Throughput(sink, measured)
+    app = create_app(
+        settings, transport, store=store, registry=registry, runtime=throughput.snapshot
+    )
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
 
     def guarded(target: Callable[[], object]) -> Callable[[], None]:
@@ -99,6 +106,7 @@ def run_demo(
         return run
 
     pipeline = Pipeline(settings)
+    pipeline.observer = measured
     threads = [
         threading.Thread(
             target=guarded(lambda: pump(sim.stream(), sink, num_events=None, rate=rate, stop=stop)),

@@ -172,7 +172,7 @@ class DashboardData:
             history = self.store.history(spec, 1)
             stamp = history[0].get("timestamp") if history else None
             if stamp is not None:
-                seconds = now - float(stamp) / 1000
+                seconds = max(0.0, now - float(stamp) / 1000)
                 current = newest[spec.layer]
                 newest[spec.layer] = seconds if current is None else min(current, seconds)
         return newest

@@ -24,7 +24,7 @@ from shoplake.dashboard.data import DashboardData
 from shoplake.dashboard.routes import dashboard_router
 from shoplake.errors import ShoplakeError
 from shoplake.gateway.appender import GroupAppender
-from shoplake.gateway.metrics import GatewayMetrics, TransportLag
+from shoplake.gateway.metrics import GatewayMetrics, TableState, TransportLag
 from shoplake.gateway.validation import EventValidator, MalformedBody, split_body
 from shoplake.settings import Settings
 from shoplake.tables.base import TableStore
@@ -87,6 +87,7 @@ def create_app(
     metrics = GatewayMetrics(registry)
     if store is not None:
         registry.register(TransportLag(transport, store, settings.pipeline.consumer_group))
+        registry.register(TableState(store))
     appender = GroupAppender(transport)
 
     @asynccontextmanager

@@ -1,14 +1,17 @@
-"""The gateway's Prometheus metrics (names shared with the Grafana dashboard)."""
+"""shoplake's Prometheus metrics: the gateway's, the pipeline's and the tables' (names
+shared with the Grafana dashboard in deploy/grafana)."""
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
 
+import pyarrow.compute as pc
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from shoplake.contract.tables import RAW_EVENTS
+from shoplake.contract.tables import ALL_TABLES, QUARANTINE, RAW_EVENTS
 from shoplake.errors import ShoplakeError
 from shoplake.pipeline.positions import positions_of
 from shoplake.tables.base import TableStore
@@ -69,3 +72,78 @@ class TransportLag(Collector):
         for tp, end in ends.items():
             lag.add_metric([tp.topic, str(tp.partition)], max(0, end - read[tp]))
         yield lag
+
+
+class PipelineMetrics:
+    """The running pipeline's measurements (it calls these as its Observer)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.rows = Counter(
+            "shoplake_stage_rows",
+            "Rows each stage has processed: bronze (ingested), silver (bronze rows read), "
+            "gold (derived rows written).",
+            ["stage"],
+            registry=registry,
+        )
+        self.batch = Histogram(
+            "shoplake_stage_batch_seconds",
+            "Duration of one batch of each stage.",
+            ["stage"],
+            registry=registry,
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+        )
+        self.latency = Histogram(
+            "shoplake_end_to_end_latency_seconds",
+            "From an order or payment reaching the transport (the gateway's 202) to gold "
+            "including it.",
+            registry=registry,
+            buckets=(0.25, 0.5, 1, 1.5, 2, 3, 5, 10, 30, 60, 120),
+        )
+        self.recent: deque[float] = deque(maxlen=20_000)
+
+    def stage(self, name: str, rows: int, seconds: float) -> None:
+        self.rows.labels(name).inc(rows)
+        self.batch.labels(name).observe(seconds)
+
+    def visible_in_gold(self, latencies_s: list[float]) -> None:
+        for value in latencies_s:
+            self.latency.observe(value)
+        self.recent.extend(latencies_s)
+
+    def latency_quantiles(self) -> dict[str, float | None]:
+        """p50 and p95 of the latest end-to-end latencies."""
+        ordered = sorted(self.recent)
+        if not ordered:
+            return {"latency_p50_s": None, "latency_p95_s": None}
+        p50, p95 = (ordered[min(len(ordered) - 1, int(q * len(ordered)))] for q in (0.5, 0.95))
+        return {"latency_p50_s": p50, "latency_p95_s": p95}
+
+
+class TableState(Collector):
+    """``shoplake_table_version{table}`` and ``shoplake_quarantined_records{reason}``,
+    read from the tables at scrape time."""
+
+    def __init__(self, store: TableStore) -> None:
+        self.store = store
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        versions = GaugeMetricFamily(
+            "shoplake_table_version", "Current version of each table.", labels=["table"]
+        )
+        reasons = GaugeMetricFamily(
+            "shoplake_quarantined_records",
+            "Records in silver.quarantine, by reason code.",
+            labels=["reason"],
+        )
+        try:
+            for spec in ALL_TABLES:
+                if self.store.exists(spec):
+                    versions.add_metric([spec.qualified], self.store.open(spec).version)
+            if self.store.exists(QUARANTINE):
+                column = self.store.open(QUARANTINE).dataset().to_table(columns=["reason"])
+                for pair in pc.value_counts(column["reason"]).to_pylist():
+                    reasons.add_metric([str(pair["values"])], pair["counts"])
+        except ShoplakeError:
+            return
+        yield versions
+        yield reasons

@@ -45,6 +45,14 @@ DAILY_MODELS: tuple[type[DailyModel], ...] = (
 )
 
 
+class Observer(Protocol):
+    """Receives the pipeline's own measurements (the Prometheus metrics implement it)."""
+
+    def stage(self, name: str, rows: int, seconds: float) -> None: ...
+
+    def visible_in_gold(self, latencies_s: list[float]) -> None: ...
+
+
 class Model(Protocol):
     """A derived table: one step consumes what its inputs have newly consumed."""
 
@@ -82,6 +90,8 @@ class Pipeline:
         self._silver: SilverProcessor | None = None
         self._models: list[Model] = []
         self._models_ran_at = time.monotonic()  # when the models last stepped
+        self.observer: Observer | None = None
+        self._awaiting_gold: list[float] = []  # transport times of orders not yet in gold
 
     # -- stages ----------------------------------------------------------------
     @property
@@ -97,7 +107,11 @@ class Pipeline:
 
     def ingest_once(self, *, wait: bool = False) -> int:
         cfg = self.settings.pipeline
-        return self.ingest.step(cfg.batch_max_records, cfg.batch_max_seconds if wait else 0.0)
+        started = time.monotonic()
+        rows = self.ingest.step(cfg.batch_max_records, cfg.batch_max_seconds if wait else 0.0)
+        if rows and self.observer is not None:
+            self.observer.stage("bronze", rows, time.monotonic() - started)
+        return rows
 
     def _processing_stages(self) -> tuple[SilverProcessor, list[Model]]:
         if self._silver is None:
@@ -140,7 +154,12 @@ class Pipeline:
         work = 0
         cfg = self.settings.pipeline
         if silver:
+            started = time.monotonic()
             result = silver_stage.step(tps, cfg.batch_max_records)
+            if result.rows_in and self.observer is not None:
+                self.observer.stage("silver", result.rows_in, time.monotonic() - started)
+            if self.observer is not None:
+                self._awaiting_gold.extend(result.order_times)
             stats.bronze_read += result.rows_in
             stats.silver_written += result.rows_written
             stats.duplicates_dropped += result.duplicates_dropped
@@ -150,9 +169,15 @@ class Pipeline:
             backlog = result.backlog + upstream_backlog
             if backlog > 0 and waited < cfg.catch_up_gold_every_s:
                 return work
-        self._models_ran_at = time.monotonic()
+        self._models_ran_at = started = time.monotonic()
         derived = sum(model.step(tps) for model in models)
         stats.gold_rows += derived
+        if self.observer is not None:
+            if derived:
+                self.observer.stage("gold", derived, time.monotonic() - started)
+            now = time.time()
+            self.observer.visible_in_gold([now - t for t in self._awaiting_gold])
+            self._awaiting_gold.clear()
         return work + derived
 
     def rebuild_days(self, days: list[date]) -> int:

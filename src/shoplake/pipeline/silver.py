@@ -9,7 +9,7 @@ step catches the lagging table up. Each table deduplicates on event_id against i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
@@ -71,6 +71,9 @@ class StepResult:
     rows_written: int = 0
     duplicates_dropped: int = 0
     backlog: int = 0  # bronze records still pending after this step
+    # When each order and payment of the batch reached the transport (epoch seconds): the
+    # runner measures end-to-end latency from these once gold includes them.
+    order_times: list[float] = field(default_factory=list)
 
 
 class SilverProcessor:
@@ -110,9 +113,15 @@ class SilverProcessor:
         ranges = _bounded(pending, max_records)
         if not ranges:
             return StepResult()
-        batch = read_ranges(bronze.dataset(), ranges, ["raw_value", *_LINEAGE])
+        batch = read_ranges(
+            bronze.dataset(), ranges, ["raw_value", "event_type", "source_ts", *_LINEAGE]
+        )
         backlog = _size(pending) - _size(ranges)
         result = StepResult(rows_in=batch.num_rows, backlog=backlog)
+        orders = pc.is_in(batch["event_type"], pa.array(["purchase", "payment"]))
+        stamps = pc.filter(batch["source_ts"], orders).cast(pa.int64())
+        result.order_times = [us / 1e6 for us in stamps.to_pylist() if us is not None]
+        batch = batch.select(["raw_value", *_LINEAGE])
         eng = self.engine
         eng.register("batch", batch)
         high_water = self._high_water_before(ranges)
