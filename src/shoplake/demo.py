@@ -47,7 +47,7 @@ class _Throughput:
 
     def record(self, stats: RunStats) -> None:
         now = time.monotonic()
-        self.samples.append((now, self.sink.accepted, stats.ingested, stats.silver_written))
+        self.samples.append((now, self.sink.accepted, stats.ingested, stats.bronze_read))
         while len(self.samples) > 2 and now - self.samples[0][0] > 10:
             self.samples.popleft()
 

@@ -164,10 +164,12 @@ class Pipeline:
             stats.silver_written += result.rows_written
             stats.duplicates_dropped += result.duplicates_dropped
             work += result.rows_in
-            # Catching up on a backlog: the models take it in one pass later.
+            # Catching up on a backlog of more than one batch (silver has more after this
+            # one, or the log holds more than a batch): the models take it in one pass later.
+            # A stream's usual small lag is no backlog: gold follows every round.
             waited = time.monotonic() - self._models_ran_at
-            backlog = result.backlog + upstream_backlog
-            if backlog > 0 and waited < cfg.catch_up_gold_every_s:
+            behind = result.backlog > 0 or upstream_backlog > cfg.batch_max_records
+            if behind and waited < cfg.catch_up_gold_every_s:
                 return work
         self._models_ran_at = started = time.monotonic()
         derived = sum(model.step(tps) for model in models)
