@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from shoplake.pipeline.runner import Pipeline
+from shoplake.pipeline.silver import ONE_ROW_PER_EVENT
 from shoplake.settings import Settings
 from tests.conftest import feed, rows
 from tests.unit.test_gold_sales_minute import order, payment
@@ -158,17 +159,7 @@ def test_bronze_reconciles_with_silver_quarantine_and_duplicates(
     feed(settings, lines)
     stats = pipeline.run("both", until_idle=True)
     count = lambda t: rows(pipeline, f"SELECT count(*) AS n FROM {t}")[0]["n"]  # noqa: E731
-    events = sum(
-        count(f"silver.{t}")
-        for t in (
-            "page_views",
-            "cart_events",
-            "orders",
-            "payments",
-            "user_sessions",
-            "product_updates",
-        )
-    )
+    events = sum(count(spec.qualified) for spec in ONE_ROW_PER_EVENT)
     assert stats.duplicates_dropped > 0 and count("silver.quarantine") > 0
     assert stats.duplicates_dropped == count("silver.duplicates")
     assert (
@@ -184,17 +175,7 @@ def test_bronze_reconciles_with_silver_quarantine_and_duplicates(
     assert report == {
         "rows_in": count("bronze.raw_events"),
         "valid": events,
-        "late": sum(
-            count(f"silver.{t} WHERE is_late")
-            for t in (
-                "page_views",
-                "cart_events",
-                "orders",
-                "payments",
-                "user_sessions",
-                "product_updates",
-            )
-        ),
+        "late": sum(count(f"{spec.qualified} WHERE is_late") for spec in ONE_ROW_PER_EVENT),
         "dups": stats.duplicates_dropped,
     }
 
