@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from shoplake.contract.tables import ALL_TABLES, FCT_SALES_MINUTE, QUARANTINE, RAW_EVENTS
 from shoplake.errors import ShoplakeError
 from shoplake.pipeline.gold import rates_table
+from shoplake.pipeline.ingest import bronze_lag
 from shoplake.pipeline.positions import positions_of
 from shoplake.pipeline.reconcile import bronze_partitions
 from shoplake.pipeline.silver import ONE_ROW_PER_EVENT, SILVER_TABLES
@@ -81,8 +82,7 @@ def run_checks(settings: Settings, store: TableStore, limits: Thresholds) -> lis
         )
     )
     if ends is not None:
-        read = positions_of(store.open(RAW_EVENTS), list(ends), settings.pipeline.consumer_group)
-        lag = sum(max(0, end - read[tp]) for tp, end in ends.items())
+        lag = sum(bronze_lag(store, ends, settings.pipeline.consumer_group).values())
         checks.append(
             Check(
                 "lag", lag <= limits.max_lag, f"{lag:,} records behind (limit {limits.max_lag:,})"

@@ -11,9 +11,9 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from shoplake.contract.tables import ALL_TABLES, RAW_EVENTS
+from shoplake.contract.tables import ALL_TABLES
 from shoplake.errors import ShoplakeError
-from shoplake.pipeline.positions import positions_of
+from shoplake.pipeline.ingest import bronze_lag
 from shoplake.query import Lakehouse
 from shoplake.settings import Settings
 from shoplake.tables.base import TableStore
@@ -182,9 +182,4 @@ class DashboardData:
         if self.transport is None:
             return None
         ends = self.transport.end_offsets()
-        if not self.store.exists(RAW_EVENTS):
-            return sum(ends.values())
-        read = positions_of(
-            self.store.open(RAW_EVENTS), list(ends), self.settings.pipeline.consumer_group
-        )
-        return sum(max(0, end - read[tp]) for tp, end in ends.items())
+        return sum(bronze_lag(self.store, ends, self.settings.pipeline.consumer_group).values())

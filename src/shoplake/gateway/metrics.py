@@ -11,9 +11,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from shoplake.contract.tables import ALL_TABLES, QUARANTINE, RAW_EVENTS
+from shoplake.contract.tables import ALL_TABLES, QUARANTINE
 from shoplake.errors import ShoplakeError
-from shoplake.pipeline.positions import positions_of
+from shoplake.pipeline.ingest import bronze_lag
 from shoplake.tables.base import TableStore
 from shoplake.transport.base import Transport
 
@@ -61,16 +61,11 @@ class TransportLag(Collector):
             labels=["topic", "partition"],
         )
         try:
-            ends = self.transport.end_offsets()
-            read = (
-                positions_of(self.store.open(RAW_EVENTS), list(ends), self.group)
-                if self.store.exists(RAW_EVENTS)
-                else dict.fromkeys(ends, 0)
-            )
+            behind = bronze_lag(self.store, self.transport.end_offsets(), self.group)
         except ShoplakeError:
             return  # an unreachable transport shows as a missing series, not a failed scrape
-        for tp, end in ends.items():
-            lag.add_metric([tp.topic, str(tp.partition)], max(0, end - read[tp]))
+        for tp, records in behind.items():
+            lag.add_metric([tp.topic, str(tp.partition)], records)
         yield lag
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 import pyarrow as pa
@@ -144,6 +145,17 @@ class BronzeIngest:
             text.schema.get_field_index("key"), "raw_key", _as_text(records["key"])
         )
         return self.engine.table_over(_BRONZE_SQL, {"records": text}, {"now": datetime.now(UTC)})
+
+
+def bronze_lag(
+    store: TableStore, ends: Mapping[TopicPartition, int], group: str
+) -> dict[TopicPartition, int]:
+    """Per partition, the records the transport holds (``ends``) beyond the positions bronze
+    has recorded for ``group``: what has been read, not Kafka's committed offsets."""
+    if not store.exists(RAW_EVENTS):
+        return dict(ends)
+    read = positions_of(store.open(RAW_EVENTS), list(ends), group)
+    return {tp: max(0, end - read[tp]) for tp, end in ends.items()}
 
 
 def _next_positions(records: pa.Table) -> dict[TopicPartition, int]:
