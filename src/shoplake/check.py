@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from shoplake.contract.tables import ALL_TABLES, FCT_SALES_MINUTE, QUARANTINE, RAW_EVENTS
 from shoplake.errors import ShoplakeError
@@ -71,7 +70,7 @@ def run_checks(settings: Settings, store: TableStore, limits: Thresholds) -> lis
     if unreadable:
         return [*checks, *_disk(settings, limits)]
 
-    age = _gold_age_s(store)
+    age = Lakehouse(settings, store).commit_ages()["gold"]
     checks.append(
         Check(
             "gold is fresh",
@@ -100,17 +99,6 @@ def run_checks(settings: Settings, store: TableStore, limits: Thresholds) -> lis
     )
     checks.append(_reconciliation(settings, store, bronze))
     return [*checks, *_disk(settings, limits)]
-
-
-def _gold_age_s(store: TableStore) -> float | None:
-    stamps = [
-        float(entry["timestamp"]) / 1000
-        for spec in ALL_TABLES
-        if spec.layer == "gold"
-        for entry in store.history(spec, 1)
-        if entry.get("timestamp") is not None
-    ]
-    return datetime.now(UTC).timestamp() - max(stamps) if stamps else None
 
 
 def _reconciliation(settings: Settings, store: TableStore, bronze: int) -> Check:

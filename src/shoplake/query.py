@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 import pyarrow as pa
 
@@ -72,6 +72,19 @@ class Lakehouse:
                 )
             )
         return out
+
+    def commit_ages(self) -> dict[str, float | None]:
+        """Seconds since the newest commit of each layer (None: no table of it yet)."""
+        now = datetime.now(UTC).timestamp()
+        newest: dict[str, float | None] = dict.fromkeys((s.layer for s in ALL_TABLES), None)
+        for spec in self.existing():
+            history = self.store.history(spec, 1)
+            stamp = history[0].get("timestamp") if history else None
+            if stamp is not None:
+                seconds = max(0.0, now - float(stamp) / 1000)
+                current = newest[spec.layer]
+                newest[spec.layer] = seconds if current is None else min(current, seconds)
+        return newest
 
     def query(self, sql: str, *, as_of: int | datetime | None = None) -> pa.Table:
         """Run DuckDB SQL over the latest snapshot of every table, or each table as of a

@@ -11,7 +11,6 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from shoplake.contract.tables import ALL_TABLES
 from shoplake.errors import ShoplakeError
 from shoplake.pipeline.ingest import bronze_lag
 from shoplake.query import Lakehouse
@@ -162,20 +161,7 @@ class DashboardData:
         return panel
 
     def freshness(self) -> dict[str, float | None]:
-        """Seconds since the newest commit of each layer (None: no table yet)."""
-        now = datetime.now(UTC).timestamp()
-        newest: dict[str, float | None] = {}
-        for spec in ALL_TABLES:
-            newest.setdefault(spec.layer, None)
-            if not self.store.exists(spec):
-                continue
-            history = self.store.history(spec, 1)
-            stamp = history[0].get("timestamp") if history else None
-            if stamp is not None:
-                seconds = max(0.0, now - float(stamp) / 1000)
-                current = newest[spec.layer]
-                newest[spec.layer] = seconds if current is None else min(current, seconds)
-        return newest
+        return self.lakehouse.commit_ages()
 
     def lag(self) -> int | None:
         """Records in the transport not in bronze yet (None without a transport)."""
