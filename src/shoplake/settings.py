@@ -59,6 +59,12 @@ class TransportSettings(BaseModel):
     kind: Literal["embedded", "kafka"] = "embedded"
     partitions: int = Field(3, ge=1, le=256, description="Partitions per topic when created.")
     kafka_bootstrap: str = "localhost:9092"
+    kafka_transactional_id: str | None = Field(
+        None,
+        description="The producer's transactional.id (default shoplake-HOST-PID). A fixed "
+        "one per gateway lets a restarted gateway abort its predecessor's open append at "
+        "once instead of after the 30 s transaction timeout.",
+    )
 
 
 class GatewaySettings(BaseModel):

@@ -85,7 +85,7 @@ def test_sigkill_many_times_loses_and_doubles_nothing(tmp_path: Path) -> None:
     settings = Settings(home=home)
     log = open_transport(settings)
     ends = log.end_offsets()
-    appended = log.read(dict.fromkeys(ends, 0), 10**9)
+    appended = log.read(dict.fromkeys(ends, 0), 10**9).records
     log.close()
     assert appended.num_rows == sum(ends.values()) == 60000
 

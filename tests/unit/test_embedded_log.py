@@ -25,7 +25,7 @@ def test_append_then_read_in_offset_order(settings: Settings) -> None:
     log = open_log(settings)
     log.append([OutgoingMessage("purchases", f"s{i % 5}", f"v{i}".encode()) for i in range(100)])
     start = {tp: 0 for tp in log.partitions()}
-    got = log.read(start, 1000)
+    got = log.read(start, 1000).records
     assert got.num_rows == 100
     by_part: dict[int, list[int]] = {}
     for row in got.to_pylist():
@@ -44,7 +44,9 @@ def test_read_from_a_position_and_respect_the_limit(settings: Settings) -> None:
     log = open_log(settings)
     log.append([OutgoingMessage("payments", "k", str(i).encode()) for i in range(50)])
     tp = next(tp for tp, end in log.end_offsets().items() if end)
-    got = log.read({tp: 40}, 5)
+    batch = log.read({tp: 40}, 5)
+    assert batch.positions == {tp: 45}
+    got = batch.records
     assert got["offset"].to_pylist() == [40, 41, 42, 43, 44]
     assert got["value"].to_pylist() == [b"40", b"41", b"42", b"43", b"44"]
 
@@ -55,7 +57,7 @@ def test_records_survive_reopening(settings: Settings) -> None:
     log.close()
     again = open_log(settings)
     assert sum(again.end_offsets().values()) == 10
-    assert again.read({tp: 0 for tp in again.partitions()}, 100).num_rows == 10
+    assert again.read({tp: 0 for tp in again.partitions()}, 100).records.num_rows == 10
 
 
 def test_unknown_topics_are_created_on_append(settings: Settings) -> None:
@@ -90,7 +92,7 @@ def test_concurrent_writers_get_distinct_contiguous_offsets(settings: Settings) 
         p.join(60)
         assert p.exitcode == 0
     log = open_log(settings)
-    got = log.read({tp: 0 for tp in log.partitions()}, 10_000)
+    got = log.read({tp: 0 for tp in log.partitions()}, 10_000).records
     assert got.num_rows == 3 * 20 * 50
     assert len(set(got["value"].to_pylist())) == 3000  # nothing lost or doubled
     for tp, end in log.end_offsets().items():
@@ -108,7 +110,7 @@ def test_truncate_only_what_every_group_committed(settings: Settings) -> None:
     log.commit("b", {tp: 4})
     assert log.committed("a") == {tp: 6}
     assert log.truncate_committed() == 4
-    assert log.read({tp: 0}, 100)["offset"].to_pylist() == list(range(4, 10))
+    assert log.read({tp: 0}, 100).records["offset"].to_pylist() == list(range(4, 10))
     assert log.end_offsets()[tp] == 10  # offsets never go back
     assert log.record_count() == 6
 
@@ -129,7 +131,8 @@ def test_reads_cross_record_batches(settings: Settings) -> None:
     for b in range(3):
         log.append([OutgoingMessage("payments", "k", f"{b}-{i}".encode()) for i in range(10)])
     tp = next(tp for tp, end in log.end_offsets().items() if end)
-    got = log.read({tp: 5}, 17)
+    got = log.read({tp: 5}, 17).records
     assert got["offset"].to_pylist() == list(range(5, 22))
     assert got["value"].to_pylist()[0] == b"0-5" and got["value"].to_pylist()[-1] == b"2-1"
-    assert log.read({tp: 30}, 10).num_rows == 0
+    past_the_end = log.read({tp: 30}, 10)
+    assert past_the_end.records.num_rows == 0 and past_the_end.positions == {}

@@ -45,7 +45,7 @@ def client(gw_settings: Settings, transport: Transport) -> TestClient:
 
 
 def in_log(transport: Transport) -> list[dict[str, Any]]:
-    records = transport.read(dict.fromkeys(transport.partitions(), 0), 10_000)
+    records = transport.read(dict.fromkeys(transport.partitions(), 0), 10_000).records
     return [
         {"topic": r["topic"], "key": r["key"], "event": orjson.loads(r["value"])}
         for r in records.to_pylist()
@@ -105,7 +105,7 @@ def test_ndjson_lines_keep_their_bytes_and_a_bad_line_is_rejected(
     assert r.status_code == 202
     assert r.json()["accepted"] == 2
     assert [(x["index"], x["reason"]) for x in r.json()["rejected"]] == [(1, "invalid_json")]
-    raw = transport.read(dict.fromkeys(transport.partitions(), 0), 10)["value"].to_pylist()
+    raw = transport.read(dict.fromkeys(transport.partitions(), 0), 10).records["value"].to_pylist()
     assert line in raw  # byte for byte, spacing and 1.50 included
 
 

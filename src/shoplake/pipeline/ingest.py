@@ -21,7 +21,7 @@ from shoplake.engines.duckdb import DuckDB
 from shoplake.errors import CommitConflict
 from shoplake.pipeline.positions import Positions, positions_of, to_app_ids
 from shoplake.tables.base import TableStore
-from shoplake.transport.base import TopicPartition, Transport
+from shoplake.transport.base import RECORD_SCHEMA, TopicPartition, Transport
 
 log = logging.getLogger(__name__)
 
@@ -101,31 +101,33 @@ class BronzeIngest:
         got = 0
         deadline = time.monotonic() + max_wait_s
         while got < max_records:
-            chunk = self.transport.read(positions, max_records - got)
-            if chunk.num_rows:
-                chunks.append(chunk)
-                got += chunk.num_rows
-                positions.update(_next_positions(chunk))
+            batch = self.transport.read(positions, max_records - got)
+            positions.update(batch.positions)
+            if batch.records.num_rows:
+                chunks.append(batch.records)
+                got += batch.records.num_rows
                 continue
             if not chunks or time.monotonic() >= deadline:
                 break
             time.sleep(poll_s)
-        if not chunks:
+        advanced = {tp: off for tp, off in positions.items() if off != start[tp]}
+        if not advanced:
             return 0
-        records = pa.concat_tables(chunks)
+        # Positions may move with no record (Kafka's markers of aborted appends): they are
+        # committed all the same, in an empty commit, so lag reaches 0.
+        records = pa.concat_tables(chunks) if chunks else RECORD_SCHEMA.empty_table()
         rows = self._to_bronze(records)
-        new_positions = _next_positions(records)
         try:
-            self._fence(start, list(new_positions))
-            self.store.append(RAW_EVENTS, rows, to_app_ids(new_positions, self.group))
+            self._fence(start, list(advanced))
+            self.store.append(RAW_EVENTS, rows, to_app_ids(advanced, self.group))
         except CommitConflict:
             # Another worker committed these partitions first: trust bronze, not memory.
             log.warning("bronze commit conflict; reloading positions from the table")
             self._positions = None
             return 0
         assert self._positions is not None
-        self._positions.update(positions)
-        self.transport.commit(self.group, new_positions)
+        self._positions.update(advanced)
+        self.transport.commit(self.group, advanced)
         return int(records.num_rows)
 
     def _fence(self, start: Positions, tps: list[TopicPartition]) -> None:
@@ -156,17 +158,3 @@ def bronze_lag(
         return dict(ends)
     read = positions_of(store.open(RAW_EVENTS), list(ends), group)
     return {tp: max(0, end - read[tp]) for tp, end in ends.items()}
-
-
-def _next_positions(records: pa.Table) -> dict[TopicPartition, int]:
-    """The offset after the last record of each partition present in ``records``."""
-    grouped = records.group_by(["topic", "partition"]).aggregate([("offset", "max")])
-    return {
-        TopicPartition(t, p): m + 1
-        for t, p, m in zip(
-            grouped["topic"].to_pylist(),
-            grouped["partition"].to_pylist(),
-            grouped["offset_max"].to_pylist(),
-            strict=True,
-        )
-    }

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from shoplake.errors import ConfigError
 from shoplake.settings import Settings
-from shoplake.transport.base import OutgoingMessage, TopicPartition, Transport
+from shoplake.transport.base import OutgoingMessage, ReadBatch, TopicPartition, Transport
 
-__all__ = ["OutgoingMessage", "TopicPartition", "Transport", "open_transport"]
+__all__ = ["OutgoingMessage", "ReadBatch", "TopicPartition", "Transport", "open_transport"]
 
 
 def open_transport(settings: Settings, *, create: bool = True) -> Transport:

@@ -32,6 +32,15 @@ RECORD_SCHEMA = pa.schema(
 )
 
 
+class ReadBatch(NamedTuple):
+    """What ``read`` returns: the records, and per partition read the offset where reading
+    continues. Offsets need not be dense (Kafka's transaction markers and aborted records
+    take offsets no consumer sees), so the next position is not always last offset + 1."""
+
+    records: pa.Table
+    positions: dict[TopicPartition, int]
+
+
 class Transport(Protocol):
     """A durable, partitioned, append-only log."""
 
@@ -48,12 +57,13 @@ class Transport(Protocol):
         """Append messages; when this returns they are durable (fsync'd / acks=all)."""
         ...
 
-    def read(self, start: Mapping[TopicPartition, int], max_records: int) -> pa.Table:
+    def read(self, start: Mapping[TopicPartition, int], max_records: int) -> ReadBatch:
         """Records at or after each partition's start offset, at most max_records in all."""
         ...
 
     def end_offsets(self) -> dict[TopicPartition, int]:
-        """The next offset each partition will assign."""
+        """Per partition, the offset below which every record is readable (the embedded
+        log: the next offset it will assign; Kafka: the last stable offset)."""
         ...
 
     def commit(self, group: str, positions: Mapping[TopicPartition, int]) -> None:

@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from shoplake.errors import ConfigError, TransportError
 from shoplake.settings import Settings
-from shoplake.transport.base import RECORD_SCHEMA, OutgoingMessage, TopicPartition
+from shoplake.transport.base import RECORD_SCHEMA, OutgoingMessage, ReadBatch, TopicPartition
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS partitions (
@@ -178,7 +178,7 @@ class EmbeddedLog:
             )
 
     # -- reading --------------------------------------------------------------
-    def read(self, start: Mapping[TopicPartition, int], max_records: int) -> pa.Table:
+    def read(self, start: Mapping[TopicPartition, int], max_records: int) -> ReadBatch:
         """A fair share of ``max_records`` per partition first, then what is left of the
         budget to the partitions that had more."""
         pieces: list[pa.Table] = []
@@ -195,9 +195,8 @@ class EmbeddedLog:
                     budget -= self._read_into(pieces, tp, pid_map[tp], cursor, budget)
             except sqlite3.Error as exc:
                 raise TransportError(f"reading the embedded log failed: {exc}") from exc
-        if not pieces:
-            return RECORD_SCHEMA.empty_table()
-        return pa.concat_tables(pieces)
+        moved = {tp: off for tp, off in cursor.items() if off != start[tp]}
+        return ReadBatch(pa.concat_tables(pieces) if pieces else RECORD_SCHEMA.empty_table(), moved)
 
     def _read_into(
         self,

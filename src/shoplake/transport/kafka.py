@@ -1,13 +1,16 @@
 """The Kafka transport (confluent-kafka): the same port as the embedded log.
 
-Producing waits for ``acks=all`` with idempotence on; a message not acknowledged makes
-``append`` raise, so the gateway answers 503. Reading assigns partitions at explicit
-offsets: the positions come from bronze, never from Kafka's committed offsets.
+Each ``append`` is one Kafka transaction (idempotent producer, ``acks=all``): it commits,
+or it is aborted and ``append`` raises, so the gateway answers 503 and no record of it
+ever reaches a reader. Readers are ``read_committed`` and read from explicit offsets: the
+positions come from bronze, never from Kafka's committed offsets.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -17,7 +20,7 @@ import pyarrow as pa
 
 from shoplake.errors import ConfigError, TransportError
 from shoplake.settings import Settings
-from shoplake.transport.base import RECORD_SCHEMA, OutgoingMessage, TopicPartition
+from shoplake.transport.base import RECORD_SCHEMA, OutgoingMessage, ReadBatch, TopicPartition
 
 try:
     from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
@@ -47,20 +50,24 @@ class KafkaTransport:
             "logger": log,  # librdkafka's own lines go through logging, not stderr
         }
         self._admin = AdminClient(common)
-        self._producer = Producer(
-            {
-                **common,
-                "acks": "all",
-                "enable.idempotence": True,
-                "compression.type": "lz4",
-                "linger.ms": 2,
-                "message.timeout.ms": int(_TIMEOUT_S * 1000),
-            }
-        )
+        self._producer_config = {
+            **common,
+            "transactional.id": settings.transport.kafka_transactional_id
+            or f"shoplake-{socket.gethostname()}-{os.getpid()}",
+            # an append left open by a killed process holds readers back this long at most
+            "transaction.timeout.ms": 30_000,
+            "acks": "all",
+            "enable.idempotence": True,
+            "compression.type": "lz4",
+            "linger.ms": 2,
+            "message.timeout.ms": int(_TIMEOUT_S * 1000),
+        }
+        self._producer: Any = None  # made on the first append: it needs the broker
         self._reader = Consumer(
             {
                 **common,
                 "group.id": "shoplake-reader",  # never commits: positions live in bronze
+                "isolation.level": "read_committed",  # aborted appends are never read
                 "enable.auto.commit": False,
                 "enable.partition.eof": False,
                 "fetch.max.bytes": 64 * 2**20,
@@ -120,31 +127,54 @@ class KafkaTransport:
 
     # -- producing -------------------------------------------------------------
     def append(self, messages: Sequence[OutgoingMessage]) -> None:
-        """Produce and wait until every message is acknowledged by all in-sync replicas."""
+        """Produce ``messages`` in one transaction; returns once it has committed (every
+        record acknowledged by all in-sync replicas). On any failure the transaction is
+        aborted and TransportError raised: none of the records becomes readable."""
         if not messages:
             return
         self.partitions()  # topics exist before the first produce
-        failures: list[str] = []
-
-        def delivered(err: Any, _msg: Any) -> None:
-            if err is not None:
-                failures.append(str(err))
-
         with self._lock:
-            for topic, key, value in messages:
-                while True:
-                    try:
-                        self._producer.produce(topic, value=value, key=key, on_delivery=delivered)
-                        break
-                    except BufferError:  # the local queue is full: let it drain
-                        self._producer.poll(0.05)
-            left = self._producer.flush(_TIMEOUT_S)
-        if left or failures:
-            problem = failures[0] if failures else f"{left} messages not acknowledged in time"
-            raise TransportError(f"Kafka did not accept the events: {problem}")
+            producer = self._transactional_producer()
+            try:
+                producer.begin_transaction()
+                for topic, key, value in messages:
+                    while True:
+                        try:
+                            producer.produce(topic, value=value, key=key)
+                            break
+                        except BufferError:  # the local queue is full: let it drain
+                            producer.poll(0.05)
+                producer.commit_transaction(_TIMEOUT_S)
+            except KafkaException as exc:
+                self._abort(producer)
+                raise TransportError(f"Kafka did not accept the events: {exc}") from exc
+
+    def _transactional_producer(self) -> Any:
+        if self._producer is None:
+            producer = Producer(self._producer_config)
+            try:
+                # Fences any earlier producer with this transactional.id and aborts the
+                # transaction it left open.
+                producer.init_transactions(_TIMEOUT_S)
+            except KafkaException as exc:
+                raise TransportError(f"Kafka at {self.bootstrap} is unreachable: {exc}") from exc
+            self._producer = producer
+        return self._producer
+
+    def _abort(self, producer: Any) -> None:
+        """Throw the failed transaction away with its producer: the next producer's
+        init_transactions aborts it at the broker and starts from a clean state (a
+        producer kept after a failure can trip over its own sequence numbers)."""
+        try:
+            producer.purge(in_queue=True, in_flight=True, blocking=False)
+        except KafkaException as exc:
+            log.info("purging the failed transaction: %s", exc)
+        self._producer = None
 
     # -- reading ---------------------------------------------------------------
     def end_offsets(self) -> dict[TopicPartition, int]:
+        """The last stable offset of each partition: below it every transaction has
+        committed or aborted, so a read_committed reader can take everything up to it."""
         out = {}
         try:
             for tp in self.partitions():
@@ -156,44 +186,67 @@ class KafkaTransport:
             raise TransportError(f"Kafka at {self.bootstrap}: {exc}") from exc
         return out
 
-    def read(self, start: Mapping[TopicPartition, int], max_records: int) -> pa.Table:
-        """Records from each partition's start offset up to what the broker holds now."""
+    def read(self, start: Mapping[TopicPartition, int], max_records: int) -> ReadBatch:
+        """Committed records from each partition's start offset up to its last stable
+        offset now. A partition read to that end continues there, past the transaction
+        markers and aborted records it ends with; one cut short by ``max_records``
+        continues after its last record returned."""
         ends = self.end_offsets()
         wanted = {tp: off for tp, off in start.items() if ends.get(tp, 0) > off}
         if not wanted:
-            return RECORD_SCHEMA.empty_table()
-        remaining = sum(ends[tp] - off for tp, off in wanted.items())
-        target = min(max_records, remaining)
-        self._reader.assign(
-            [KafkaPartition(tp.topic, tp.partition, off) for tp, off in wanted.items()]
-        )
+            return ReadBatch(RECORD_SCHEMA.empty_table(), {})
+        target = min(max_records, sum(ends[tp] - off for tp, off in wanted.items()))
+        assignment = [KafkaPartition(tp.topic, tp.partition, off) for tp, off in wanted.items()]
+        self._reader.assign(assignment)
         columns: dict[str, list[Any]] = {f.name: [] for f in RECORD_SCHEMA}
+        after_last: dict[TopicPartition, int] = {}
+        cut_short: set[TopicPartition] = set()
+        reached: dict[TopicPartition, int] = {}
         got = 0
         deadline = time.monotonic() + _TIMEOUT_S
         try:
-            while got < target and time.monotonic() < deadline:
-                for msg in self._reader.consume(min(target - got, 10_000), timeout=0.5):
+            while time.monotonic() < deadline:
+                for msg in self._reader.consume(min(max(target - got, 1), 10_000), timeout=0.2):
                     if msg.error() is not None:
                         raise TransportError(f"Kafka read failed: {msg.error()}")
                     tp = TopicPartition(str(msg.topic()), int(msg.partition() or 0))
                     offset = int(msg.offset() or 0)
-                    if offset >= ends[tp] or got >= target:
+                    if offset >= ends[tp]:
                         continue  # past the snapshot of ends taken above
+                    if got >= target:
+                        cut_short.add(tp)
+                        continue
                     columns["topic"].append(tp.topic)
                     columns["partition"].append(tp.partition)
                     columns["offset"].append(offset)
                     columns["key"].append(msg.key())
                     columns["value"].append(msg.value() or b"")
                     columns["timestamp_ms"].append(msg.timestamp()[1])
+                    after_last[tp] = offset + 1
                     got += 1
+                # position(): the next offset to fetch, already past markers and aborted
+                # records, so it reaches the end even when the last offsets hold no record
+                reached = {
+                    TopicPartition(p.topic, p.partition): p.offset
+                    for p in self._reader.position(assignment)
+                }
+                if got >= target or all(
+                    reached[tp] >= end for tp, end in ends.items() if tp in wanted
+                ):
+                    break
         except KafkaException as exc:
             raise TransportError(f"Kafka read failed: {exc}") from exc
         finally:
             self._reader.unassign()
+        positions = dict(after_last)
+        for tp, off in wanted.items():
+            if tp not in cut_short and reached.get(tp, -1) > positions.get(tp, off):
+                positions[tp] = min(reached[tp], ends[tp])
         table = pa.table(columns, schema=RECORD_SCHEMA)
-        return table.sort_by(
+        records = table.sort_by(
             [("topic", "ascending"), ("partition", "ascending"), ("offset", "ascending")]
         )
+        return ReadBatch(records, positions)
 
     # -- consumer group bookkeeping (advisory) ---------------------------------
     def commit(self, group: str, positions: Mapping[TopicPartition, int]) -> None:
@@ -239,7 +292,6 @@ class KafkaTransport:
     def close(self) -> None:
         for member in self._members.values():
             member.close()
-        self._producer.flush(_TIMEOUT_S)
         self._reader.close()
 
 
