@@ -530,6 +530,52 @@ def tables(ctx: click.Context, as_json: bool) -> None:
 
 
 @cli.command()
+@click.option(
+    "--min-files",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Compact a table holding at least this many files more than one per partition.",
+)
+@click.option(
+    "--vacuum/--no-vacuum",
+    default=True,
+    show_default=True,
+    help="Also delete the files no version younger than "
+    "SHOPLAKE_PIPELINE__VACUUM_RETENTION_HOURS (default 168) needs.",
+)
+@click.pass_context
+def maintain(ctx: click.Context, min_files: int, vacuum: bool) -> None:
+    """Compact the tables' small files and vacuum old ones, now. A continuous `run` or the
+    demo does this on a schedule (SHOPLAKE_PIPELINE__MAINTENANCE_EVERY_S)."""
+    from shoplake.pipeline.maintenance import TableMaintenance
+    from shoplake.tables import open_store
+
+    settings = _settings(ctx)
+    _existing_home(settings)
+    store = open_store(settings)
+    try:
+        report = TableMaintenance(store, settings.pipeline).run(min_files=min_files, vacuum=vacuum)
+    finally:
+        store.close()
+    names = sorted({*report.compacted, *report.vacuumed, *report.failed})
+    _print_table(
+        ["table", "files compacted", "files vacuumed", "problem"],
+        [
+            {
+                "table": n,
+                "files compacted": report.compacted.get(n, 0),
+                "files vacuumed": report.vacuumed.get(n, 0),
+                "problem": report.failed.get(n, ""),
+            }
+            for n in names
+        ],
+    )
+    if report.failed:
+        raise ShoplakeError(f"{len(report.failed)} table(s) could not be maintained")
+
+
+@cli.command()
 @click.argument("table")
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
@@ -606,10 +652,11 @@ def quarantine(
 @cli.command()
 @click.option(
     "--rate",
-    type=click.FloatRange(min=0, min_open=True),
+    type=click.FloatRange(min=0),
     default=300,
     show_default=True,
-    help="Simulated events per second.",
+    help="Simulated events per second; 0: no simulator, the gateway takes events from "
+    "other senders (e.g. shoplake generate --continuous --to http://127.0.0.1:PORT).",
 )
 @click.option(
     "--duration",

@@ -38,16 +38,32 @@ SELECT (SELECT count(*) FROM bronze.raw_events) AS bronze,
 
 
 class _Throughput:
-    """Events per second of each stage over the last ~10 s, from the running totals."""
+    """Events per second of each stage over the last ~10 s, from the running totals
+    (the gateway's from its counters, so events from other senders count too)."""
 
-    def __init__(self, sink: HttpSink, measured: PipelineMetrics) -> None:
-        self.sink = sink
+    def __init__(self, registry: CollectorRegistry, measured: PipelineMetrics) -> None:
+        self.gateway = registry.restricted_registry(
+            ["shoplake_events_accepted_total", "shoplake_events_rejected_total"]
+        )
         self.measured = measured
         self.samples: deque[tuple[float, int, int, int]] = deque(maxlen=64)
 
+    def _gateway_counts(self) -> tuple[int, dict[str, int]]:
+        accepted, rejected = 0, {}
+        for metric in self.gateway.collect():
+            for sample in metric.samples:
+                if sample.name == "shoplake_events_accepted_total":
+                    accepted = int(sample.value)
+                elif sample.name == "shoplake_events_rejected_total":
+                    rejected[sample.labels["reason"]] = int(sample.value)
+        return accepted, rejected
+
+    def accepted(self) -> int:
+        return self._gateway_counts()[0]
+
     def record(self, stats: RunStats) -> None:
         now = time.monotonic()
-        self.samples.append((now, self.sink.accepted, stats.ingested, stats.bronze_read))
+        self.samples.append((now, self.accepted(), stats.ingested, stats.bronze_read))
         while len(self.samples) > 2 and now - self.samples[0][0] > 10:
             self.samples.popleft()
 
@@ -60,7 +76,7 @@ class _Throughput:
         out: dict[str, Any] = dict(
             zip(("accepted_per_s", "bronze_per_s", "silver_per_s"), rates, strict=True)
         )
-        out["rejected_at_gateway"] = dict(self.sink.rejected)
+        out["rejected_at_gateway"] = self._gateway_counts()[1]
         return out | self.measured.latency_quantiles()
 
 
@@ -89,7 +105,7 @@ def run_demo(
     sink = HttpSink(url)
     registry = CollectorRegistry()
     measured = PipelineMetrics(registry)
-    throughput = _Throughput(sink, measured)
+    throughput = _Throughput(registry, measured)
     app = create_app(
         settings, transport, store=store, registry=registry, runtime=throughput.snapshot
     )
@@ -109,16 +125,21 @@ def run_demo(
     pipeline.observer = measured
     threads = [
         threading.Thread(
-            target=guarded(lambda: pump(sim.stream(), sink, num_events=None, rate=rate, stop=stop)),
-            name="simulator",
-            daemon=True,
-        ),
-        threading.Thread(
             target=guarded(lambda: pipeline.run("both", stop=stop, on_round=throughput.record)),
             name="pipeline",
             daemon=True,
         ),
     ]
+    if rate > 0:  # else the gateway takes events from other senders only
+        threads.append(
+            threading.Thread(
+                target=guarded(
+                    lambda: pump(sim.stream(), sink, num_events=None, rate=rate, stop=stop)
+                ),
+                name="simulator",
+                daemon=True,
+            )
+        )
     serving = threading.Thread(target=guarded(server.run), name="gateway", daemon=True)
     previous = signal.getsignal(signal.SIGTERM)
 
@@ -143,7 +164,8 @@ def run_demo(
             stop.wait(status_every)
             if duration is not None and time.monotonic() - started >= duration:
                 stop.set()
-            _print_status(settings, store, sink.accepted, time.monotonic() - started)
+            accepted = throughput.accepted()
+            _print_status(settings, store, accepted, time.monotonic() - started)
     except KeyboardInterrupt:
         stop.set()
     finally:
@@ -163,7 +185,7 @@ def run_demo(
             raise exc
         raise ShoplakeError(f"demo stopped by an internal error: {exc!r}") from exc
     click.echo(
-        f"demo stopped: the gateway accepted {sink.accepted} events this run; "
+        f"demo stopped: the gateway accepted {throughput.accepted()} events this run; "
         "run it again to resume from the same data",
         err=True,
     )

@@ -97,6 +97,16 @@ class PipelineSettings(BaseModel):
     # While silver has more than one batch of backlog, the derived tables wait (each of
     # their steps rereads whole days and customers) but never longer than this.
     catch_up_gold_every_s: float = Field(30.0, ge=0)
+    # A continuous run brings gold.fct_sales_minute up to date every round; the other
+    # derived tables follow in a thread of their own, this often (they reread whole days).
+    gold_refresh_s: float = Field(5.0, gt=0)
+    # Table upkeep in a continuous run (DESIGN: small files compacted, old versions
+    # vacuumed, on a schedule): a table is compacted once it holds this many files more
+    # than one per partition; files no version younger than the retention needs are deleted.
+    compact_min_files: int = Field(24, ge=1)
+    maintenance_every_s: float = Field(60.0, gt=0)
+    vacuum_retention_hours: float = Field(168.0, ge=0)
+    vacuum_every_s: float = Field(3600.0, gt=0)
 
 
 class ReportingSettings(BaseModel):

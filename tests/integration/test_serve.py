@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import subprocess
 import time
 import urllib.request
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -65,3 +67,35 @@ def test_serve_refuses_to_start_open_without_a_key(tmp_path: Path) -> None:
     done = subprocess.run([*SHOPLAKE, "serve"], env=env, capture_output=True, text=True)
     assert done.returncode != 0
     assert "API key" in done.stderr and "--no-auth" in done.stderr
+
+
+def test_demo_without_its_simulator_takes_events_from_other_senders(tmp_path: Path) -> None:
+    """`demo --rate 0`: the gateway, pipeline and dashboard only; a separate sender's
+    events are counted as accepted and reach gold while the demo runs."""
+    env = {**os.environ, "SHOPLAKE_HOME": str(tmp_path / "home")}
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    demo = subprocess.Popen(
+        [*SHOPLAKE, "demo", "--rate", "0", "--port", str(port)],
+        env=env, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait_healthy(url, demo)  # type: ignore[arg-type]
+        subprocess.run(
+            [*SHOPLAKE, "generate", "-n", "2000", "--to", url, "--start",
+             (datetime.now(UTC) - timedelta(minutes=10)).strftime("%Y-%m-%dT%H:%M:%S")],
+            env=env, capture_output=True, check=True, timeout=60,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with urllib.request.urlopen(url + "/api/gmv", timeout=5) as r:
+                if any(row["paid_orders"] for row in json.loads(r.read())["rows"]):
+                    break
+            time.sleep(0.5)
+        else:
+            pytest.fail("no paid order reached gold while the demo ran")
+    finally:
+        demo.send_signal(signal.SIGINT)
+        _, err = demo.communicate(timeout=90)
+    assert demo.returncode == 0, err
+    assert "gateway accepted 2000 events this run" in err

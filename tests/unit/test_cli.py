@@ -34,6 +34,9 @@ def test_every_command_explains_itself(tmp_path: Path) -> None:
         "history",
         "schema",
         "quarantine",
+        "maintain",
+        "check",
+        "serve",
     ):
         assert command in top
         assert "Usage:" in shoplake(tmp_path, command, "--help").stdout

@@ -25,6 +25,7 @@ from shoplake.pipeline.gold import (
     TrafficSourcesModel,
 )
 from shoplake.pipeline.ingest import BronzeIngest
+from shoplake.pipeline.maintenance import TableMaintenance
 from shoplake.pipeline.quality import DataQualityModel
 from shoplake.pipeline.silver import OrderPaymentsModel, SilverProcessor
 from shoplake.settings import Settings
@@ -43,6 +44,9 @@ DAILY_MODELS: tuple[type[DailyModel], ...] = (
     CategoryModel,
     ProductModel,
 )
+# What gold.fct_sales_minute needs: a continuous run steps these every round, the other
+# derived tables on their own thread every ``gold_refresh_s``.
+FAST_MODELS = (OrderPaymentsModel, SalesMinuteModel)
 
 
 class Observer(Protocol):
@@ -70,6 +74,22 @@ class RunStats:
     gold_rows: int = 0
     rounds: int = 0
     errors: list[str] = field(default_factory=list)
+
+
+def derived_models(settings: Settings, store: TableStore, engine: DuckDB) -> list[Model]:
+    """The model of every table derived from silver, in dependency order: order_payments
+    feeds the gold models that read it."""
+    reporting = settings.reporting
+    ensure_dim_date(store)
+    return [
+        OrderPaymentsModel(store, engine=engine),
+        DimProductsModel(store, engine=engine),
+        DimCustomersModel(store, engine=engine),
+        SalesMinuteModel(store, reporting, engine=engine),
+        *(m(store, reporting, engine=engine) for m in DAILY_MODELS),
+        CustomerAnalyticsModel(store, reporting, engine=engine),
+        DataQualityModel(store, reporting, engine=engine),
+    ]
 
 
 class Pipeline:
@@ -105,10 +125,12 @@ class Pipeline:
             )
         return self._ingest
 
-    def ingest_once(self, *, wait: bool = False) -> int:
+    def ingest_once(self, *, wait_s: float = 0.0) -> int:
+        """One bronze commit of what the transport holds, waiting up to ``wait_s`` for
+        more while the batch is not full."""
         cfg = self.settings.pipeline
         started = time.monotonic()
-        rows = self.ingest.step(cfg.batch_max_records, cfg.batch_max_seconds if wait else 0.0)
+        rows = self.ingest.step(cfg.batch_max_records, wait_s)
         if rows and self.observer is not None:
             self.observer.stage("bronze", rows, time.monotonic() - started)
         return rows
@@ -126,26 +148,22 @@ class Pipeline:
                 dedupe_horizon_days=cfg.pipeline.dedupe_horizon_days,
                 engine=eng,
             )
-            ensure_dim_date(store)
-            # In dependency order: order_payments feeds the gold models that read it.
-            self._models = [
-                OrderPaymentsModel(store, engine=eng),
-                DimProductsModel(store, engine=eng),
-                DimCustomersModel(store, engine=eng),
-                SalesMinuteModel(store, cfg.reporting, engine=eng),
-                *(m(store, cfg.reporting, engine=eng) for m in DAILY_MODELS),
-                CustomerAnalyticsModel(store, cfg.reporting, engine=eng),
-                DataQualityModel(store, cfg.reporting, engine=eng),
-            ]
+            self._models = derived_models(cfg, store, eng)
         return self._silver, self._models
 
     def process_once(
-        self, stats: RunStats | None = None, *, silver: bool = True, upstream_backlog: int = 0
+        self,
+        stats: RunStats | None = None,
+        *,
+        silver: bool = True,
+        upstream_backlog: int = 0,
+        fast_only: bool = False,
     ) -> int:
         """One round of silver and gold; returns the rows of work done (0: idle).
 
         ``upstream_backlog``: records waiting before bronze (the transport's lag), which
-        count as backlog too when deciding whether the models wait."""
+        count as backlog too when deciding whether the models wait. ``fast_only``: step
+        only FAST_MODELS (a GoldRefresher steps the others)."""
         stats = stats if stats is not None else RunStats()
         if not self.store.exists(RAW_EVENTS):
             return 0
@@ -172,6 +190,8 @@ class Pipeline:
             if behind and waited < cfg.catch_up_gold_every_s:
                 return work
         self._models_ran_at = started = time.monotonic()
+        if fast_only:
+            models = [m for m in models if isinstance(m, FAST_MODELS)]
         derived = sum(model.step(tps) for model in models)
         stats.gold_rows += derived
         if self.observer is not None:
@@ -218,18 +238,54 @@ class Pipeline:
         ones propagate."""
         stop = stop or threading.Event()
         stats = RunStats()
+        cfg = self.settings.pipeline
+        # Running on: an ingestion worker fills its batches (fewer, larger commits); with
+        # processing behind it, a round takes what has arrived, for latency.
+        wait_s = (
+            0.0
+            if until_idle
+            else cfg.batch_max_seconds
+            if job == "ingestion"
+            else cfg.poll_interval_s
+        )
+        refresher: GoldRefresher | None = None
+        if not until_idle and job in ("processing", "both"):
+            self.store.ensure(RAW_EVENTS)
+            self._processing_stages()  # the derived tables exist before the thread reads them
+            refresher = GoldRefresher(self, stop)
+        try:
+            self._loop(job, stats, stop, until_idle, wait_s, refresher is not None, on_round)
+        finally:
+            if refresher is not None:
+                refresher.close()
+        if refresher is not None and refresher.error is not None:
+            raise refresher.error
+        return stats
+
+    def _loop(
+        self,
+        job: Job,
+        stats: RunStats,
+        stop: threading.Event,
+        until_idle: bool,
+        wait_s: float,
+        fast_only: bool,
+        on_round: Callable[[RunStats], None] | None,
+    ) -> None:
         poll = self.settings.pipeline.poll_interval_s
         while not stop.is_set():
             try:
                 work = 0
                 lag = 0
                 if job in ("ingestion", "both"):
-                    got = self.ingest_once(wait=not until_idle)
+                    got = self.ingest_once(wait_s=wait_s)
                     stats.ingested += got
                     work += got
                     lag = self.ingest.lag() if job == "both" else 0
                 if job in ("processing", "both", "gold"):
-                    work += self.process_once(stats, silver=job != "gold", upstream_backlog=lag)
+                    work += self.process_once(
+                        stats, silver=job != "gold", upstream_backlog=lag, fast_only=fast_only
+                    )
             except ShoplakeError as exc:
                 if not exc.transient:
                     raise
@@ -244,9 +300,58 @@ class Pipeline:
                 if until_idle:
                     break
                 stop.wait(poll)
-        return stats
 
     def close(self) -> None:
         self.transport.close()
         self.store.close()
         self._engine.close()
+
+
+class GoldRefresher:
+    """Steps the models other than FAST_MODELS every ``gold_refresh_s`` on a thread of its
+    own, so the daily tables' rereads never hold gold.fct_sales_minute back, and keeps the
+    tables compacted and vacuumed. It has its own table handles and DuckDB connection:
+    neither may be shared across threads."""
+
+    def __init__(self, pipeline: Pipeline, stop: threading.Event) -> None:
+        self.settings = pipeline.settings
+        self.observer = pipeline.observer
+        self.tps = pipeline.transport.partitions()
+        self.stop = stop
+        self.store = open_store(self.settings)
+        self.engine = DuckDB()
+        self.models = [
+            m
+            for m in derived_models(self.settings, self.store, self.engine)
+            if not isinstance(m, FAST_MODELS)
+        ]
+        self.maintenance = TableMaintenance(self.store, self.settings.pipeline)
+        self.error: ShoplakeError | None = None
+        self._thread = threading.Thread(target=self._run, name="gold-refresh", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        every = self.settings.pipeline.gold_refresh_s
+        while not self.stop.wait(every):
+            started = time.monotonic()
+            try:
+                rows = sum(model.step(self.tps) for model in self.models)
+                self.maintenance.run_due()
+            except ShoplakeError as exc:
+                if exc.transient:
+                    log.warning("transient error in the gold refresh, retrying: %s", exc)
+                    continue
+                self.error = exc
+            except Exception as exc:  # a bug: stop the run rather than let gold go stale
+                self.error = ShoplakeError(f"gold refresh failed: {exc!r}")
+            if self.error is not None:
+                self.stop.set()
+                return
+            if rows and self.observer is not None:
+                self.observer.stage("gold", rows, time.monotonic() - started)
+
+    def close(self) -> None:
+        self.stop.set()  # the run is over, however it ended
+        self._thread.join(timeout=120)
+        self.store.close()
+        self.engine.close()

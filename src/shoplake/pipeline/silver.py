@@ -63,6 +63,9 @@ ONE_ROW_PER_EVENT = (PAGE_VIEWS, CART_EVENTS, ORDERS, PAYMENTS, USER_SESSIONS, P
 # Every table the processor writes, each with its own positions.
 SILVER_TABLES: tuple[TableSpec, ...] = (*(spec for spec, _ in SILVER_FROM_BRONZE), DUPLICATES)
 _LINEAGE = ["topic", "partition", "offset"]
+_LINEAGE_SCHEMA = pa.schema(
+    [("topic", pa.string()), ("partition", pa.int32()), ("offset", pa.int64())]
+)
 
 
 @dataclass
@@ -130,6 +133,7 @@ class SilverProcessor:
             eng.execute(sql.parsed_sql(self.currencies))
             eng.execute(sql.late_sql(self.watermark_minutes))
             now = datetime.now(UTC)
+            written: dict[TableSpec, pa.Table] = {}
             for spec, query in SILVER_FROM_BRONZE:
                 wanted = _wanted(ranges, own[spec])
                 if not wanted:
@@ -139,10 +143,17 @@ class SilverProcessor:
                 if "event_id" in spec.key:
                     rows = self._drop_known(spec, rows)
                 self.store.append(spec, rows, to_app_ids(wanted))
+                if spec in ONE_ROW_PER_EVENT:
+                    written[spec] = rows.select(_LINEAGE).cast(_LINEAGE_SCHEMA)
                 result.rows_written += rows.num_rows
             wanted = _wanted(ranges, own[DUPLICATES])
             if wanted:
-                dropped = self._duplicates(_past(eng.table(sql.VALID_EVENTS_SQL), own[DUPLICATES]))
+                # Tables that were in step with silver.duplicates took this whole batch just
+                # now: what they hold of it is what they were given (no read back needed).
+                in_step = all(own[t] == own[DUPLICATES] for t in ONE_ROW_PER_EVENT)
+                held = pa.concat_tables(written.values()) if in_step and written else None
+                valid = _past(eng.table(sql.VALID_EVENTS_SQL), own[DUPLICATES])
+                dropped = self._duplicates(valid, held)
                 dropped = dropped.append_column(
                     "detected_ts", pa.array([now] * dropped.num_rows, TS)
                 )
@@ -166,30 +177,34 @@ class SilverProcessor:
         if rows.num_rows == 0:
             return rows
         since = pc.min(rows["event_date"]).as_py() - self.dedupe_horizon
-        known = (
+        # The ids are compared here, not in the scan's filter: pyarrow simplifies an isin
+        # of thousands of values against every file's statistics, slower than reading ids.
+        held = (
             self.store.open(spec)
             .dataset()
-            .to_table(
-                columns=["event_id"],
-                filter=(pc.field("event_date") >= since)
-                & pc.field("event_id").isin(pc.unique(rows["event_id"])),
-            )["event_id"]
+            .to_table(columns=["event_id"], filter=pc.field("event_date") >= since)["event_id"]
         )
-        if len(known) == 0:
+        if len(held) == 0:
             return rows
-        return rows.filter(pc.invert(pc.is_in(rows["event_id"], value_set=pc.unique(known))))
+        return rows.filter(pc.invert(pc.is_in(rows["event_id"], value_set=held)))
 
-    def _duplicates(self, valid: pa.Table) -> pa.Table:
+    def _duplicates(self, valid: pa.Table, held: pa.Table | None = None) -> pa.Table:
         """The valid events that are not in their silver table: the repeats dropped there.
 
-        Runs after every table has committed the batch, so it needs no memory of what
-        each table dropped and gives the same answer after a crash between commits."""
+        Runs after every table has committed the batch. ``held``: the lineage the event
+        tables hold of it, when known; else read back from them, which gives the same
+        answer after a crash between their commits."""
         if valid.num_rows == 0:
             return _with_table_name(valid)
-        span = lineage_span(valid)
-        present = pa.concat_tables(
-            [read_ranges(self.store.open(s).dataset(), span, _LINEAGE) for s in ONE_ROW_PER_EVENT]
-        )
+        present = held
+        if present is None:
+            span = lineage_span(valid)
+            present = pa.concat_tables(
+                [
+                    read_ranges(self.store.open(s).dataset(), span, _LINEAGE)
+                    for s in ONE_ROW_PER_EVENT
+                ]
+            )
         return _with_table_name(valid.join(present, keys=_LINEAGE, join_type="left anti"))
 
     # -- the watermark -------------------------------------------------------------

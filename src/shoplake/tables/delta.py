@@ -299,6 +299,15 @@ class DeltaStore:
     def compact(self, spec: TableSpec) -> dict[str, Any]:
         return self._with_table(spec, "compacting", lambda t: t.optimize.compact())
 
+    def excess_files(self, spec: TableSpec) -> int:
+        def count(table: DeltaTable) -> int:
+            files = pa.table(table.get_add_actions(flatten=True))
+            keys = [c for c in files.column_names if c.startswith("partition.")]
+            partitions = files.select(keys).group_by(keys).aggregate([]).num_rows if keys else 1
+            return max(0, int(files.num_rows) - max(1, int(partitions)))
+
+        return self._with_table(spec, "listing files of", count)
+
     def vacuum(self, spec: TableSpec, retention_hours: float) -> list[str]:
         return self._with_table(
             spec,
