@@ -100,6 +100,14 @@ def test_dashboard_shows_what_the_gold_tables_hold(tmp_path: Path, browser: Any)
         revenue, orders = before
         assert on_page == (f"{float(revenue):.2f}", orders)
         assert orders > 0
+        # GMV per minute: a bar per minute on a value axis from 0 (after several refreshes,
+        # so the category charts drawn meanwhile cannot have leaked their axes into it)
+        gmv = page.evaluate(
+            "() => { const g = document.getElementById('gmv');"
+            " return [g._fullLayout.yaxis.type, g._fullLayout.yaxis.range, g.data[0].y]; }"
+        )
+        axis, (low, high), values = gmv
+        assert axis == "linear" and low == 0 and high >= max(values) > 0
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
     finally:

@@ -32,7 +32,12 @@ function empty(id, message) {
 function plot(id, traces, layout) {
   const el = document.getElementById(id);
   if (el.querySelector(".empty")) el.innerHTML = "";
-  Plotly.react(el, traces, { ...LAYOUT, ...layout }, CONFIG);
+  // A fresh copy per chart: Plotly writes its computed axis type and range back into the
+  // layout it is given, which would leak one chart's axes (say, categories) into another.
+  const base = structuredClone(LAYOUT);
+  const own = layout || {};
+  Plotly.react(el, traces, { ...base, ...own, xaxis: { ...base.xaxis, ...own.xaxis },
+    yaxis: { ...base.yaxis, ...own.yaxis } }, CONFIG);
 }
 
 function drawKpis(k) {
@@ -60,7 +65,7 @@ function drawGmv(p) {
   plot("gmv", [
     { x: p.rows.map((r) => r.minute_bucket), y: p.rows.map((r) => Number(r.gmv)), type: "bar", name: "GMV",
       width: p.rows.map(() => 48000), marker: { color: ACCENT }, hovertemplate: "%{x|%H:%M}<br>%{y:,.2f} " + currency + "<extra></extra>" },
-  ], { xaxis: { ...LAYOUT.xaxis, type: "date", tickformat: "%H:%M" }, yaxis: { ...LAYOUT.yaxis, title: currency } });
+  ], { xaxis: { type: "date", tickformat: "%H:%M" }, yaxis: { type: "linear", title: { text: currency } } });
 }
 
 function drawFunnel(p) {
