@@ -141,12 +141,17 @@ def run_demo(
             )
         )
     serving = threading.Thread(target=guarded(server.run), name="gateway", daemon=True)
-    previous = signal.getsignal(signal.SIGTERM)
+    # Ctrl-C and SIGTERM only ask the loops to stop: an interrupt raised inside whatever the
+    # main thread runs (a DuckDB status query turns it into an error) could be swallowed.
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
 
-    def on_term(signum: int, frame: FrameType | None) -> None:
+    def on_stop_signal(signum: int, frame: FrameType | None) -> None:
+        if signum == signal.SIGINT and stop.is_set():
+            raise KeyboardInterrupt  # a second Ctrl-C: stop waiting for a clean shutdown
         stop.set()
 
-    signal.signal(signal.SIGTERM, on_term)
+    for sig in previous:
+        signal.signal(sig, on_stop_signal)
     started = time.monotonic()
     serving.start()
     while not server.started and not stop.is_set():
@@ -166,8 +171,6 @@ def run_demo(
                 stop.set()
             accepted = throughput.accepted()
             _print_status(settings, store, accepted, time.monotonic() - started)
-    except KeyboardInterrupt:
-        stop.set()
     finally:
         stop.set()
         for t in threads:
@@ -178,7 +181,8 @@ def run_demo(
         pipeline.close()
         transport.close()
         store.close()
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if errors:
         exc = errors[0]
         if isinstance(exc, ShoplakeError):

@@ -50,7 +50,12 @@ def start_demo(home: Path, port: int) -> subprocess.Popen[str]:
 
 def stop(demo: subprocess.Popen[str]) -> str:
     demo.send_signal(signal.SIGINT)  # Ctrl-C
-    _, err = demo.communicate(timeout=90)
+    try:
+        _, err = demo.communicate(timeout=90)
+    except subprocess.TimeoutExpired:
+        demo.kill()  # not left printing into the rest of the run
+        _, err = demo.communicate()
+        pytest.fail(f"the demo ignored Ctrl-C for 90 s:\n{err}")
     assert demo.returncode == 0, err
     return err
 

@@ -61,9 +61,12 @@ class DuckDB:
                 self.con.unregister(name)
 
     def query(self, sql: str) -> pa.Table:
-        """A user's query: DuckDB errors become QueryError with DuckDB's own message."""
+        """A user's query: DuckDB errors become QueryError with DuckDB's own message; an
+        interrupted query (Ctrl-C) stays an interrupt, so no caller mistakes it for bad SQL."""
         try:
             return self.con.sql(sql).to_arrow_table()
+        except duckdb.InterruptException:
+            raise KeyboardInterrupt from None
         except duckdb.Error as exc:
             raise QueryError(str(exc).strip()) from exc
 
