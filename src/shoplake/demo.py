@@ -12,14 +12,15 @@ from types import FrameType
 from typing import Any
 
 import click
+import pyarrow.compute as pc
 import uvicorn
 from prometheus_client import CollectorRegistry
 
+from shoplake.contract.tables import FCT_SALES_MINUTE, ORDERS, QUARANTINE, RAW_EVENTS
 from shoplake.errors import ShoplakeError
 from shoplake.gateway.app import create_app
 from shoplake.gateway.metrics import PipelineMetrics
 from shoplake.pipeline.runner import Pipeline, RunStats
-from shoplake.query import Lakehouse
 from shoplake.settings import Settings
 from shoplake.simulator import ShopSimulator
 from shoplake.simulator.sinks import HttpSink, pump
@@ -27,14 +28,6 @@ from shoplake.tables import TableStore, open_store
 from shoplake.transport import open_transport
 
 log = logging.getLogger(__name__)
-
-_STATUS_SQL = """
-SELECT (SELECT count(*) FROM bronze.raw_events) AS bronze,
-       (SELECT count(*) FROM silver.orders) AS orders,
-       (SELECT count(*) FROM silver.quarantine) AS quarantined,
-       (SELECT coalesce(sum(paid_orders), 0) FROM gold.fct_sales_minute) AS paid_orders,
-       (SELECT coalesce(sum(gmv), 0) FROM gold.fct_sales_minute) AS gmv
-"""
 
 
 class _Throughput:
@@ -196,13 +189,20 @@ def run_demo(
 
 
 def _print_status(settings: Settings, store: TableStore, sent: int, elapsed: float) -> None:
+    """One line of totals. Row counts come from the tables' file statistics (a query would
+    list and scan every file each time: a fifth of a core at 5,000 events/s)."""
+    counted = (RAW_EVENTS, ORDERS, QUARANTINE, FCT_SALES_MINUTE)
     try:
-        row = Lakehouse(settings, store).query(_STATUS_SQL).to_pylist()[0]
+        if not all(store.exists(spec) for spec in counted):
+            return  # tables not created yet
+        bronze, orders, quarantined = (store.open(s).count() for s in counted[:3])
+        sales = store.open(FCT_SALES_MINUTE).dataset().to_table(columns=["paid_orders", "gmv"])
     except ShoplakeError:
-        return  # tables not created yet
+        return
+    paid = pc.sum(sales["paid_orders"]).as_py() or 0
+    gmv = pc.sum(sales["gmv"]).as_py() or 0
     click.echo(
-        f"[{elapsed:6.1f}s] accepted {sent}  bronze {row['bronze']}  "
-        f"silver.orders {row['orders']}  "
-        f"quarantined {row['quarantined']}  gold: paid orders {row['paid_orders']}, "
-        f"GMV {row['gmv']} {settings.reporting.currency}"
+        f"[{elapsed:6.1f}s] accepted {sent}  bronze {bronze}  silver.orders {orders}  "
+        f"quarantined {quarantined}  gold: paid orders {paid}, "
+        f"GMV {gmv:.2f} {settings.reporting.currency}"
     )

@@ -77,7 +77,7 @@ def test_demo_without_its_simulator_takes_events_from_other_senders(tmp_path: Pa
     url = f"http://127.0.0.1:{port}"
     demo = subprocess.Popen(
         [*SHOPLAKE, "demo", "--rate", "0", "--port", str(port)],
-        env=env, stderr=subprocess.PIPE, text=True,
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
         wait_healthy(url, demo)  # type: ignore[arg-type]
@@ -94,8 +94,13 @@ def test_demo_without_its_simulator_takes_events_from_other_senders(tmp_path: Pa
             time.sleep(0.5)
         else:
             pytest.fail("no paid order reached gold while the demo ran")
+        time.sleep(2.5)  # one more status line (every 2 s)
     finally:
         demo.send_signal(signal.SIGINT)
-        _, err = demo.communicate(timeout=90)
+        out, err = demo.communicate(timeout=90)
     assert demo.returncode == 0, err
     assert "gateway accepted 2000 events this run" in err
+    # The status line's totals: every event in bronze, and the paid orders gold counts
+    last = out.strip().splitlines()[-1]
+    assert "accepted 2000  bronze 2000  " in last, last
+    assert int(re.search(r"paid orders (\d+)", last).group(1)) > 0, last  # type: ignore[union-attr]

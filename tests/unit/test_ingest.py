@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import itertools
 
+import pyarrow as pa
+
 from shoplake.contract.tables import RAW_EVENTS
 from shoplake.pipeline.ingest import BronzeIngest
+from shoplake.pipeline.positions import RecentCommits, read_ranges
 from shoplake.settings import Settings
 from shoplake.simulator import ShopSimulator
 from shoplake.tables import open_store
@@ -34,3 +37,34 @@ def test_a_stale_worker_is_fenced_and_resumes_from_bronze(settings: Settings) ->
     feed(settings, lines[:5])  # the same bytes sent again are new records
     assert a.step(10_000) == 5
     assert store.open(RAW_EVENTS).dataset().count_rows() == 905
+
+
+def test_the_next_stage_reads_a_commit_from_memory_exactly_as_from_the_table(
+    settings: Settings,
+) -> None:
+    """RecentCommits hands silver the rows ingest just committed: for ranges the commit
+    covers, the same rows the table gives; for any other range, the table's rows."""
+    feed(settings, [e.value for e in itertools.islice(ShopSimulator(9).stream(), 800)])
+    store = open_store(settings)
+    recent = RecentCommits()
+    ingest = BronzeIngest(open_transport(settings), store, settings.pipeline.consumer_group,
+                          recent=recent)  # fmt: skip
+    assert ingest.step(300) == 300
+    first = {tp: (0, end) for tp, end in ingest.positions().items() if end}
+    assert ingest.step(10_000) == 500
+    ends = ingest.positions()
+    second = {tp: (first.get(tp, (0, 0))[1], end) for tp, end in ends.items()}
+    inside = {tp: (start, start + (end - start) // 2) for tp, (start, end) in second.items()}
+    columns = ["raw_value", "topic", "partition", "offset"]
+
+    def in_order(rows: pa.Table) -> list[dict[str, object]]:
+        return rows.sort_by(
+            [(c, "ascending") for c in ("topic", "partition", "offset")]
+        ).to_pylist()
+
+    for ranges in (second, inside, first, {**first, **inside}):
+        got = in_order(recent.lineage_rows(store, RAW_EVENTS, ranges, columns))
+        assert got
+        assert got == in_order(read_ranges(store.open(RAW_EVENTS).dataset(), ranges, columns))
+    assert recent.made_of(RAW_EVENTS, second) is not None
+    assert recent.made_of(RAW_EVENTS, inside) is None  # made of the whole ranges only

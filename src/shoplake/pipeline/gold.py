@@ -38,7 +38,13 @@ from shoplake.contract.tables import (
 )
 from shoplake.engines.duckdb import DuckDB
 from shoplake.pipeline.models import load_model
-from shoplake.pipeline.positions import Ranges, range_ends, read_ranges, to_app_ids
+from shoplake.pipeline.positions import (
+    Ranges,
+    RecentCommits,
+    range_ends,
+    read_ranges,
+    to_app_ids,
+)
 from shoplake.pipeline.silver import pending_ranges, touched_orders
 from shoplake.settings import ReportingSettings
 from shoplake.tables.base import TableStore
@@ -70,11 +76,13 @@ class SalesMinuteModel:
         reporting: ReportingSettings,
         *,
         engine: DuckDB | None = None,
+        recent: RecentCommits | None = None,
     ) -> None:
         self.store = store
         self.timezone = reporting.timezone
         self.rates = rates_table(reporting)
         self.engine = engine or DuckDB()
+        self.recent = recent or RecentCommits()
         self.sql = load_model("fct_sales_minute")
         store.ensure(self.spec)
 
@@ -82,11 +90,17 @@ class SalesMinuteModel:
         ranges = pending_ranges(self.store, self.spec, (ORDER_PAYMENTS,), tps)
         if not ranges:
             return 0
-        ids = touched_orders(self.store, ranges)
-        # Filtered in memory: merged files hold string_view columns, which pyarrow's
-        # dataset filters cannot compare with plain strings.
-        known = self.store.open(ORDER_PAYMENTS).dataset().to_table(columns=["order_id", "order_ts"])
-        order_ts = known.filter(pc.is_in(known["order_id"], value_set=ids))["order_ts"]
+        made = self.recent.made_of(ORDER_PAYMENTS, ranges)
+        if made is not None:  # order_payments' rows for the orders of exactly these ranges
+            order_ts = made["order_ts"]
+        else:
+            ids = touched_orders(self.store, ranges, self.recent)
+            # Filtered in memory: merged files hold string_view columns, which pyarrow's
+            # dataset filters cannot compare with plain strings.
+            known = (
+                self.store.open(ORDER_PAYMENTS).dataset().to_table(columns=["order_id", "order_ts"])
+            )
+            order_ts = known.filter(pc.is_in(known["order_id"], value_set=ids))["order_ts"]
         minutes = pc.unique(pc.floor_temporal(order_ts, unit="minute"))
         rows = self.compute(minutes)
         self.store.upsert(

@@ -19,7 +19,7 @@ from shoplake.contract.events import EVENT_TYPES
 from shoplake.contract.tables import RAW_EVENTS
 from shoplake.engines.duckdb import DuckDB
 from shoplake.errors import CommitConflict
-from shoplake.pipeline.positions import Positions, positions_of, to_app_ids
+from shoplake.pipeline.positions import Positions, RecentCommits, positions_of, to_app_ids
 from shoplake.tables.base import TableStore
 from shoplake.transport.base import RECORD_SCHEMA, TopicPartition, Transport
 
@@ -68,11 +68,13 @@ class BronzeIngest:
         group: str,
         *,
         engine: DuckDB | None = None,
+        recent: RecentCommits | None = None,
     ) -> None:
         self.transport = transport
         self.store = store
         self.group = group
         self.engine = engine or DuckDB()
+        self.recent = recent  # told each bronze commit, for silver in the same process
         self._positions: Positions | None = None
         self._assigned: list[TopicPartition] = []
         store.ensure(RAW_EVENTS)
@@ -127,6 +129,8 @@ class BronzeIngest:
             return 0
         assert self._positions is not None
         self._positions.update(advanced)
+        if self.recent is not None:
+            self.recent.record(RAW_EVENTS, {tp: (start[tp], advanced[tp]) for tp in advanced}, rows)
         self.transport.commit(self.group, advanced)
         return int(records.num_rows)
 

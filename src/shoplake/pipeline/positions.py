@@ -9,12 +9,14 @@ consumed under ``bronze/TOPIC/PARTITION``.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
-from shoplake.tables.base import TableHandle
+from shoplake.contract.tables import TableSpec
+from shoplake.tables.base import TableHandle, TableStore
 from shoplake.transport.base import TopicPartition
 
 Positions = dict[TopicPartition, int]
@@ -109,3 +111,49 @@ def lineage_span(rows: pa.Table) -> Ranges:
         TopicPartition(r["topic"], r["partition"]): (r["offset_min"], r["offset_max"] + 1)
         for r in spans.to_pylist()
     }
+
+
+@dataclass(frozen=True)
+class _Commit:
+    ranges: Ranges  # non-empty ranges only
+    rows: pa.Table
+
+
+def _nonempty(ranges: Ranges) -> Ranges:
+    return {tp: (start, end) for tp, (start, end) in ranges.items() if end > start}
+
+
+class RecentCommits:
+    """What this process last committed to each table, with the bronze ranges it covered,
+    so the next stage of a round takes it from memory instead of listing and scanning the
+    table's files again. Anything else (a restart, a stage that lags) reads the table.
+
+    Kept per table: for an append-only table of lineage (bronze, silver events), the rows
+    of the commit are every row the table holds in its ranges, and stay so; for a derived
+    table, the rows a step made of exactly its ranges."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, _Commit] = {}
+
+    def record(self, spec: TableSpec, ranges: Ranges, rows: pa.Table) -> None:
+        self._last[spec.qualified] = _Commit(_nonempty(ranges), rows)
+
+    def made_of(self, spec: TableSpec, ranges: Ranges) -> pa.Table | None:
+        """The rows the last commit to ``spec`` made of exactly ``ranges``, if it did."""
+        last = self._last.get(spec.qualified)
+        return last.rows if last is not None and last.ranges == _nonempty(ranges) else None
+
+    def lineage_rows(
+        self, store: TableStore, spec: TableSpec, ranges: Ranges, columns: list[str]
+    ) -> pa.Table:
+        """The rows of append-only ``spec`` whose lineage lies in ``ranges``."""
+        last = self._last.get(spec.qualified)
+        wanted = _nonempty(ranges)
+        if last is not None and all(
+            tp in last.ranges and last.ranges[tp][0] <= start and end <= last.ranges[tp][1]
+            for tp, (start, end) in wanted.items()
+        ):
+            if wanted == last.ranges:
+                return last.rows.select(columns)
+            return last.rows.filter(in_ranges(last.rows, wanted)).select(columns)
+        return read_ranges(store.open(spec).dataset(), ranges, columns)

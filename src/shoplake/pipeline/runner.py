@@ -26,6 +26,7 @@ from shoplake.pipeline.gold import (
 )
 from shoplake.pipeline.ingest import BronzeIngest
 from shoplake.pipeline.maintenance import TableMaintenance
+from shoplake.pipeline.positions import RecentCommits
 from shoplake.pipeline.quality import DataQualityModel
 from shoplake.pipeline.silver import OrderPaymentsModel, SilverProcessor
 from shoplake.settings import Settings
@@ -76,16 +77,19 @@ class RunStats:
     errors: list[str] = field(default_factory=list)
 
 
-def derived_models(settings: Settings, store: TableStore, engine: DuckDB) -> list[Model]:
+def derived_models(
+    settings: Settings, store: TableStore, engine: DuckDB, recent: RecentCommits | None = None
+) -> list[Model]:
     """The model of every table derived from silver, in dependency order: order_payments
-    feeds the gold models that read it."""
+    feeds the gold models that read it. ``recent``: the commits of the stages before, as
+    FAST_MODELS take them from memory."""
     reporting = settings.reporting
     ensure_dim_date(store)
     return [
-        OrderPaymentsModel(store, engine=engine),
+        OrderPaymentsModel(store, engine=engine, recent=recent),
         DimProductsModel(store, engine=engine),
         DimCustomersModel(store, engine=engine),
-        SalesMinuteModel(store, reporting, engine=engine),
+        SalesMinuteModel(store, reporting, engine=engine, recent=recent),
         *(m(store, reporting, engine=engine) for m in DAILY_MODELS),
         CustomerAnalyticsModel(store, reporting, engine=engine),
         DataQualityModel(store, reporting, engine=engine),
@@ -106,6 +110,7 @@ class Pipeline:
         self.transport = transport or open_transport(settings)
         self.store = store or open_store(settings)
         self._engine = DuckDB()
+        self._recent = RecentCommits()  # each stage's last commit, for the next stage
         self._ingest: BronzeIngest | None = None
         self._silver: SilverProcessor | None = None
         self._models: list[Model] = []
@@ -122,6 +127,7 @@ class Pipeline:
                 self.store,
                 self.settings.pipeline.consumer_group,
                 engine=self._engine,
+                recent=self._recent,
             )
         return self._ingest
 
@@ -147,8 +153,9 @@ class Pipeline:
                 watermark_minutes=cfg.pipeline.watermark_minutes,
                 dedupe_horizon_days=cfg.pipeline.dedupe_horizon_days,
                 engine=eng,
+                recent=self._recent,
             )
-            self._models = derived_models(cfg, store, eng)
+            self._models = derived_models(cfg, store, eng, self._recent)
         return self._silver, self._models
 
     def process_once(

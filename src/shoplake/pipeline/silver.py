@@ -37,6 +37,7 @@ from shoplake.pipeline.models import load_model
 from shoplake.pipeline.positions import (
     Positions,
     Ranges,
+    RecentCommits,
     in_ranges,
     lineage_span,
     positions_of,
@@ -92,9 +93,11 @@ class SilverProcessor:
         watermark_minutes: float = 10.0,
         dedupe_horizon_days: int = 7,
         engine: DuckDB | None = None,
+        recent: RecentCommits | None = None,
     ) -> None:
         self.store = store
         self.group = ingest_group
+        self.recent = recent or RecentCommits()
         self.currencies = currencies
         self.watermark_minutes = watermark_minutes
         self.dedupe_horizon = timedelta(days=dedupe_horizon_days)
@@ -116,8 +119,8 @@ class SilverProcessor:
         ranges = _bounded(pending, max_records)
         if not ranges:
             return StepResult()
-        batch = read_ranges(
-            bronze.dataset(), ranges, ["raw_value", "event_type", "source_ts", *_LINEAGE]
+        batch = self.recent.lineage_rows(
+            self.store, RAW_EVENTS, ranges, ["raw_value", "event_type", "source_ts", *_LINEAGE]
         )
         backlog = _size(pending) - _size(ranges)
         result = StepResult(rows_in=batch.num_rows, backlog=backlog)
@@ -143,6 +146,9 @@ class SilverProcessor:
                 if "event_id" in spec.key:
                     rows = self._drop_known(spec, rows)
                 self.store.append(spec, rows, to_app_ids(wanted))
+                self.recent.record(
+                    spec, {tp: (own[spec][tp], end) for tp, end in wanted.items()}, rows
+                )
                 if spec in ONE_ROW_PER_EVENT:
                     written[spec] = rows.select(_LINEAGE).cast(_LINEAGE_SCHEMA)
                 result.rows_written += rows.num_rows
@@ -298,10 +304,13 @@ def _past(rows: pa.Table, positions: Positions) -> pa.Table:
     return rows.filter(pc.invert(held))
 
 
-def touched_orders(store: TableStore, ranges: Ranges) -> pa.Array:
+def touched_orders(
+    store: TableStore, ranges: Ranges, recent: RecentCommits | None = None
+) -> pa.Array:
     """order_ids of silver orders and payments whose bronze lineage lies in ``ranges``."""
+    recent = recent or RecentCommits()
     ids = [
-        read_ranges(store.open(spec).dataset(), ranges, ["order_id"])["order_id"]
+        recent.lineage_rows(store, spec, ranges, ["order_id"])["order_id"]
         for spec in (ORDERS, PAYMENTS)
     ]
     return pc.unique(pa.chunked_array([c for arr in ids for c in arr.chunks], pa.string()))
@@ -317,9 +326,16 @@ class OrderPaymentsModel:
     spec = ORDER_PAYMENTS
     inputs = (ORDERS, PAYMENTS)
 
-    def __init__(self, store: TableStore, *, engine: DuckDB | None = None) -> None:
+    def __init__(
+        self,
+        store: TableStore,
+        *,
+        engine: DuckDB | None = None,
+        recent: RecentCommits | None = None,
+    ) -> None:
         self.store = store
         self.engine = engine or DuckDB()
+        self.recent = recent or RecentCommits()
         self.sql = load_model("order_payments")
         store.ensure(self.spec)
 
@@ -327,9 +343,10 @@ class OrderPaymentsModel:
         ranges = pending_ranges(self.store, self.spec, self.inputs, tps)
         if not ranges:
             return 0
-        ids = touched_orders(self.store, ranges)
+        ids = touched_orders(self.store, ranges, self.recent)
         rows = self.compute(ids)
         self.store.upsert(self.spec, rows, to_app_ids(range_ends(ranges)))
+        self.recent.record(self.spec, ranges, rows)
         return int(rows.num_rows)
 
     def compute(self, ids: pa.Array | None) -> pa.Table:
