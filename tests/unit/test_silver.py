@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pyarrow as pa
 import pytest
 
+from shoplake.contract.tables import ORDERS
 from shoplake.pipeline.runner import Pipeline
 from shoplake.pipeline.silver import ONE_ROW_PER_EVENT
 from shoplake.settings import Settings
+from shoplake.tables import open_store
 from tests.conftest import feed, rows
 from tests.unit.test_gold_sales_minute import order, payment
 
@@ -231,3 +234,22 @@ def test_late_events_are_kept_and_flagged(settings: Settings, pipeline: Pipeline
     [report] = rows(again, "SELECT sum(late_events) AS late FROM gold.data_quality_report")
     assert report == {"late": 2}
     again.close()
+
+
+def test_dedupe_sees_rows_another_writer_added_between_steps(
+    settings: Settings, pipeline: Pipeline
+) -> None:
+    """The processor keeps each table's event ids between steps; a commit it did not make
+    (another writer, a repair) must still count."""
+    feed(settings, [good_order(event_id="a", order_id="A")])
+    pipeline.run("both", until_idle=True)
+    store = open_store(settings)  # another writer, with its own handles
+    held = store.open(ORDERS).dataset().to_table()
+    store.append(ORDERS, held.set_column(held.schema.get_field_index("event_id"), "event_id",
+                                         pa.array(["b"], pa.string())))  # fmt: skip
+    store.close()
+    feed(settings, [good_order(event_id="b", order_id="B"), good_order(event_id="c", order_id="C")])
+    stats = pipeline.run("both", until_idle=True)
+    ids = rows(pipeline, "SELECT event_id FROM silver.orders ORDER BY 1")
+    assert [r["event_id"] for r in ids] == ["a", "b", "c"]
+    assert stats.duplicates_dropped == 1

@@ -10,7 +10,7 @@ step catches the lagging table up. Each table deduplicates on event_id against i
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -69,6 +69,22 @@ _LINEAGE_SCHEMA = pa.schema(
 )
 
 
+# Event ids kept per table for dedupe (~40 bytes each); a table holding more within the
+# horizon is read each step instead, as a restarted processor does.
+_HELD_IDS_MAX = 2_000_000
+_HELD_SCHEMA = pa.schema([("event_id", pa.string()), ("event_date", pa.date32())])
+
+
+@dataclass
+class _HeldIds:
+    """The event_ids (with event_date) one silver table holds from ``since`` on, as of
+    table ``version``."""
+
+    version: int
+    since: date
+    ids: pa.Table
+
+
 @dataclass
 class StepResult:
     rows_in: int = 0
@@ -104,6 +120,7 @@ class SilverProcessor:
         self.engine = engine or DuckDB()
         # (position, newest valid event time before it) per partition, as of the last step
         self._high_water: dict[TopicPartition, tuple[int, datetime | None]] = {}
+        self._held: dict[TableSpec, _HeldIds] = {}  # per table, for dedupe
         for spec in SILVER_TABLES:
             store.ensure(spec)
 
@@ -146,6 +163,8 @@ class SilverProcessor:
                 if "event_id" in spec.key:
                     rows = self._drop_known(spec, rows)
                 self.store.append(spec, rows, to_app_ids(wanted))
+                if "event_id" in spec.key:
+                    self._extend_held(spec, rows)
                 self.recent.record(
                     spec, {tp: (own[spec][tp], end) for tp, end in wanted.items()}, rows
                 )
@@ -183,16 +202,39 @@ class SilverProcessor:
         if rows.num_rows == 0:
             return rows
         since = pc.min(rows["event_date"]).as_py() - self.dedupe_horizon
-        # The ids are compared here, not in the scan's filter: pyarrow simplifies an isin
-        # of thousands of values against every file's statistics, slower than reading ids.
-        held = (
-            self.store.open(spec)
-            .dataset()
-            .to_table(columns=["event_id"], filter=pc.field("event_date") >= since)["event_id"]
-        )
+        held = self._held_ids(spec, since)
         if len(held) == 0:
             return rows
         return rows.filter(pc.invert(pc.is_in(rows["event_id"], value_set=held)))
+
+    def _held_ids(self, spec: TableSpec, since: date) -> pa.Array:
+        """The event_ids ``spec`` holds from ``since`` on: kept from the last step when
+        the table is still at the version that step left it at, else read."""
+        handle = self.store.open(spec)
+        kept = self._held.get(spec)
+        if kept is None or kept.version != handle.version or since < kept.since:
+            # The ids are compared in memory, not in the scan's filter: pyarrow simplifies
+            # an isin of thousands of values against every file's statistics, slowly.
+            ids = handle.dataset().to_table(
+                columns=["event_id", "event_date"], filter=pc.field("event_date") >= since
+            )
+            kept = _HeldIds(handle.version, since, ids.cast(_HELD_SCHEMA).combine_chunks())
+            self._held[spec] = kept
+        elif since > kept.since:  # a new day: ids past the horizon go
+            kept.since = since
+            kept.ids = kept.ids.filter(pc.greater_equal(kept.ids["event_date"], since))
+        return kept.ids["event_id"].combine_chunks()
+
+    def _extend_held(self, spec: TableSpec, appended: pa.Table) -> None:
+        """After an append: its ids join the kept ones if no other commit came between."""
+        kept = self._held.pop(spec, None)
+        if kept is None or self.store.open(spec).version != kept.version + 1:
+            return
+        appended = appended.select(_HELD_SCHEMA.names).cast(_HELD_SCHEMA)
+        appended = appended.filter(pc.greater_equal(appended["event_date"], kept.since))
+        ids = pa.concat_tables([kept.ids, appended])
+        if ids.num_rows <= _HELD_IDS_MAX:
+            self._held[spec] = _HeldIds(kept.version + 1, kept.since, ids.combine_chunks())
 
     def _duplicates(self, valid: pa.Table, held: pa.Table | None = None) -> pa.Table:
         """The valid events that are not in their silver table: the repeats dropped there.
