@@ -246,15 +246,9 @@ class Pipeline:
         stop = stop or threading.Event()
         stats = RunStats()
         cfg = self.settings.pipeline
-        # Running on: an ingestion worker fills its batches (fewer, larger commits); with
-        # processing behind it, a round takes what has arrived, for latency.
-        wait_s = (
-            0.0
-            if until_idle
-            else cfg.batch_max_seconds
-            if job == "ingestion"
-            else cfg.poll_interval_s
-        )
+        # Running on, an ingestion worker fills its batches (fewer, larger commits); with
+        # processing behind it, a round takes what has arrived while the last one ran.
+        wait_s = cfg.batch_max_seconds if job == "ingestion" and not until_idle else 0.0
         refresher: GoldRefresher | None = None
         if not until_idle and job in ("processing", "both"):
             self.store.ensure(RAW_EVENTS)
