@@ -11,6 +11,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +114,15 @@ def test_dashboard_shows_what_the_gold_tables_hold(tmp_path: Path, browser: Any)
         )
         axis, (low, high), values = gmv
         assert axis == "linear" and low == 0 and high >= max(values) > 0
+        # …over the whole last hour, however few minutes have sales yet
+        start, end = page.evaluate("document.getElementById('gmv')._fullLayout.xaxis.range")
+        span = datetime.fromisoformat(end) - datetime.fromisoformat(start)
+        assert span == timedelta(minutes=60), (start, end)
+        # The data-quality figures once the report has rows (dashes before, never zeros)
+        page.wait_for_function(
+            "document.getElementById('quality-figures').textContent.match(/Records in[1-9]/)",
+            timeout=60_000,
+        )
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
     finally:

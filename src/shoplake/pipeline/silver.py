@@ -45,7 +45,7 @@ from shoplake.pipeline.positions import (
     read_ranges,
     to_app_ids,
 )
-from shoplake.tables.base import TableStore
+from shoplake.tables.base import TableHandle, TableStore
 from shoplake.transport.base import TopicPartition
 
 # Silver tables appended from bronze, with the SQL that derives each from `parsed`.
@@ -130,7 +130,8 @@ class SilverProcessor:
             return StepResult()
         bronze = self.store.open(RAW_EVENTS)
         bronze_end = positions_of(bronze, tps, self.group)
-        own = {spec: positions_of(self.store.open(spec), tps) for spec in SILVER_TABLES}
+        handles = {spec: self.store.open(spec) for spec in SILVER_TABLES}
+        own = {spec: positions_of(handle, tps) for spec, handle in handles.items()}
         start = {tp: min(p[tp] for p in own.values()) for tp in tps}
         pending = {tp: (start[tp], bronze_end[tp]) for tp in tps}
         ranges = _bounded(pending, max_records)
@@ -161,10 +162,10 @@ class SilverProcessor:
                 rows = eng.table(query, {"now": now}) if "$now" in query else eng.table(query)
                 rows = _first_per_key(_past(rows, own[spec]), spec.key)
                 if "event_id" in spec.key:
-                    rows = self._drop_known(spec, rows)
-                self.store.append(spec, rows, to_app_ids(wanted))
+                    rows = self._drop_known(spec, handles[spec], rows)
+                version = self.store.append(spec, rows, to_app_ids(wanted))
                 if "event_id" in spec.key:
-                    self._extend_held(spec, rows)
+                    self._extend_held(spec, rows, version)
                 self.recent.record(
                     spec, {tp: (own[spec][tp], end) for tp, end in wanted.items()}, rows
                 )
@@ -197,20 +198,20 @@ class SilverProcessor:
         own = [positions_of(self.store.open(spec), tps) for spec in SILVER_TABLES]
         return sum(max(0, bronze_end[tp] - min(p[tp] for p in own)) for tp in tps)
 
-    def _drop_known(self, spec: TableSpec, rows: pa.Table) -> pa.Table:
-        """Remove rows whose event_id the table already holds, within the horizon."""
+    def _drop_known(self, spec: TableSpec, handle: TableHandle, rows: pa.Table) -> pa.Table:
+        """Remove rows whose event_id the table (snapshot ``handle``) already holds,
+        within the horizon."""
         if rows.num_rows == 0:
             return rows
         since = pc.min(rows["event_date"]).as_py() - self.dedupe_horizon
-        held = self._held_ids(spec, since)
+        held = self._held_ids(spec, handle, since)
         if len(held) == 0:
             return rows
         return rows.filter(pc.invert(pc.is_in(rows["event_id"], value_set=held)))
 
-    def _held_ids(self, spec: TableSpec, since: date) -> pa.Array:
+    def _held_ids(self, spec: TableSpec, handle: TableHandle, since: date) -> pa.Array:
         """The event_ids ``spec`` holds from ``since`` on: kept from the last step when
         the table is still at the version that step left it at, else read."""
-        handle = self.store.open(spec)
         kept = self._held.get(spec)
         if kept is None or kept.version != handle.version or since < kept.since:
             # The ids are compared in memory, not in the scan's filter: pyarrow simplifies
@@ -225,10 +226,11 @@ class SilverProcessor:
             kept.ids = kept.ids.filter(pc.greater_equal(kept.ids["event_date"], since))
         return kept.ids["event_id"].combine_chunks()
 
-    def _extend_held(self, spec: TableSpec, appended: pa.Table) -> None:
-        """After an append: its ids join the kept ones if no other commit came between."""
+    def _extend_held(self, spec: TableSpec, appended: pa.Table, version: int) -> None:
+        """After the append that made ``version``: its ids join the kept ones if no other
+        commit came between."""
         kept = self._held.pop(spec, None)
-        if kept is None or self.store.open(spec).version != kept.version + 1:
+        if kept is None or version != kept.version + 1:
             return
         appended = appended.select(_HELD_SCHEMA.names).cast(_HELD_SCHEMA)
         appended = appended.filter(pc.greater_equal(appended["event_date"], kept.since))

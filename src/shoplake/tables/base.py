@@ -56,8 +56,9 @@ class TableStore(Protocol):
         spec: TableSpec,
         data: pa.Table,
         positions: Mapping[str, int] | None = None,
-    ) -> None:
-        """Append rows and record positions in the same commit (an empty table records only)."""
+    ) -> int:
+        """Append rows and record positions in the same commit (an empty table records
+        only); returns the version of that commit."""
         ...
 
     def upsert(

@@ -61,11 +61,13 @@ def _writer_properties(spec: TableSpec) -> WriterProperties:
 
 
 class _Write:
-    """One write through a held table; ``committed`` is False when it made no commit."""
+    """One write through a held table; ``committed`` is False when it made no commit;
+    ``version``: the table's version after it."""
 
     def __init__(self, table: DeltaTable) -> None:
         self.table = table
         self.committed = True
+        self.version = -1
 
 
 class _SnapshotCache:
@@ -203,8 +205,7 @@ class DeltaStore:
             known = dict(self._cache(spec, before).known)
             write = _Write(table)
             yield write
-            table.update_incremental()
-            after = int(table.version())
+            after = write.version = int(table.version())  # delta-rs moved it to its commit
             if write.committed and after == before + 1:
                 merged: dict[str, int | None] = {**known, **(positions or {})}
                 self._caches[self.location(spec)] = _SnapshotCache(after, merged)
@@ -214,8 +215,8 @@ class DeltaStore:
         spec: TableSpec,
         data: pa.Table,
         positions: Mapping[str, int] | None = None,
-    ) -> None:
-        self._write(spec, data, positions, "appending to")
+    ) -> int:
+        return self._write(spec, data, positions, "appending to")
 
     def upsert(
         self,
@@ -274,8 +275,9 @@ class DeltaStore:
         positions: Mapping[str, int] | None,
         action: str,
         replace_where: str | None = None,
-    ) -> None:
-        """Append, or overwrite the rows matching ``replace_where``, in one commit."""
+    ) -> int:
+        """Append, or overwrite the rows matching ``replace_where``, in one commit; returns
+        its version."""
         options: dict[str, Any] = {
             "partition_by": list(spec.partition_by) or None,
             "commit_properties": _commit(positions),
@@ -292,6 +294,7 @@ class DeltaStore:
                     predicate=replace_where,
                     **options,
                 )
+        return write.version
 
     def history(self, spec: TableSpec, limit: int | None = None) -> list[dict[str, Any]]:
         return self._with_table(spec, "reading history of", lambda t: t.history(limit))

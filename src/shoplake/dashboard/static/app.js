@@ -60,12 +60,18 @@ function drawKpis(k) {
   document.getElementById("kpi-note").textContent = k.message || `Day ${k.day} (${currency}).`;
 }
 
+const MINUTE_MS = 60000;
+
 function drawGmv(p) {
   if (!p.rows.length) return empty("gmv", p.message);
+  // Always the whole last hour, so a bar is a minute wide however few minutes have sales.
+  const newest = Math.max(...p.rows.map((r) => Date.parse(r.minute_bucket)));
+  const end = Math.max(Date.now(), newest + MINUTE_MS);
   plot("gmv", [
     { x: p.rows.map((r) => r.minute_bucket), y: p.rows.map((r) => Number(r.gmv)), type: "bar", name: "GMV",
-      width: p.rows.map(() => 48000), marker: { color: ACCENT }, hovertemplate: "%{x|%H:%M}<br>%{y:,.2f} " + currency + "<extra></extra>" },
-  ], { xaxis: { type: "date", tickformat: "%H:%M" }, yaxis: { type: "linear", title: { text: currency } } });
+      width: p.rows.map(() => 0.8 * MINUTE_MS), marker: { color: ACCENT }, hovertemplate: "%{x|%H:%M}<br>%{y:,.2f} " + currency + "<extra></extra>" },
+  ], { xaxis: { type: "date", tickformat: "%H:%M", range: [end - 60 * MINUTE_MS, end], dtick: 10 * MINUTE_MS },
+       yaxis: { type: "linear", title: { text: currency } } });
 }
 
 function drawFunnel(p) {
@@ -109,7 +115,8 @@ function figures(id, pairs) {
 }
 
 function drawQuality(p, runtime) {
-  const t = p.totals || { rows_in: 0, quarantined: 0, duplicates: 0, late: 0, reasons: {} };
+  // No report rows yet (nothing arrived, or the report not computed yet): dashes, not zeros.
+  const t = p.rows.length && p.totals ? p.totals : { rows_in: null, quarantined: null, duplicates: null, late: null, reasons: {} };
   const rate = t.rows_in ? (100 * t.quarantined / t.rows_in).toFixed(2) + "%" : "–";
   const pairs = [["Records in", count(t.rows_in)], ["Quarantined", `${count(t.quarantined)} (${rate})`],
     ["Duplicates dropped", count(t.duplicates)], ["Late events", count(t.late)]];
