@@ -136,3 +136,16 @@ def test_reads_cross_record_batches(settings: Settings) -> None:
     assert got["value"].to_pylist()[0] == b"0-5" and got["value"].to_pylist()[-1] == b"2-1"
     past_the_end = log.read({tp: 30}, 10)
     assert past_the_end.records.num_rows == 0 and past_the_end.positions == {}
+
+
+def test_small_plain_and_large_compressed_batches_read_back_alike(settings: Settings) -> None:
+    # Batches under 8 KiB are stored without zstd, larger ones with it: one reader for both.
+    log = open_log(settings)
+    small = [OutgoingMessage("purchases", "k", b"tiny")]
+    large = [OutgoingMessage("purchases", "k", b"x" * 200 + str(i).encode()) for i in range(200)]
+    log.append(small)
+    log.append(large)
+    log.append(small)
+    got = log.read({tp: 0 for tp in log.partitions()}, 1000).records
+    assert got["value"].to_pylist() == [m.value for m in (*small, *large, *small)]
+    assert got["offset"].to_pylist() == list(range(202))
