@@ -246,7 +246,7 @@ def generate(
         sink = TransportSink(open_transport(settings), settings.topics)
     elif target.startswith(("http://", "https://")):
         keys = settings.gateway.api_keys
-        sink = HttpSink(target, api_key or (keys[0] if keys else None))
+        sink = HttpSink(target, api_key or (keys[0].get_secret_value() if keys else None))
     else:
         if target == "-":
             out = sys.stdout.buffer
