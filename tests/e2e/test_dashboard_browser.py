@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import time
@@ -20,23 +19,20 @@ import pytest
 from tests.conftest import SHOPLAKE
 from tests.integration.kafka_broker import free_port
 from tests.integration.test_serve import wait_healthy
+from tests.prerequisites import chromium
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.fixture
 def browser() -> Iterator[Any]:
-    if CHROMIUM is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI=true but Debian's chromium is missing (make browser installs it)")
-        pytest.skip("the browser test needs Debian's chromium (apt-get install chromium)")
+    executable = chromium()  # skips outside CI, fails under CI
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        b = p.chromium.launch(executable_path=executable, args=["--no-sandbox"])
         yield b
         b.close()
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import os
-import shutil
 import socket
 import subprocess
 import time
@@ -29,10 +28,6 @@ appender.console.layout.pattern = [%d] %p %m (%c)%n
 rootLogger.level = warn
 rootLogger.appenderRef.console.ref = console
 """
-
-
-def java_available() -> bool:
-    return shutil.which("java") is not None and shutil.which("mvn") is not None
 
 
 def kafka_libs() -> Path:
