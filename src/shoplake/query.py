@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import pyarrow as pa
 
@@ -86,9 +88,16 @@ class Lakehouse:
                 newest[spec.layer] = seconds if current is None else min(current, seconds)
         return newest
 
-    def query(self, sql: str, *, as_of: int | datetime | None = None) -> pa.Table:
+    def query(
+        self,
+        sql: str,
+        *,
+        as_of: int | datetime | None = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> pa.Table:
         """Run DuckDB SQL over the latest snapshot of every table, or each table as of a
-        version or a time (time travel). Only the tables the SQL names are loaded."""
+        version or a time (time travel). Only the tables the SQL names are loaded.
+        ``params`` binds the SQL's ``$name`` placeholders (values never become SQL text)."""
         engine = DuckDB()
         try:
             specs = self.existing()
@@ -110,7 +119,7 @@ class Lakehouse:
                 if target in present and target in named:
                     engine.execute(f"CREATE VIEW {alias} AS SELECT * FROM {target}")
             try:
-                return engine.query(sql)
+                return engine.query(sql, params)
             except QueryError as exc:
                 missing = re.search(r"Table with name (\w+) does not exist", str(exc))
                 if missing:

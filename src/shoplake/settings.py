@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -74,10 +81,30 @@ class GatewaySettings(BaseModel):
 
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
-    # Bearer keys a client may send; required unless auth is off (the demo turns it off).
-    api_keys: tuple[str, ...] = ()
+    # Write keys: they may POST events and read everything. Required unless auth is off
+    # (the demo turns it off). Secrets: masked in reprs and errors.
+    api_keys: tuple[SecretStr, ...] = ()
+    # Read-only keys, for dashboards and scrapers: the dashboard, /api, /docs, /metrics.
+    read_keys: tuple[SecretStr, ...] = ()
     auth: bool = True
-    max_body_bytes: int = Field(10 * 2**20, ge=1024)
+    # Whether reads (everything but POST /v1/events, /healthz and /readyz) need a key too;
+    # None: yes as soon as any key is configured.
+    protect_reads: bool | None = None
+    max_body_bytes: int = Field(10 * 2**20, ge=1024)  # compressed and decompressed alike
+    max_items: int = Field(10_000, ge=1, description="Events per request, at most.")
+    # Events per second per key (per client address with auth off); 0: no limit.
+    rate_limit_per_s: float = Field(0.0, ge=0)
+    # Events a key may send at once after a quiet spell; None: one second's worth.
+    rate_limit_burst: int | None = Field(None, ge=1)
+
+    @property
+    def reads_protected(self) -> bool:
+        """Reads need a key: auth on, and protect_reads (by default: whenever keys exist)."""
+        if not self.auth:
+            return False
+        if self.protect_reads is None:
+            return bool(self.api_keys or self.read_keys)
+        return self.protect_reads
 
 
 class PipelineSettings(BaseModel):

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 
 from shoplake.contract.events import EVENT_TYPES
 from shoplake.errors import TransportError
@@ -28,7 +29,7 @@ NDJSON = {**AUTH, "Content-Type": "application/x-ndjson"}
 @pytest.fixture
 def gw_settings(settings: Settings) -> Settings:
     return settings.model_copy(
-        update={"gateway": settings.gateway.model_copy(update={"api_keys": (KEY,)})}
+        update={"gateway": settings.gateway.model_copy(update={"api_keys": (SecretStr(KEY),)})}
     )
 
 
@@ -202,17 +203,17 @@ def test_health_readiness_and_metrics(client: TestClient) -> None:
         json=[event("page_view"), event("page_view", event_type="teleport")],
         headers=AUTH,
     )
-    text = client.get("/metrics").text
+    text = client.get("/metrics", headers=AUTH).text
     assert "shoplake_events_accepted_total 1.0" in text
     assert 'shoplake_events_rejected_total{reason="unknown_event_type"} 1.0' in text
     assert 'shoplake_gateway_requests_total{status="202"} 1.0' in text
 
 
 def test_openapi_documents_the_errors(client: TestClient) -> None:
-    spec = client.get("/openapi.json").json()
+    spec = client.get("/openapi.json", headers=AUTH).json()
     post = spec["paths"]["/v1/events"]["post"]
-    assert {"202", "400", "401", "413", "415", "422", "503"} <= set(post["responses"])
-    assert client.get("/docs").status_code == 200
+    assert {"202", "400", "401", "403", "413", "415", "422", "429", "503"} <= set(post["responses"])
+    assert client.get("/docs", headers=AUTH).status_code == 200
 
 
 def test_http_sink_gives_up_on_an_unreachable_gateway_with_a_clear_error() -> None:
@@ -235,7 +236,7 @@ def test_metrics_show_the_lag_behind_bronze(gw_settings: Settings, transport: Tr
     assert client.post("/v1/events", json=batch, headers=AUTH).status_code == 202
 
     def lag() -> float:
-        lines = client.get("/metrics").text.splitlines()
+        lines = client.get("/metrics", headers=AUTH).text.splitlines()
         series = [x for x in lines if x.startswith("shoplake_transport_lag_records{")]
         assert series  # one per partition
         return sum(float(x.rsplit(" ", 1)[1]) for x in series)

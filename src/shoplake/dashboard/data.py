@@ -39,11 +39,9 @@ class DashboardData:
         return datetime.now(self.zone).date()
 
     def _rows(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]] | str:
-        """Rows of ``sql`` ($day etc. substituted), or why there are none."""
-        for name, value in (params or {}).items():
-            sql = sql.replace(f"${name}", f"'{value}'")
+        """Rows of ``sql`` ($day etc. bound as query parameters), or why there are none."""
         try:
-            return list(self.lakehouse.query(sql).to_pylist())
+            return list(self.lakehouse.query(sql, params=params).to_pylist())
         except ShoplakeError as exc:
             if "unknown table" in str(exc):
                 return "No data yet: the pipeline has not written this table."
@@ -88,7 +86,7 @@ class DashboardData:
             WHERE minute_bucket >= CAST($since AS TIMESTAMPTZ) ORDER BY minute_bucket
             """,
             f"No paid orders in the last {minutes} minutes.",
-            since=since.isoformat(),
+            since=since,
         )
 
     def funnel(self, day: date) -> Panel:
@@ -104,14 +102,15 @@ class DashboardData:
 
     def top_products(self, day: date, limit: int = 10) -> Panel:
         return self._panel(
-            f"""
+            """
             SELECT product_id, product_name, category, total_views, total_purchases,
                    revenue, recommendation_score
             FROM gold.product_analytics WHERE partition_date = CAST($day AS DATE)
-            ORDER BY recommendation_score DESC, revenue DESC, product_id LIMIT {int(limit)}
+            ORDER BY recommendation_score DESC, revenue DESC, product_id LIMIT $limit
             """,
             f"No product activity on {day} yet.",
             day=day,
+            limit=int(limit),
         )
 
     def categories(self, day: date) -> Panel:

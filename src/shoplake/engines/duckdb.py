@@ -60,11 +60,12 @@ class DuckDB:
             for name in inputs:
                 self.con.unregister(name)
 
-    def query(self, sql: str) -> pa.Table:
-        """A user's query: DuckDB errors become QueryError with DuckDB's own message; an
-        interrupted query (Ctrl-C) stays an interrupt, so no caller mistakes it for bad SQL."""
+    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
+        """A user's query (``$name`` placeholders bound from ``params``): DuckDB errors
+        become QueryError with DuckDB's own message; an interrupted query (Ctrl-C) stays an
+        interrupt, so no caller mistakes it for bad SQL."""
         try:
-            return self.con.sql(sql).to_arrow_table()
+            return self.con.sql(sql, params=dict(params) if params else None).to_arrow_table()
         except duckdb.InterruptException:
             raise KeyboardInterrupt from None
         except duckdb.Error as exc:

@@ -8,14 +8,18 @@ has a JSON body ``{"error": code, "detail": text}``.
 
 from __future__ import annotations
 
-import hmac
+import base64
+import hashlib
+import math
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel
 
@@ -25,6 +29,14 @@ from shoplake.dashboard.routes import dashboard_router
 from shoplake.errors import ShoplakeError
 from shoplake.gateway.appender import GroupAppender
 from shoplake.gateway.metrics import GatewayMetrics, TableState, TransportLag
+from shoplake.gateway.security import (
+    BadEncoding,
+    BodyTooLarge,
+    RateLimiter,
+    SecurityMiddleware,
+    docs_csp,
+    read_body,
+)
 from shoplake.gateway.validation import EventValidator, MalformedBody, split_body
 from shoplake.settings import Settings
 from shoplake.tables.base import TableStore
@@ -61,8 +73,22 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     for status, text in (
         (400, "The body is not JSON, or not an object or array of objects."),
         (401, "Missing or wrong API key (Authorization: Bearer KEY)."),
-        (413, "The body is larger than the gateway's limit."),
-        (415, "Content type is neither application/json nor application/x-ndjson."),
+        (403, "A read-only key cannot send events."),
+        (
+            413,
+            "The body (as sent, or decompressed) is larger than the gateway's limit, or "
+            "it holds more events than it may.",
+        ),
+        (
+            415,
+            "Content type is neither application/json nor application/x-ndjson, or the "
+            "content encoding is not gzip.",
+        ),
+        (
+            429,
+            "This key (or client, without auth) sent more events than its rate limit; "
+            "retry after Retry-After seconds.",
+        ),
         (503, "The transport could not make the events durable; nothing was acknowledged."),
     )
 }
@@ -82,7 +108,7 @@ def create_app(
     transport's lag behind bronze; ``runtime`` adds the running pipeline's figures."""
     cfg = settings.gateway
     validator = EventValidator(settings.topics, settings.reporting.rates)
-    keys = [k.encode() for k in cfg.api_keys]
+    limiter = RateLimiter(cfg.rate_limit_per_s, cfg.rate_limit_burst)
     registry = registry or CollectorRegistry()
     metrics = GatewayMetrics(registry)
     if store is not None:
@@ -101,14 +127,25 @@ def create_app(
         summary="Send a shop's events (page views, carts, orders, payments, sessions, "
         "catalog updates) to the lakehouse.",
         version="1",
+        docs_url=None,  # served below, with a CSP that allows its CDN and inline script
+        redoc_url=None,
     )
 
-    def authorised(request: Request) -> bool:
-        if not cfg.auth:
-            return True
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        given = token.strip().encode()
-        return scheme.lower() == "bearer" and any(hmac.compare_digest(given, k) for k in keys)
+    def count_refusal(path: str, status: int) -> None:
+        if path == "/v1/events":
+            metrics.requests.labels(str(status)).inc()
+
+    docs_html = get_swagger_ui_html(openapi_url="/openapi.json", title="shoplake gateway")
+    app.add_middleware(
+        SecurityMiddleware,
+        cfg=cfg,
+        docs_policy=docs_csp(_inline_script_hash(bytes(docs_html.body))),
+        on_reject=count_refusal,
+    )
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return docs_html
 
     @app.post(
         "/v1/events",
@@ -123,14 +160,13 @@ def create_app(
         with its index and the reason silver would quarantine it for. 202 once the
         accepted events are durable; 422 when none was valid."""
         started = time.perf_counter()
-        if not authorised(request):
-            metrics.requests.labels("401").inc()
-            return _error(
-                401,
-                "unauthorized",
-                "send Authorization: Bearer <API key>",
-                {"WWW-Authenticate": "Bearer"},
-            )
+        # The key was checked by SecurityMiddleware; without auth, clients are told
+        # apart by address.
+        client = request.scope.get("state", {}).get("client_id") or (
+            f"addr:{request.client.host if request.client else '?'}"
+        )
+        if limiter.enabled and (wait := limiter.wait(client, 0)) > 0:
+            return limited(wait)  # refused before reading the body
         media = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if media not in _JSON_TYPES + _NDJSON_TYPES:
             metrics.requests.labels("415").inc()
@@ -140,15 +176,42 @@ def create_app(
                 f"content type {media or '(none)'!r}: send application/json or "
                 "application/x-ndjson",
             )
-        body = await _read_limited(request, cfg.max_body_bytes)
-        if body is None:
-            metrics.requests.labels("413").inc()
-            return _error(413, "body_too_large", f"the body exceeds {cfg.max_body_bytes} bytes")
+        encoding = request.headers.get("content-encoding", "identity").strip().lower()
+        if encoding not in ("identity", "gzip", "x-gzip"):
+            metrics.requests.labels("415").inc()
+            return _error(
+                415,
+                "unsupported_content_encoding",
+                f"content encoding {encoding!r}: send gzip or no Content-Encoding",
+            )
         try:
+            body = await read_body(
+                request.stream,
+                cfg.max_body_bytes,
+                request.headers.get("content-length"),
+                gzip=encoding != "identity",
+            )
             items = split_body(body, media in _NDJSON_TYPES)
-        except MalformedBody as exc:
+        except BodyTooLarge:
+            metrics.requests.labels("413").inc()
+            return _error(
+                413,
+                "body_too_large",
+                f"the body exceeds {cfg.max_body_bytes} bytes (as sent or decompressed)",
+            )
+        except (MalformedBody, BadEncoding) as exc:
             metrics.requests.labels("400").inc()
             return _error(400, "malformed_body", str(exc))
+        if len(items) > cfg.max_items:
+            metrics.requests.labels("413").inc()
+            return _error(
+                413,
+                "too_many_items",
+                f"{len(items)} events in one request; at most {cfg.max_items} "
+                "(SHOPLAKE_GATEWAY__MAX_ITEMS): split the batch",
+            )
+        if limiter.enabled and (wait := limiter.wait(client, len(items))) > 0:
+            return limited(wait)
         verdicts = validator.judge(items)
         for rejection in verdicts.rejections:
             metrics.rejected.labels(rejection.reason).inc()
@@ -173,6 +236,16 @@ def create_app(
                 "rejected": [r.__dict__ for r in verdicts.rejections],
             },
             status_code=status,
+        )
+
+    def limited(wait: float) -> Response:
+        metrics.requests.labels("429").inc()
+        retry = max(1, math.ceil(wait))
+        return _error(
+            429,
+            "rate_limited",
+            f"more than {cfg.rate_limit_per_s:g} events/s for this key; retry in {retry} s",
+            {"Retry-After": str(retry)},
         )
 
     @app.get("/healthz")
@@ -234,16 +307,8 @@ def _document_event_schemas(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-async def _read_limited(request: Request, limit: int) -> bytes | None:
-    """The body, or None as soon as it is known to exceed ``limit`` bytes."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        return None
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
+def _inline_script_hash(html: bytes) -> str:
+    """The CSP hash (base64 SHA-256) of the one inline script of a page."""
+    match = re.search(rb"<script>(.*?)</script>", html, re.DOTALL)
+    assert match is not None, "the docs page has no inline script"
+    return base64.b64encode(hashlib.sha256(match.group(1)).digest()).decode()
