@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from shoplake.contract.tables import ALL_TABLES, TableSpec
 from shoplake.errors import ShoplakeError
+from shoplake.pipeline.steptrace import step
 from shoplake.settings import PipelineSettings
 from shoplake.tables.base import TableStore
 
@@ -62,8 +63,10 @@ class TableMaintenance:
         self, spec: TableSpec, min_files: int, vacuum: bool, report: MaintenanceReport
     ) -> None:
         if self.store.excess_files(spec) >= min_files:
-            metrics = self.store.compact(spec)
+            with step(f"compact {spec.qualified}"):
+                metrics = self.store.compact(spec)
             report.compacted[spec.qualified] = int(metrics.get("numFilesRemoved", 0))
         if vacuum:
-            deleted = self.store.vacuum(spec, self.settings.vacuum_retention_hours)
+            with step(f"vacuum {spec.qualified}"):
+                deleted = self.store.vacuum(spec, self.settings.vacuum_retention_hours)
             report.vacuumed[spec.qualified] = len(deleted)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Literal, Protocol
 
-from shoplake.contract.tables import RAW_EVENTS
+from shoplake.contract.tables import RAW_EVENTS, TableSpec
 from shoplake.engines.duckdb import DuckDB
 from shoplake.errors import ShoplakeError
 from shoplake.pipeline.dims import DimCustomersModel, DimProductsModel, ensure_dim_date
@@ -29,6 +29,7 @@ from shoplake.pipeline.maintenance import TableMaintenance
 from shoplake.pipeline.positions import RecentCommits
 from shoplake.pipeline.quality import DataQualityModel
 from shoplake.pipeline.silver import OrderPaymentsModel, SilverProcessor
+from shoplake.pipeline.steptrace import step
 from shoplake.settings import Settings
 from shoplake.tables import TableStore, open_store
 from shoplake.transport import Transport, open_transport
@@ -61,7 +62,19 @@ class Observer(Protocol):
 class Model(Protocol):
     """A derived table: one step consumes what its inputs have newly consumed."""
 
+    @property
+    def spec(self) -> TableSpec: ...
+
     def step(self, tps: list[TopicPartition]) -> int: ...
+
+
+def step_models(models: list[Model], tps: list[TopicPartition]) -> int:
+    """One step of each model in turn (each traced, see steptrace); the rows written."""
+    rows = 0
+    for model in models:
+        with step(model.spec.qualified):
+            rows += model.step(tps)
+    return rows
 
 
 @dataclass
@@ -136,7 +149,8 @@ class Pipeline:
         more while the batch is not full."""
         cfg = self.settings.pipeline
         started = time.monotonic()
-        rows = self.ingest.step(cfg.batch_max_records, wait_s)
+        with step("bronze"):
+            rows = self.ingest.step(cfg.batch_max_records, wait_s)
         if rows and self.observer is not None:
             self.observer.stage("bronze", rows, time.monotonic() - started)
         return rows
@@ -180,7 +194,8 @@ class Pipeline:
         cfg = self.settings.pipeline
         if silver:
             started = time.monotonic()
-            result = silver_stage.step(tps, cfg.batch_max_records)
+            with step("silver"):
+                result = silver_stage.step(tps, cfg.batch_max_records)
             if result.rows_in and self.observer is not None:
                 self.observer.stage("silver", result.rows_in, time.monotonic() - started)
             if self.observer is not None:
@@ -199,7 +214,7 @@ class Pipeline:
         self._models_ran_at = started = time.monotonic()
         if fast_only:
             models = [m for m in models if isinstance(m, FAST_MODELS)]
-        derived = sum(model.step(tps) for model in models)
+        derived = step_models(models, tps)
         stats.gold_rows += derived
         if self.observer is not None:
             if derived:
@@ -336,7 +351,7 @@ class GoldRefresher:
         while not self.stop.wait(every):
             started = time.monotonic()
             try:
-                rows = sum(model.step(self.tps) for model in self.models)
+                rows = step_models(self.models, self.tps)
                 self.maintenance.run_due()
             except ShoplakeError as exc:
                 if exc.transient:

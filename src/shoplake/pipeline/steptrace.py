@@ -1,0 +1,66 @@
+"""An opt-in trace of the pipeline's steps, so a crash test can tell what a process was
+doing when it was killed.
+
+With ``SHOPLAKE_STEP_TRACE=FILE`` in the environment, every step (bronze ingest, silver,
+each derived table's model, each table's compaction and vacuum) writes one line
+``PID THREAD start NAME`` before it and ``PID THREAD end NAME`` after it, each with one
+``write`` to FILE opened with O_APPEND (atomic for lines this short, no fsync: the kernel
+keeps what a SIGKILLed process wrote). A step a killed process started and never ended
+was interrupted by the kill (``open_steps``). Unset, as it is outside tests, a step costs
+one check of a module global.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+ENV = "SHOPLAKE_STEP_TRACE"
+
+_fd: int | None = None
+_checked = False
+_lock = threading.Lock()
+
+
+def _trace_fd() -> int | None:
+    global _fd, _checked
+    if not _checked:
+        with _lock:
+            if not _checked:
+                path = os.environ.get(ENV)
+                if path:
+                    _fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+                _checked = True
+    return _fd
+
+
+@contextmanager
+def step(name: str) -> Iterator[None]:
+    """Trace ``name`` as started, and as ended once the block completes (not on error:
+    a step that raised did not complete either)."""
+    fd = _trace_fd()
+    if fd is None:
+        yield
+        return
+    prefix = f"{os.getpid()} {threading.get_ident()}"
+    os.write(fd, f"{prefix} start {name}\n".encode())
+    yield
+    os.write(fd, f"{prefix} end {name}\n".encode())
+
+
+def open_steps(trace: str, pid: int) -> list[str]:
+    """The steps process ``pid`` had started and not ended in ``trace`` (the file's text):
+    after a SIGKILL, what the kill interrupted (at most one per thread)."""
+    running: dict[str, str] = {}  # thread → step
+    for line in trace.splitlines():
+        parts = line.split(" ", 3)
+        if len(parts) != 4 or parts[0] != str(pid):
+            continue
+        _, thread, event, name = parts
+        if event == "start":
+            running[thread] = name
+        elif event == "end" and running.get(thread) == name:
+            del running[thread]
+    return sorted(running.values())
