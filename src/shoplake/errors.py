@@ -40,8 +40,27 @@ class TransportError(ShoplakeError):
     kind = ErrorKind.TRANSIENT
 
 
+class DamagedLog(TransportError):
+    """A file of the embedded log is truncated or corrupt: retrying cannot help; the
+    message names the file and what to do."""
+
+    kind = ErrorKind.TERMINAL
+
+
 class TableError(ShoplakeError):
     """A table is missing, unreadable, or a write to it failed."""
+
+
+class DamagedTable(TableError):
+    """A file of a table's log (a Delta commit) is truncated or corrupt; the message names
+    it and what to do."""
+
+
+class DiskFull(TableError):
+    """No space left to write a table: retrying once space is freed succeeds, and
+    nothing is lost meanwhile (a failed commit leaves the table as it was)."""
+
+    kind = ErrorKind.TRANSIENT
 
 
 class TableNotFound(TableError):

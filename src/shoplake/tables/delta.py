@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import json
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -22,22 +24,65 @@ from deltalake import (
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
 from shoplake.contract.tables import TableSpec
-from shoplake.errors import CommitConflict, TableError, TableNotFound
+from shoplake.errors import CommitConflict, DamagedTable, DiskFull, TableError, TableNotFound
 
 T = TypeVar("T")
 
 
+def _first_line(exc: BaseException) -> str:
+    """delta-rs appends a Rust backtrace to its messages when RUST_BACKTRACE is set."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _damaged_commit(location: str | None) -> Path | None:
+    """The first commit file of a local table's log that is not JSON lines, if any."""
+    if location is None or "://" in location:
+        return None
+    log_dir = Path(location) / "_delta_log"
+    for path in sorted(log_dir.glob("*.json")):
+        try:
+            for line in path.read_bytes().splitlines():
+                if line.strip():
+                    json.loads(line)
+        except (OSError, ValueError):
+            return path
+    return None
+
+
 @contextmanager
-def _translated(spec: TableSpec, action: str) -> Iterator[None]:
-    """Library errors become shoplake errors at this edge."""
+def _translated(spec: TableSpec, action: str, location: str | None = None) -> Iterator[None]:
+    """Library errors become shoplake errors at this edge: one line, naming the table (and
+    a damaged file, with what to do about it)."""
     try:
         yield
     except TableNotFoundError as exc:
         raise TableNotFound(f"table {spec.qualified} does not exist yet") from exc
     except CommitFailedError as exc:
-        raise CommitConflict(f"{action} {spec.qualified}: concurrent commit ({exc})") from exc
+        raise CommitConflict(
+            f"{action} {spec.qualified}: concurrent commit ({_first_line(exc)})"
+        ) from exc
     except (DeltaError, OSError) as exc:
-        raise TableError(f"{action} {spec.qualified} failed: {exc}") from exc
+        text = _first_line(exc)
+        if getattr(exc, "errno", None) == errno.ENOSPC or "No space left on device" in text:
+            raise DiskFull(
+                f"{action} {spec.qualified}: no space left on the device of "
+                f"{location or 'the lakehouse'}: free some space ({text})"
+            ) from exc
+        damaged = _damaged_commit(location) if "json" in text.lower() else None
+        if damaged is not None:
+            newest = max(Path(damaged).parent.glob("*.json"))
+            what = (
+                "it is the newest commit: move it out of _delta_log to take the table back "
+                "one version (the next run redoes that step), or restore it from a backup"
+                if damaged == newest
+                else "restore it from a backup (a commit before the newest cannot be skipped)"
+            )
+            raise DamagedTable(
+                f"table {spec.qualified} is damaged: its commit {damaged} is truncated or "
+                f"not JSON ({text}); {what}"
+            ) from exc
+        raise TableError(f"{action} {spec.qualified} failed: {text}") from exc
 
 
 def _commit(positions: Mapping[str, int] | None) -> CommitProperties | None:
@@ -151,7 +196,7 @@ class DeltaStore:
                 Path(uri).mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise TableError(f"cannot create {uri}: {exc.strerror}") from exc
-        with _translated(spec, "creating"):
+        with _translated(spec, "creating", uri):
             try:
                 DeltaTable.create(
                     uri,
@@ -183,12 +228,12 @@ class DeltaStore:
         return cache
 
     def open(self, spec: TableSpec) -> DeltaHandle:
-        with self._lock, _translated(spec, "opening"):
+        with self._lock, _translated(spec, "opening", self.location(spec)):
             table = self._loaded(spec)
             return DeltaHandle(table, spec, self._cache(spec, int(table.version())))
 
     def open_as_of(self, spec: TableSpec, when: int | datetime) -> DeltaHandle:
-        with _translated(spec, f"opening {spec.qualified} as of {when}:"):
+        with _translated(spec, f"opening {spec.qualified} as of {when}:", self.location(spec)):
             table = DeltaTable(self.location(spec))
             table.load_as_version(when)
             return DeltaHandle(table, spec, _SnapshotCache(int(table.version()), {}))
@@ -199,7 +244,7 @@ class DeltaStore:
     ) -> Iterator[_Write]:
         """Write through the held table; afterwards carry the cached positions forward
         if ours was the only commit since (else they are re-read when asked for)."""
-        with self._lock, _translated(spec, action):
+        with self._lock, _translated(spec, action, self.location(spec)):
             table = self._loaded(spec)
             before = int(table.version())
             known = dict(self._cache(spec, before).known)
@@ -323,5 +368,5 @@ class DeltaStore:
         )
 
     def _with_table(self, spec: TableSpec, action: str, fn: Callable[[DeltaTable], T]) -> T:
-        with _translated(spec, action):
+        with _translated(spec, action, self.location(spec)):
             return fn(DeltaTable(self.location(spec)))

@@ -10,17 +10,19 @@ serialises the writers).
 
 from __future__ import annotations
 
+import errno
 import math
 import sqlite3
 import threading
 import time
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pyarrow as pa
 
-from shoplake.errors import ConfigError, TransportError
+from shoplake.errors import ConfigError, DamagedLog, TransportError
 from shoplake.settings import Settings
 from shoplake.transport.base import RECORD_SCHEMA, OutgoingMessage, ReadBatch, TopicPartition
 
@@ -72,11 +74,37 @@ def _decode(data: bytes) -> pa.RecordBatch:
     return pa.ipc.open_stream(pa.py_buffer(data)).read_next_batch()
 
 
+# SQLite's primary result codes for a damaged file and a full disk
+_SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_NOTADB = 11, 13, 26
+
+
+def _translate(path: Path, doing: str, exc: Exception) -> TransportError:
+    """A SQLite (or batch decoding) error as a shoplake error that names the file and
+    says what to do: a damaged file is terminal (retrying cannot help), a full disk is
+    transient (the caller retries once space is freed; nothing was acknowledged)."""
+    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    damaged = code in (_SQLITE_CORRUPT, _SQLITE_NOTADB) or isinstance(exc, pa.ArrowException)
+    if damaged or "malformed" in text or "not a database" in text:
+        return DamagedLog(
+            f"the embedded log {path} is damaged ({text}): restore it from a backup, or "
+            "move it aside to start an empty log (records not yet in bronze are then lost)"
+        )
+    if code == _SQLITE_FULL or getattr(exc, "errno", None) == errno.ENOSPC:
+        return TransportError(
+            f"{doing}: no space left on the device of {path}: free some space ({text})"
+        )
+    return TransportError(f"{doing} ({path}) failed: {text}")
+
+
 class EmbeddedLog:
     """Transport adapter over one SQLite file."""
 
-    def __init__(self, conn: sqlite3.Connection, default_partitions: int) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, default_partitions: int, path: Path = Path("log.sqlite")
+    ) -> None:
         self._conn = conn
+        self._path = path
         self._lock = threading.Lock()
         self._default_partitions = default_partitions
         self._round_robin = 0
@@ -96,8 +124,11 @@ class EmbeddedLog:
         except OSError as exc:
             raise ConfigError(f"cannot use {path.parent} for the log: {exc.strerror}") from exc
         except sqlite3.Error as exc:
+            err = _translate(path, "opening the embedded log", exc)
+            if isinstance(err, DamagedLog):
+                raise err from exc
             raise ConfigError(f"cannot open the log at {path}: {exc}") from exc
-        log = cls(conn, settings.transport.partitions)
+        log = cls(conn, settings.transport.partitions, path)
         log.ensure_topics(settings.topics.all(), settings.transport.partitions)
         return log
 
@@ -132,7 +163,7 @@ class EmbeddedLog:
         }
 
     def partitions(self) -> list[TopicPartition]:
-        with self._lock:
+        with self._lock, self._sqlite("listing the log's partitions"):
             rows = self._conn.execute(
                 "SELECT topic, partition FROM partitions ORDER BY topic, partition"
             ).fetchall()
@@ -191,9 +222,10 @@ class EmbeddedLog:
         budget to the partitions that had more."""
         pieces: list[pa.Table] = []
         with self._lock:
-            pid_map = self._pid_map()
+            with self._sqlite("reading the embedded log"):
+                pid_map = self._pid_map()
             cursor = {tp: off for tp, off in start.items() if tp in pid_map}
-            try:
+            with self._sqlite("reading the embedded log"):
                 fair = max(1, math.ceil(max_records / max(1, len(cursor))))
                 got = {tp: self._read_into(pieces, tp, pid_map[tp], cursor, fair) for tp in cursor}
                 budget = max_records - sum(got.values())
@@ -201,8 +233,6 @@ class EmbeddedLog:
                     if budget <= 0:
                         break
                     budget -= self._read_into(pieces, tp, pid_map[tp], cursor, budget)
-            except sqlite3.Error as exc:
-                raise TransportError(f"reading the embedded log failed: {exc}") from exc
         moved = {tp: off for tp, off in cursor.items() if off != start[tp]}
         return ReadBatch(pa.concat_tables(pieces) if pieces else RECORD_SCHEMA.empty_table(), moved)
 
@@ -258,7 +288,7 @@ class EmbeddedLog:
         return taken
 
     def end_offsets(self) -> dict[TopicPartition, int]:
-        with self._lock:
+        with self._lock, self._sqlite("reading the log's end offsets"):
             rows = self._conn.execute("SELECT topic, partition, next_offset FROM partitions")
             return {TopicPartition(t, p): n for t, p, n in rows}
 
@@ -273,7 +303,7 @@ class EmbeddedLog:
             )
 
     def committed(self, group: str) -> dict[TopicPartition, int]:
-        with self._lock:
+        with self._lock, self._sqlite("reading committed offsets"):
             rows = self._conn.execute(
                 "SELECT p.topic, p.partition, c.next_offset FROM consumer_offsets c "
                 "JOIN partitions p ON p.id = c.pid WHERE c.grp = ?",
@@ -308,7 +338,7 @@ class EmbeddedLog:
             return deleted
 
     def record_count(self) -> int:
-        with self._lock:
+        with self._lock, self._sqlite("counting the log's records"):
             (n,) = self._conn.execute(
                 "SELECT coalesce(sum(last_offset - base_offset + 1), 0) FROM batches"
             ).fetchone()
@@ -320,20 +350,30 @@ class EmbeddedLog:
 
     # -- helpers --------------------------------------------------------------
     def _txn(self) -> _Transaction:
-        return _Transaction(self._conn)
+        return _Transaction(self._conn, self._path)
+
+    @contextmanager
+    def _sqlite(self, doing: str) -> Iterator[None]:
+        """SQLite and batch decoding errors become shoplake errors naming the file."""
+        try:
+            yield
+        except (sqlite3.Error, pa.ArrowException) as exc:
+            raise _translate(self._path, doing, exc) from exc
 
 
 class _Transaction:
-    """BEGIN IMMEDIATE … COMMIT, rolled back on error; SQLite errors become TransportError."""
+    """BEGIN IMMEDIATE … COMMIT, rolled back on error; SQLite errors become TransportError
+    (a damaged file: DamagedLog)."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
         self._conn = conn
+        self._path = path
 
     def __enter__(self) -> None:
         try:
             self._conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
-            raise TransportError(f"the embedded log is unavailable: {exc}") from exc
+            raise _translate(self._path, "starting a transaction on the log", exc) from exc
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if exc_type is None:
@@ -341,8 +381,13 @@ class _Transaction:
                 self._conn.execute("COMMIT")
                 return
             except sqlite3.Error as err:
-                self._conn.execute("ROLLBACK")
-                raise TransportError(f"append to the embedded log failed: {err}") from err
-        self._conn.execute("ROLLBACK")
-        if isinstance(exc, sqlite3.Error):
-            raise TransportError(f"the embedded log failed: {exc}") from exc
+                self._rollback()
+                raise _translate(self._path, "committing to the embedded log", err) from err
+        self._rollback()
+        if isinstance(exc, sqlite3.Error | pa.ArrowException):
+            raise _translate(self._path, "writing the embedded log", exc) from exc
+
+    def _rollback(self) -> None:
+        # SQLite may have rolled back already (a full disk or an I/O error can do that)
+        with suppress(sqlite3.Error):
+            self._conn.execute("ROLLBACK")
