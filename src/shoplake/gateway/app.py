@@ -30,6 +30,8 @@ from shoplake.errors import ShoplakeError
 from shoplake.gateway.appender import GroupAppender
 from shoplake.gateway.metrics import GatewayMetrics, TableState, TransportLag
 from shoplake.gateway.security import (
+    OPEN_PATHS,
+    WRITE_PATHS,
     BadEncoding,
     BodyTooLarge,
     RateLimiter,
@@ -38,7 +40,7 @@ from shoplake.gateway.security import (
     read_body,
 )
 from shoplake.gateway.validation import EventValidator, MalformedBody, split_body
-from shoplake.settings import Settings
+from shoplake.settings import GatewaySettings, Settings
 from shoplake.tables.base import TableStore
 from shoplake.transport.base import Transport
 
@@ -270,7 +272,7 @@ def create_app(
     if store is not None:
         data = DashboardData(settings, store, transport)
         app.include_router(dashboard_router(data, runtime))
-    _document_event_schemas(app)
+    _document(app, cfg)
     return app
 
 
@@ -296,12 +298,31 @@ def _request_body() -> dict[str, Any]:
     }
 
 
-def _document_event_schemas(app: FastAPI) -> None:
+def _document(app: FastAPI, cfg: GatewaySettings) -> None:
+    """Adds the events' schemas, and the keys each operation needs (so /docs's Authorize
+    button works and the 401 is listed)."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
         schema = generate()
-        schema.setdefault("components", {}).setdefault("schemas", {}).update(_EVENT_DEFS)
+        components = schema.setdefault("components", {})
+        components.setdefault("schemas", {}).update(_EVENT_DEFS)
+        if not cfg.auth:
+            return schema
+        components["securitySchemes"] = {
+            "bearer": {"type": "http", "scheme": "bearer", "description": "a key"},
+            "basic": {"type": "http", "scheme": "basic", "description": "password: a key"},
+        }
+        unauthorized = {
+            "description": _ERRORS[401]["description"],
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+        }
+        for path, operations in schema.get("paths", {}).items():
+            if path in OPEN_PATHS or not (path in WRITE_PATHS or cfg.reads_protected):
+                continue
+            for operation in operations.values():
+                operation["security"] = [{"bearer": []}, {"basic": []}]
+                operation.setdefault("responses", {}).setdefault("401", unauthorized)
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
