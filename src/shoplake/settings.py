@@ -72,6 +72,12 @@ class TransportSettings(BaseModel):
         "one per gateway lets a restarted gateway abort its predecessor's open append at "
         "once instead of after the 30 s transaction timeout.",
     )
+    # Values are secrets (sasl.password…): masked in reprs and errors.
+    kafka_config: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="Extra librdkafka properties for every Kafka client, e.g. "
+        '{"security.protocol": "SASL_SSL", "sasl.mechanism": "PLAIN", ...}.',
+    )
 
 
 class GatewaySettings(BaseModel):

@@ -2,14 +2,17 @@
 
 202 is answered only once the transport has made the accepted events durable (fsync'd
 log, or Kafka acks=all; concurrent requests share one append, see ``appender``); when it
-cannot, 503 and nothing is acknowledged. Every error
-has a JSON body ``{"error": code, "detail": text}``.
+cannot, 503 and nothing is acknowledged: ``transport_unavailable`` when a retry may
+succeed, ``transport_failed`` when it cannot until an operator fixes the transport (bad
+Kafka credentials or settings; logged once). Every error has a JSON body
+``{"error": code, "detail": text}``.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import math
 import re
 import time
@@ -44,6 +47,7 @@ from shoplake.settings import GatewaySettings, Settings
 from shoplake.tables.base import TableStore
 from shoplake.transport.base import Transport
 
+log = logging.getLogger(__name__)
 _JSON_TYPES = ("application/json",)
 _NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl")
 
@@ -91,7 +95,12 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
             "This key (or client, without auth) sent more events than its rate limit; "
             "retry after Retry-After seconds.",
         ),
-        (503, "The transport could not make the events durable; nothing was acknowledged."),
+        (
+            503,
+            "The transport could not make the events durable; nothing was acknowledged. "
+            "transport_unavailable: retry later; transport_failed: retrying will not help "
+            "until the gateway's transport settings are fixed.",
+        ),
     )
 }
 _ERRORS[422] = {"model": Accepted, "description": "No event of the request was valid."}
@@ -117,6 +126,17 @@ def create_app(
         registry.register(TransportLag(transport, store, settings.pipeline.consumer_group))
         registry.register(TableState(store))
     appender = GroupAppender(transport)
+    reported: set[str] = set()  # terminal transport errors already logged
+
+    def transport_down(exc: ShoplakeError, detail: str) -> Response:
+        """503 either way: the request was fine, the gateway cannot take it now. Only a
+        transient error invites a retry; a terminal one is logged once, not per request."""
+        if exc.transient:
+            return _error(503, "transport_unavailable", detail, {"Retry-After": "1"})
+        if str(exc) not in reported:
+            reported.add(str(exc))
+            log.error("the transport refuses the gateway's events: %s", exc)
+        return _error(503, "transport_failed", detail)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -222,12 +242,8 @@ def create_app(
                 await appender.append(verdicts.messages)
             except ShoplakeError as exc:
                 metrics.requests.labels("503").inc()
-                return _error(
-                    503,
-                    "transport_unavailable",
-                    f"events not accepted, retry later: {exc}",
-                    {"Retry-After": "1"},
-                )
+                later = "retry later" if exc.transient else "not retried until it is fixed"
+                return transport_down(exc, f"events not accepted, {later}: {exc}")
             metrics.accepted.inc(len(verdicts.messages))
         status = 202 if verdicts.messages or not verdicts.rejections else 422
         metrics.requests.labels(str(status)).inc()
@@ -261,7 +277,7 @@ def create_app(
         try:
             partitions = transport.partitions()
         except ShoplakeError as exc:
-            return _error(503, "transport_unavailable", str(exc))
+            return transport_down(exc, str(exc))
         return JSONResponse({"status": "ready", "partitions": len(partitions)})
 
     @app.get("/metrics", response_class=Response)

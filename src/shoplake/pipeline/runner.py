@@ -36,6 +36,7 @@ from shoplake.transport import Transport, open_transport
 from shoplake.transport.base import TopicPartition
 
 log = logging.getLogger(__name__)
+_MAX_BACKOFF_S = 5.0  # the longest wait between retries of a transient error
 
 Job = Literal["ingestion", "processing", "both", "gold"]
 JOBS: tuple[str, ...] = ("ingestion", "processing", "both", "gold")
@@ -289,6 +290,7 @@ class Pipeline:
         on_round: Callable[[RunStats], None] | None,
     ) -> None:
         poll = self.settings.pipeline.poll_interval_s
+        failures = 0  # transient errors in a row
         while not stop.is_set():
             try:
                 work = 0
@@ -304,11 +306,15 @@ class Pipeline:
                     )
             except ShoplakeError as exc:
                 if not exc.transient:
-                    raise
-                log.warning("transient error, retrying: %s", exc)
+                    raise  # terminal (bad credentials, bad settings): the CLI says it once
+                # back off while it lasts (a broker down), but retry a blip at once
+                delay = min(poll * 2**failures, _MAX_BACKOFF_S)
+                failures += 1
+                log.warning("transient error, retrying in %.1f s: %s", delay, exc)
                 stats.errors.append(str(exc))
-                stop.wait(poll)
+                stop.wait(delay)
                 continue
+            failures = 0
             stats.rounds += 1
             if on_round is not None:
                 on_round(stats)

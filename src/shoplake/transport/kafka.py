@@ -18,7 +18,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from shoplake.errors import ConfigError, TransportError
+from shoplake.errors import ConfigError, ErrorKind, TransportError
 from shoplake.settings import Settings
 from shoplake.transport.base import RECORD_SCHEMA, OutgoingMessage, ReadBatch, TopicPartition
 
@@ -35,6 +35,65 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 _TIMEOUT_S = 10.0
 log = logging.getLogger(__name__)
 
+# Errors retrying cannot cure: credentials, permissions, configuration. A worker stops on
+# them with one clear line; anything else (broker down, leader moving, timeouts) is
+# transient and retried.
+TERMINAL_CODES = frozenset(
+    {
+        KafkaError._AUTHENTICATION,  # librdkafka: SASL/SSL authentication failed
+        KafkaError.SASL_AUTHENTICATION_FAILED,
+        KafkaError.UNSUPPORTED_SASL_MECHANISM,
+        KafkaError.ILLEGAL_SASL_STATE,
+        KafkaError._SSL,  # certificate or TLS settings
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        KafkaError.GROUP_AUTHORIZATION_FAILED,
+        KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+        KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+        KafkaError._INVALID_ARG,  # a bad client property (unknown key, invalid value)
+        KafkaError.INVALID_CONFIG,
+        KafkaError.INVALID_REPLICATION_FACTOR,
+        KafkaError.POLICY_VIOLATION,
+    }
+)
+
+
+def kafka_error(what: str, exc: BaseException | KafkaError, seen: Any = None) -> TransportError:
+    """``exc`` (a KafkaException, or a message's KafkaError) as a TransportError that is
+    terminal when retrying cannot help. ``seen`` is a terminal error librdkafka reported
+    in the background: bad credentials surface as a mere timeout on the call itself.
+
+    ``fatal()`` alone is not terminal: it ends that client instance, and the adapter
+    drops a failed producer and makes a new one on the next append."""
+    err = exc.args[0] if isinstance(exc, KafkaException) and exc.args else exc
+    code = err.code() if isinstance(err, KafkaError) else None
+    if code in TERMINAL_CODES:
+        return TransportError(f"{what}: {_describe(err)}", kind=ErrorKind.TERMINAL)
+    if seen is not None:
+        return TransportError(f"{what}: {_describe(seen)}", kind=ErrorKind.TERMINAL)
+    return TransportError(f"{what}: {_describe(err)}")
+
+
+def _describe(err: Any) -> str:
+    if not isinstance(err, KafkaError):
+        return str(err)
+    hint = {
+        KafkaError._INVALID_ARG: " (check SHOPLAKE_TRANSPORT__KAFKA_CONFIG)",
+        KafkaError._AUTHENTICATION: " (check the SASL/SSL credentials)",
+        KafkaError.SASL_AUTHENTICATION_FAILED: " (check the SASL/SSL credentials)",
+    }.get(err.code(), "")
+    return f"{err.str()} [{err.name()}]{hint}"
+
+
+class _Quieter:
+    """librdkafka logs every failed connection attempt, many a second: at INFO (``-v``
+    shows them), so a stopped worker's single error line is not buried under them."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._logger = logger
+
+    def log(self, level: int, msg: str, *args: Any) -> None:
+        self._logger.log(min(level, logging.INFO), msg, *args)
+
 
 class KafkaTransport:
     """Topics of a Kafka cluster as a Transport."""
@@ -44,12 +103,30 @@ class KafkaTransport:
         self.topics = settings.topics.all()
         self.partition_count = settings.transport.partitions
         self.create = create
-        common: dict[str, Any] = {
+        # a terminal error librdkafka reported in the background (bad credentials)
+        self._terminal: KafkaError | None = None
+        self._common: dict[str, Any] = {
+            **{k: v.get_secret_value() for k, v in settings.transport.kafka_config.items()},
             "bootstrap.servers": self.bootstrap,
             "client.id": "shoplake",
-            "logger": log,  # librdkafka's own lines go through logging, not stderr
+            "logger": _Quieter(log),  # librdkafka's own lines go through logging
+            "error_cb": self._on_error,
         }
-        self._admin = AdminClient(common)
+        common = self._common
+        try:
+            self._admin = AdminClient(common)
+            self._reader = Consumer(
+                {
+                    **common,
+                    "group.id": "shoplake-reader",  # never commits: positions live in bronze
+                    "isolation.level": "read_committed",  # aborted appends are never read
+                    "enable.auto.commit": False,
+                    "enable.partition.eof": False,
+                    "fetch.max.bytes": 64 * 2**20,
+                }
+            )
+        except KafkaException as exc:  # a bad property: every client would refuse it
+            raise kafka_error(f"Kafka client settings for {self.bootstrap}", exc) from exc
         self._producer_config = {
             **common,
             "transactional.id": settings.transport.kafka_transactional_id
@@ -63,19 +140,19 @@ class KafkaTransport:
             "message.timeout.ms": int(_TIMEOUT_S * 1000),
         }
         self._producer: Any = None  # made on the first append: it needs the broker
-        self._reader = Consumer(
-            {
-                **common,
-                "group.id": "shoplake-reader",  # never commits: positions live in bronze
-                "isolation.level": "read_committed",  # aborted appends are never read
-                "enable.auto.commit": False,
-                "enable.partition.eof": False,
-                "fetch.max.bytes": 64 * 2**20,
-            }
-        )
         self._lock = threading.Lock()
         self._partitions: list[TopicPartition] | None = None
         self._members: dict[str, _Member] = {}
+
+    def _on_error(self, err: KafkaError) -> None:
+        """librdkafka's background errors: remember the first terminal one, so the call
+        that then times out reports it (once) instead of being retried forever."""
+        if err.code() in TERMINAL_CODES and self._terminal is None:
+            self._terminal = err
+        log.debug("Kafka client error: %s", err)
+
+    def _error(self, what: str, exc: BaseException | KafkaError) -> TransportError:
+        return kafka_error(what, exc, self._terminal)
 
     # -- topics ----------------------------------------------------------------
     def partitions(self) -> list[TopicPartition]:
@@ -95,7 +172,7 @@ class KafkaTransport:
                     time.sleep(0.1)
                     meta = self._admin.list_topics(timeout=_TIMEOUT_S)
         except KafkaException as exc:
-            raise TransportError(f"Kafka at {self.bootstrap} is unreachable: {exc}") from exc
+            raise self._error(f"Kafka at {self.bootstrap} is unreachable", exc) from exc
         out: list[TopicPartition] = []
         for topic in sorted(self.topics):
             if topic in meta.topics:
@@ -111,7 +188,7 @@ class KafkaTransport:
                 future.result(_TIMEOUT_S)
             except KafkaException as exc:
                 if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                    raise TransportError(f"cannot create topic {topic}: {exc}") from exc
+                    raise self._error(f"cannot create topic {topic}", exc) from exc
 
     # -- consumer group membership ----------------------------------------------
     def assigned(self, group: str) -> list[TopicPartition]:
@@ -147,17 +224,17 @@ class KafkaTransport:
                 producer.commit_transaction(_TIMEOUT_S)
             except KafkaException as exc:
                 self._abort(producer)
-                raise TransportError(f"Kafka did not accept the events: {exc}") from exc
+                raise self._error("Kafka did not accept the events", exc) from exc
 
     def _transactional_producer(self) -> Any:
         if self._producer is None:
-            producer = Producer(self._producer_config)
             try:
+                producer = Producer(self._producer_config)
                 # Fences any earlier producer with this transactional.id and aborts the
                 # transaction it left open.
                 producer.init_transactions(_TIMEOUT_S)
             except KafkaException as exc:
-                raise TransportError(f"Kafka at {self.bootstrap} is unreachable: {exc}") from exc
+                raise self._error(f"Kafka at {self.bootstrap} is unreachable", exc) from exc
             self._producer = producer
         return self._producer
 
@@ -183,7 +260,7 @@ class KafkaTransport:
                 )
                 out[tp] = int(high)
         except KafkaException as exc:
-            raise TransportError(f"Kafka at {self.bootstrap}: {exc}") from exc
+            raise self._error(f"Kafka at {self.bootstrap}", exc) from exc
         return out
 
     def read(self, start: Mapping[TopicPartition, int], max_records: int) -> ReadBatch:
@@ -207,8 +284,9 @@ class KafkaTransport:
         try:
             while time.monotonic() < deadline:
                 for msg in self._reader.consume(min(max(target - got, 1), 10_000), timeout=0.2):
-                    if msg.error() is not None:
-                        raise TransportError(f"Kafka read failed: {msg.error()}")
+                    failed = msg.error()
+                    if failed is not None:
+                        raise self._error("Kafka read failed", failed)
                     tp = TopicPartition(str(msg.topic()), int(msg.partition() or 0))
                     offset = int(msg.offset() or 0)
                     if offset >= ends[tp]:
@@ -235,7 +313,7 @@ class KafkaTransport:
                 ):
                     break
         except KafkaException as exc:
-            raise TransportError(f"Kafka read failed: {exc}") from exc
+            raise self._error("Kafka read failed", exc) from exc
         finally:
             self._reader.unassign()
         positions = dict(after_last)
@@ -274,20 +352,13 @@ class KafkaTransport:
                 timeout=_TIMEOUT_S,
             )
         except KafkaException as exc:
-            raise TransportError(f"Kafka at {self.bootstrap}: {exc}") from exc
+            raise self._error(f"Kafka at {self.bootstrap}", exc) from exc
         finally:
             consumer.close()
         return {TopicPartition(p.topic, p.partition): p.offset for p in got if p.offset >= 0}
 
     def _group_consumer(self, group: str) -> Any:
-        return Consumer(
-            {
-                "bootstrap.servers": self.bootstrap,
-                "group.id": group,
-                "enable.auto.commit": False,
-                "logger": log,
-            }
-        )
+        return Consumer({**self._common, "group.id": group, "enable.auto.commit": False})
 
     def close(self) -> None:
         for member in self._members.values():
@@ -300,16 +371,16 @@ class _Member:
 
     def __init__(self, transport: KafkaTransport, group: str) -> None:
         transport.partitions()  # the topics exist before anyone subscribes
+        self.transport = transport
         self.owned: set[TopicPartition] = set()
         self.joined = False
         self.consumer = Consumer(
             {
-                "bootstrap.servers": transport.bootstrap,
+                **transport._common,
                 "group.id": group,
                 "enable.auto.commit": False,
                 "session.timeout.ms": 10_000,
                 "heartbeat.interval.ms": 1_000,
-                "logger": log,
             }
         )
         self.consumer.subscribe(
@@ -334,7 +405,10 @@ class _Member:
             while not self.joined and time.monotonic() < deadline:
                 self.consumer.poll(0.1)
         except KafkaException as exc:
-            raise TransportError(f"Kafka group membership failed: {exc}") from exc
+            raise self.transport._error("Kafka group membership failed", exc) from exc
+        if not self.joined and self.transport._terminal is not None:
+            # e.g. not allowed to join the group: librdkafka only reports it in the background
+            raise kafka_error("Kafka group membership failed", self.transport._terminal)
         return sorted(self.owned)
 
     def close(self) -> None:
