@@ -1,0 +1,163 @@
+"""A full disk, for real: the home on a small tmpfs, filled up by a filler file.
+
+The gateway answers 503 (never 500) while the log cannot grow, acknowledges again once
+space is freed, and every event it acknowledged reaches bronze and silver exactly once.
+The pipeline, out of space while it writes bronze, silver and gold, says so and retries;
+once space is freed it carries on, and its tables equal a clean run's."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from shoplake.contract.tables import QUARANTINE, RAW_EVENTS
+from shoplake.pipeline.reconcile import current_gold, recomputed_gold
+from shoplake.pipeline.silver import SILVER_FROM_BRONZE
+from shoplake.settings import Settings
+from shoplake.tables import open_store
+from shoplake.transport import open_transport
+from tests.conftest import SHOPLAKE
+from tests.integration.clients import Acks, EventSource, bronze_ids, send, silver_ids
+from tests.integration.disk import fill, small_disk
+from tests.integration.kafka_broker import free_port
+from tests.integration.test_crash_recovery import table_rows
+from tests.integration.test_serve import wait_healthy
+
+pytestmark = [pytest.mark.integration]
+
+
+def run_to_idle(home: Path) -> None:
+    proc = subprocess.run(
+        [*SHOPLAKE, "run", "--until-idle"],
+        env={**os.environ, "SHOPLAKE_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+def bronze_count(home: Path) -> int:
+    store = open_store(Settings(home=home))
+    try:
+        return store.open(RAW_EVENTS).count() if store.exists(RAW_EVENTS) else 0
+    finally:
+        store.close()
+
+
+def test_gateway_answers_503_on_a_full_disk_and_loses_nothing(tmp_path: Path) -> None:
+    with small_disk(tmp_path / "disk", 24) as disk:
+        home = disk / "home"
+        port = free_port()
+        errors = (tmp_path / "serve.err").open("wb")
+        gateway = subprocess.Popen(
+            [*SHOPLAKE, "serve", "--no-auth", "--port", str(port)],
+            env={**os.environ, "SHOPLAKE_HOME": str(home)},
+            stdout=subprocess.DEVNULL,
+            stderr=errors,
+        )
+        try:
+            wait_healthy(f"http://127.0.0.1:{port}", gateway)
+            source, acks = EventSource(seed=21), Acks()
+            for _ in range(20):
+                assert send(port, source, acks) == 202
+            filler = fill(disk)
+            full = [send(port, source, acks) for _ in range(30)]
+            assert 503 in full and set(full) <= {202, 503}, full
+            assert b"no space left" in acks.bodies[503], acks.bodies[503]
+            assert gateway.poll() is None
+            filler.unlink()  # space again: the gateway acknowledges again
+            freed = [send(port, source, acks) for _ in range(20)]
+            assert freed[-10:] == [202] * 10, freed
+            assert set(acks.statuses) <= {202, 503}, acks.statuses
+        finally:
+            gateway.send_signal(signal.SIGINT)
+            gateway.wait(30)
+            errors.close()
+        run_to_idle(home)
+        in_bronze = bronze_ids(home)
+        assert len(in_bronze) == len(set(in_bronze))  # no event id was ever sent twice
+        assert acks.acked <= set(in_bronze)
+        in_silver = silver_ids(home)
+        assert len(in_silver) == len(set(in_silver))
+        assert acks.acked <= set(in_silver)
+
+
+def test_pipeline_out_of_space_retries_and_loses_nothing(tmp_path: Path) -> None:
+    with small_disk(tmp_path / "disk", 48) as disk:
+        home = disk / "home"
+        env = {
+            **os.environ,
+            "SHOPLAKE_HOME": str(home),
+            "SHOPLAKE_PIPELINE__BATCH_MAX_RECORDS": "2000",
+            "SHOPLAKE_PIPELINE__GOLD_REFRESH_S": "0.5",
+        }
+        generate = [*SHOPLAKE, "generate", "-n", "20000", "--seed", "6", "--bad-ratio", "0.05"]
+        subprocess.run(generate, env=env, check=True, capture_output=True)
+        # Room for the first few commits only: the disk fills while bronze, silver and
+        # gold are being written.
+        filler = fill(disk, leave_bytes=1_500_000)
+        log_path = tmp_path / "run.err"
+        with log_path.open("wb") as errors:
+            run = subprocess.Popen(
+                [*SHOPLAKE, "run"], env=env, stdout=subprocess.DEVNULL, stderr=errors
+            )
+        try:
+            deadline = time.monotonic() + 90
+            while b"no space left" not in log_path.read_bytes():
+                assert run.poll() is None, log_path.read_text()
+                assert time.monotonic() < deadline, log_path.read_text()
+                time.sleep(0.2)
+            time.sleep(3)  # it keeps retrying, and does not give up
+            assert run.poll() is None, log_path.read_text()
+            filler.unlink()
+            deadline = time.monotonic() + 120
+            while bronze_count(home) < 20000:
+                assert run.poll() is None, log_path.read_text()
+                assert time.monotonic() < deadline
+                time.sleep(1)
+        finally:
+            run.send_signal(signal.SIGINT)
+            run.wait(60)
+        messages = log_path.read_text()
+        assert "Traceback" not in messages, messages
+        run_to_idle(home)
+
+        settings = Settings(home=home)
+        transport = open_transport(settings)
+        ends = transport.end_offsets()
+        appended = transport.read(dict.fromkeys(ends, 0), 10**9).records
+        transport.close()
+        assert appended.num_rows == 20000
+        bronze = table_rows(settings, RAW_EVENTS, ["topic", "partition", "offset", "raw_value"])
+        expected = sorted(
+            zip(
+                appended["topic"].to_pylist(),
+                appended["partition"].to_pylist(),
+                appended["offset"].to_pylist(),
+                [v.decode("utf-8", "backslashreplace") for v in appended["value"].to_pylist()],
+                strict=True,
+            )
+        )
+        assert bronze == expected
+
+        clean_home = tmp_path / "clean"
+        (clean_home / "transport").mkdir(parents=True)
+        shutil.copy(settings.log_path, clean_home / "transport" / "log.sqlite")
+        run_to_idle(clean_home)
+        clean = Settings(home=clean_home)
+        for spec in (spec for spec, _ in SILVER_FROM_BRONZE if spec is not QUARANTINE):
+            cols = spec.schema.names
+            assert table_rows(settings, spec, cols) == table_rows(clean, spec, cols), spec
+        q_cols = ["topic", "partition", "offset", "reason", "detail"]
+        assert table_rows(settings, QUARANTINE, q_cols) == table_rows(clean, QUARANTINE, q_cols)
+        store = open_store(settings)
+        assert current_gold(store) == current_gold(open_store(clean))
+        assert current_gold(store) == recomputed_gold(store, settings.reporting)
+        store.close()
