@@ -7,6 +7,7 @@ import base64
 import gzip
 import hashlib
 import re
+import time
 import tracemalloc
 import zlib
 from collections.abc import Callable, Iterator
@@ -399,3 +400,68 @@ def test_dashboard_values_are_bound_not_spliced_into_sql(settings: Settings) -> 
     sneaky = "2026-01-01' OR '1'='1"
     assert data._rows("SELECT $day AS day", {"day": sneaky}) == [{"day": sneaky}]
     store.close()
+
+
+# -- malformed requests on the wire (a real uvicorn, as `shoplake serve` runs it) -------
+
+
+@pytest.fixture
+def served(make: Callable[..., TestClient]) -> Iterator[tuple[str, int]]:
+    import socket
+    import threading
+
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(make().app, host="127.0.0.1", port=port, log_level="critical")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.05)
+    yield "127.0.0.1", port
+    server.should_exit = True
+    thread.join(10)
+
+
+def raw(address: tuple[str, int], request: bytes) -> int:
+    """The status of the answer to ``request`` sent as is (0: the server just closed)."""
+    import socket
+
+    with socket.create_connection(address, timeout=10) as s:
+        s.sendall(request)
+        if b"Content-Length: 9999" in request:
+            s.shutdown(socket.SHUT_WR)  # the body ends before its announced length
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    return int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/1.1 ") else 0
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        b"Content-Length: abc\r\n",
+        b"Content-Length: -1\r\n",
+        b"Content-Length: 5\r\nContent-Length: 7\r\n",
+        b"Content-Length: 9999\r\n",  # more than is sent
+        b"Authorization: Bearer " + b"A" * 200_000 + b"\r\n",
+        b"Authorization: Bearer cl\xe9\xff\r\nContent-Length: 2\r\n",
+        b"Authorization: Basic \xc3\x28\x80\r\nContent-Length: 2\r\n",
+        b"Content-Type: \xff\xfe\r\nAuthorization: Bearer write-key-1\r\nContent-Length: 2\r\n",
+        b"Content-Encoding: gzip\r\nAuthorization: Bearer write-key-1\r\nContent-Length: 2\r\n",
+    ],
+)
+def test_malformed_headers_on_the_wire_are_client_errors(
+    served: tuple[str, int], headers: bytes
+) -> None:
+    request = b"POST /v1/events HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+    request += b"Content-Type: application/json\r\n" if b"Content-Type" not in headers else b""
+    status = raw(served, request + headers + b"\r\n{}")
+    assert 400 <= status < 500, status
+    assert raw(served, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n") == 200

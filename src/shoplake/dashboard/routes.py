@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import date
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse
+from pydantic import BeforeValidator
 
 from shoplake.dashboard.data import DashboardData, Panel
 
 _STATIC = resources.files("shoplake.dashboard") / "static"
+
+
+def _iso_day(value: Any) -> Any:
+    # pydantic would also read a number as a Unix time (?day=0 is 1970-01-01): a day is
+    # YYYY-MM-DD, as documented, or a 422.
+    if isinstance(value, str) and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        raise ValueError("a day is YYYY-MM-DD")
+    return value
+
+
+Day = Annotated[date | None, BeforeValidator(_iso_day)]
 
 
 def _plotly_bundle() -> Path:
@@ -49,7 +62,7 @@ def dashboard_router(
         return FileResponse(str(path), media_type=kind)
 
     @router.get("/api/kpis", tags=["dashboard"])
-    async def kpis(day: date | None = None) -> Panel:
+    async def kpis(day: Day = None) -> Panel:
         """Revenue, paid orders, conversion, AOV and visitors of the day (default: today
         in the reporting time zone) and of the day before."""
         return await answer(data.kpis, day_or_today(day))  # type: ignore[no-any-return]
@@ -60,24 +73,24 @@ def dashboard_router(
         return await answer(data.gmv_per_minute, minutes)  # type: ignore[no-any-return]
 
     @router.get("/api/funnel", tags=["dashboard"])
-    async def funnel(day: date | None = None) -> Panel:
+    async def funnel(day: Day = None) -> Panel:
         return await answer(data.funnel, day_or_today(day))  # type: ignore[no-any-return]
 
     @router.get("/api/products", tags=["dashboard"])
-    async def products(day: date | None = None, limit: int = Query(10, ge=1, le=100)) -> Panel:
+    async def products(day: Day = None, limit: int = Query(10, ge=1, le=100)) -> Panel:
         """Top products by recommendation score."""
         return await answer(data.top_products, day_or_today(day), limit)  # type: ignore[no-any-return]
 
     @router.get("/api/categories", tags=["dashboard"])
-    async def categories(day: date | None = None) -> Panel:
+    async def categories(day: Day = None) -> Panel:
         return await answer(data.categories, day_or_today(day))  # type: ignore[no-any-return]
 
     @router.get("/api/segments", tags=["dashboard"])
-    async def segments(day: date | None = None) -> Panel:
+    async def segments(day: Day = None) -> Panel:
         return await answer(data.segments, day_or_today(day))  # type: ignore[no-any-return]
 
     @router.get("/api/quality", tags=["dashboard"])
-    async def quality(day: date | None = None) -> Panel:
+    async def quality(day: Day = None) -> Panel:
         """Quarantine by reason, duplicates and late events of the day."""
         return await answer(data.quality, day_or_today(day))  # type: ignore[no-any-return]
 
