@@ -112,3 +112,10 @@ def test_the_page_and_its_assets_are_served_locally(empty_home: TestClient) -> N
     assert empty_home.get("/static/app.js").status_code == 200
     assert empty_home.get("/static/style.css").status_code == 200
     assert empty_home.get("/static/index.html").status_code == 404
+
+
+@pytest.mark.parametrize("day", ["0", "1700000000", "2026-3-1", "yesterday"])
+def test_a_day_is_yyyy_mm_dd_or_422(empty_home: TestClient, day: str) -> None:
+    # pydantic alone reads a number as a Unix time: ?day=0 answered for 1970-01-01
+    assert empty_home.get("/api/kpis", params={"day": day}).status_code == 422
+    assert empty_home.get("/api/kpis", params={"day": "2026-03-01"}).status_code == 200
