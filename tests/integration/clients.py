@@ -73,11 +73,11 @@ class EventSource:
             return out
 
 
-def send(port: int, source: EventSource, acks: Acks, n: int = 50) -> int:
+def send(port: int, source: EventSource, acks: Acks, n: int = 50, timeout: float = 10) -> int:
     """Post one batch of ``n`` fresh events; a batch that failed is not resent (so an
     event id appears in the transport at most once); returns the status."""
     events = source.batch(n)
-    status, body = post(port, events)
+    status, body = post(port, events, timeout)
     acks.record(status, body, [e["event_id"] for e in events])
     return status
 

@@ -47,6 +47,10 @@ def kafka_libs() -> Path:
     return libs
 
 
+# The SASL/PLAIN listener's one user, for tests of credentials (right and wrong).
+SASL_USER, SASL_PASSWORD = "shoplake", "shoplake-secret"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -54,13 +58,17 @@ def free_port() -> int:
 
 
 class KafkaBroker:
-    """One KRaft node (broker + controller); ``stop``/``start`` keep its data."""
+    """One KRaft node (broker + controller); ``stop``/``start`` keep its data. Clients
+    connect in PLAINTEXT at ``bootstrap``, or with SASL/PLAIN (SASL_USER) at
+    ``sasl_bootstrap``."""
 
     def __init__(self, workdir: Path, partitions: int = 3) -> None:
         self.workdir = workdir
         self.port = free_port()
         self.controller_port = free_port()
+        self.sasl_port = free_port()
         self.bootstrap = f"127.0.0.1:{self.port}"
+        self.sasl_bootstrap = f"127.0.0.1:{self.sasl_port}"
         self.libs = kafka_libs()
         self.proc: subprocess.Popen[bytes] | None = None
         workdir.mkdir(parents=True, exist_ok=True)
@@ -73,11 +81,18 @@ class KafkaBroker:
                     "node.id=1",
                     f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
                     f"listeners=PLAINTEXT://127.0.0.1:{self.port},"
-                    f"CONTROLLER://127.0.0.1:{self.controller_port}",
-                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+                    f"CONTROLLER://127.0.0.1:{self.controller_port},"
+                    f"SASL_PLAINTEXT://127.0.0.1:{self.sasl_port}",
+                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port},"
+                    f"SASL_PLAINTEXT://127.0.0.1:{self.sasl_port}",
                     "controller.listener.names=CONTROLLER",
                     "inter.broker.listener.name=PLAINTEXT",
-                    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,"
+                    "SASL_PLAINTEXT:SASL_PLAINTEXT",
+                    "sasl.enabled.mechanisms=PLAIN",
+                    "listener.name.sasl_plaintext.plain.sasl.jaas.config="
+                    "org.apache.kafka.common.security.plain.PlainLoginModule required "
+                    f'user_{SASL_USER}="{SASL_PASSWORD}";',
                     f"log.dirs={workdir / 'data'}",
                     f"num.partitions={partitions}",
                     "offsets.topic.replication.factor=1",
@@ -126,6 +141,13 @@ class KafkaBroker:
         except Exception:
             return False
         return bool(meta.brokers)
+
+    def kill(self) -> None:
+        """SIGKILL the broker JVM (no clean shutdown: its logs are recovered on start)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
