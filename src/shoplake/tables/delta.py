@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.dataset as pads
+import pyarrow.fs as pafs
 from deltalake import (
     ColumnProperties,
     CommitProperties,
@@ -125,6 +126,20 @@ class _SnapshotCache:
         self.dataset: pads.Dataset | None = None
 
 
+def _native_filesystem(table_uri: str) -> pafs.FileSystem | None:
+    """Arrow's own filesystem rooted at a local table, for its datasets.
+
+    delta-rs's default is a filesystem implemented in Python: Arrow's I/O threads then call
+    into the interpreter, and a scan stopped early (a LIMIT) still running at exit crashes
+    or hangs the process in Arrow's thread-pool shutdown (delta-io/delta-rs#2184)."""
+    if "://" in table_uri and not table_uri.startswith("file://"):
+        return None
+    raw, path = pafs.FileSystem.from_uri(
+        table_uri if "://" in table_uri else Path(table_uri).resolve().as_uri()
+    )
+    return pafs.SubTreeFileSystem(path, raw)
+
+
 class DeltaHandle:
     """A loaded Delta snapshot. Valid until the store reopens the same table."""
 
@@ -152,7 +167,9 @@ class DeltaHandle:
     def dataset(self) -> pads.Dataset:
         if self._cache.dataset is None:
             with _translated(self._spec, "reading"):
-                self._cache.dataset = self._table.to_pyarrow_dataset()
+                self._cache.dataset = self._table.to_pyarrow_dataset(
+                    filesystem=_native_filesystem(self._table.table_uri)
+                )
         return self._cache.dataset
 
     def count(self) -> int:
