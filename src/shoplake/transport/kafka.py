@@ -151,8 +151,15 @@ class KafkaTransport:
             self._terminal = err
         log.debug("Kafka client error: %s", err)
 
-    def _error(self, what: str, exc: BaseException | KafkaError) -> TransportError:
-        return kafka_error(what, exc, self._terminal)
+    def _error(
+        self, what: str, exc: BaseException | KafkaError, *, unreachable: bool = False
+    ) -> TransportError:
+        if self._terminal is None:
+            self._admin.poll(0)  # serves error_cb: the reason behind a timeout, if any
+        error = kafka_error(what, exc, self._terminal)
+        if unreachable and error.transient:
+            return kafka_error(f"{what} is unreachable", exc)
+        return error
 
     # -- topics ----------------------------------------------------------------
     def partitions(self) -> list[TopicPartition]:
@@ -172,7 +179,7 @@ class KafkaTransport:
                     time.sleep(0.1)
                     meta = self._admin.list_topics(timeout=_TIMEOUT_S)
         except KafkaException as exc:
-            raise self._error(f"Kafka at {self.bootstrap} is unreachable", exc) from exc
+            raise self._error(f"Kafka at {self.bootstrap}", exc, unreachable=True) from exc
         out: list[TopicPartition] = []
         for topic in sorted(self.topics):
             if topic in meta.topics:
@@ -234,7 +241,7 @@ class KafkaTransport:
                 # transaction it left open.
                 producer.init_transactions(_TIMEOUT_S)
             except KafkaException as exc:
-                raise self._error(f"Kafka at {self.bootstrap} is unreachable", exc) from exc
+                raise self._error(f"Kafka at {self.bootstrap}", exc, unreachable=True) from exc
             self._producer = producer
         return self._producer
 
