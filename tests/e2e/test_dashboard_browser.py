@@ -88,7 +88,7 @@ def test_dashboard_shows_what_the_gold_tables_hold(tmp_path: Path, browser: Any)
         page.goto(f"http://127.0.0.1:{port}/")
         page.wait_for_selector("body[data-loaded=true]", timeout=30_000)
         page.wait_for_function(
-            "document.getElementById('kpi-paid_orders').textContent.match(/[1-9]/)",
+            "() => document.getElementById('kpi-paid_orders').textContent.match(/[1-9]/)",
             timeout=90_000,
         )
         # The demo keeps selling: compare when gold did not change around the page's read.
@@ -116,7 +116,7 @@ def test_dashboard_shows_what_the_gold_tables_hold(tmp_path: Path, browser: Any)
         assert span == timedelta(minutes=60), (start, end)
         # The data-quality figures once the report has rows (dashes before, never zeros)
         page.wait_for_function(
-            "document.getElementById('quality-figures').textContent.match(/Records in[1-9]/)",
+            "() => document.getElementById('quality-figures').textContent.match(/Records in[1-9]/)",
             timeout=60_000,
         )
         ARTIFACTS.mkdir(exist_ok=True)
