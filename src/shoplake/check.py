@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 import shutil
+import time
 from dataclasses import dataclass
+from decimal import Decimal
 
-from shoplake.contract.tables import ALL_TABLES, FCT_SALES_MINUTE, QUARANTINE, RAW_EVENTS
+from shoplake.contract.tables import (
+    ALL_TABLES,
+    DUPLICATES,
+    FCT_SALES_MINUTE,
+    ORDER_PAYMENTS,
+    QUARANTINE,
+    RAW_EVENTS,
+    TableSpec,
+)
 from shoplake.errors import ShoplakeError
 from shoplake.pipeline.gold import rates_table
 from shoplake.pipeline.ingest import bronze_lag
@@ -87,39 +97,112 @@ def run_checks(settings: Settings, store: TableStore, limits: Thresholds) -> lis
                 "lag", lag <= limits.max_lag, f"{lag:,} records behind (limit {limits.max_lag:,})"
             )
         )
-    bronze = store.open(RAW_EVENTS).count()
-    quarantined = store.open(QUARANTINE).count()
-    rate = quarantined / bronze if bronze else 0.0
+    tps = bronze_partitions(store)
+    consumed = consumed_counts(settings, store, tps)
+    rate = consumed.quarantined / consumed.bronze if consumed.bronze else 0.0
     checks.append(
         Check(
             "quarantine rate",
             rate <= limits.max_quarantine_rate,
-            f"{rate:.2%} of {bronze:,} records (limit {limits.max_quarantine_rate:.2%})",
+            f"{rate:.2%} of {consumed.bronze:,} records processed "
+            f"(limit {limits.max_quarantine_rate:.2%})",
         )
     )
-    checks.append(_reconciliation(settings, store, bronze))
+    checks.append(_reconciliation(settings, store, tps, consumed))
     return [*checks, *_disk(settings, limits)]
 
 
-def _reconciliation(settings: Settings, store: TableStore, bronze: int) -> Check:
-    """Σ gold GMV = Σ paid orders of silver (converted), and every bronze record is in
-    exactly one of: its silver table, quarantine, duplicates. Checked once silver and gold
-    have caught up with bronze (a running pipeline is otherwise between two commits)."""
-    name = "gold reconciles with silver"
-    tps = bronze_partitions(store)
-    bronze_end = positions_of(store.open(RAW_EVENTS), tps, settings.pipeline.consumer_group)
-    behind = sum(
-        max(0, bronze_end[tp] - positions_of(store.open(spec), tps)[tp])
-        for spec in (*SILVER_TABLES, FCT_SALES_MINUTE)
-        for tp in tps
+@dataclass(frozen=True)
+class Consumed:
+    """The bronze records silver has consumed, and what silver made of them."""
+
+    bronze: int
+    valid: int
+    quarantined: int
+    duplicates: int
+
+    @property
+    def accounted(self) -> bool:
+        return self.valid + self.quarantined + self.duplicates == self.bronze
+
+
+def consumed_counts(settings: Settings, store: TableStore, tps: list[TopicPartition]) -> Consumed:
+    """Counts that agree while the pipeline commits: every silver table is read at one
+    snapshot, and each count covers only the bronze positions that *every* silver table had
+    consumed at its snapshot (silver commits its tables one after another). Bronze is
+    opened after silver, so it holds at least those records; it only ever grows."""
+    silver = {spec.qualified: store.open(spec) for spec in SILVER_TABLES}
+    snapshots = {**silver, RAW_EVENTS.qualified: store.open(RAW_EVENTS)}
+    if not tps:
+        return Consumed(0, 0, 0, 0)
+    upto = {tp: min(positions_of(handle, [tp])[tp] for handle in silver.values()) for tp in tps}
+    quoted = {tp: "'" + tp.topic.replace("'", "''") + "'" for tp in tps}
+    values = ", ".join(f"({quoted[tp]}, {tp.partition}, {end})" for tp, end in upto.items())
+
+    def count(spec: TableSpec) -> str:
+        return (
+            f"(SELECT count(*) FROM {spec.qualified} x JOIN consumed c "
+            'ON x.topic = c.topic AND x."partition" = c."partition" AND x."offset" < c.upto)'
+        )
+
+    (row,) = (
+        Lakehouse(settings, store)
+        .query(
+            f"""
+        WITH consumed(topic, "partition", upto) AS (VALUES {values})
+        SELECT {count(RAW_EVENTS)} AS bronze,
+               {" + ".join(count(s) for s in ONE_ROW_PER_EVENT)} AS valid,
+               {count(QUARANTINE)} AS quarantined,
+               {count(DUPLICATES)} AS duplicates
+        """,
+            snapshots=snapshots,
+        )
+        .to_pylist()
     )
-    if behind:
-        return Check(name, True, "skipped: the pipeline has not caught up with bronze yet")
+    return Consumed(row["bronze"], row["valid"], row["quarantined"], row["duplicates"])
+
+
+def _reconciliation(
+    settings: Settings, store: TableStore, tps: list[TopicPartition], consumed: Consumed
+) -> Check:
+    """Every bronze record silver consumed is in exactly one of: its silver table,
+    quarantine, duplicates; and Σ gold GMV = Σ paid orders of silver.order_payments
+    (converted), compared at snapshots of both that record the same positions."""
+    name = "gold reconciles with silver"
+    records = (
+        f"bronze {consumed.bronze:,} = valid {consumed.valid:,} + quarantined "
+        f"{consumed.quarantined:,} + duplicates {consumed.duplicates:,}"
+    )
+    money = _gmv_against_paid_orders(settings, store, tps)
+    if money is None:
+        figure = f"GMV not compared (gold was between two commits); {records}"
+        money_ok = True
+    else:
+        gmv, paid = money
+        figure = f"GMV {gmv} = paid orders {paid} {settings.reporting.currency}; {records}"
+        money_ok = gmv == paid
+    ok = money_ok and consumed.accounted
+    return Check(name, ok, figure + ("" if ok else "  ← MISMATCH"))
+
+
+def _gmv_against_paid_orders(
+    settings: Settings, store: TableStore, tps: list[TopicPartition], attempts: int = 10
+) -> tuple[Decimal, Decimal] | None:
+    """Σ gmv of gold.fct_sales_minute and Σ converted totals of paid orders in
+    silver.order_payments, from snapshots recording the same positions (None when the two
+    never agreed: a pipeline committing one right after the other)."""
+    for attempt in range(attempts):
+        orders = store.open(ORDER_PAYMENTS)
+        sales = store.open(FCT_SALES_MINUTE)
+        if positions_of(orders, tps) == positions_of(sales, tps):
+            break
+        time.sleep(0.1 * (attempt + 1))
+    else:
+        return None
     rates = ", ".join(
         f"('{r['currency']}', {r['to_reporting']})"
         for r in rates_table(settings.reporting).to_pylist()
     )
-    counted = " + ".join(f"(SELECT count(*) FROM {s.qualified})" for s in ONE_ROW_PER_EVENT)
     (row,) = (
         Lakehouse(settings, store)
         .query(
@@ -128,23 +211,13 @@ def _reconciliation(settings: Settings, store: TableStore, bronze: int) -> Check
         SELECT (SELECT coalesce(sum(gmv), 0) FROM gold.fct_sales_minute) AS gmv,
                (SELECT coalesce(sum(round(op.total_amount * r.to_reporting, 2)), 0)
                 FROM silver.order_payments op JOIN rates r USING (currency)
-                WHERE op.fully_paid) AS paid,
-               {counted} AS valid,
-               (SELECT count(*) FROM silver.quarantine) AS quarantined,
-               (SELECT count(*) FROM silver.duplicates) AS duplicates
-        """
+                WHERE op.fully_paid) AS paid
+        """,
+            snapshots={ORDER_PAYMENTS.qualified: orders, FCT_SALES_MINUTE.qualified: sales},
         )
         .to_pylist()
     )
-    accounted = row["valid"] + row["quarantined"] + row["duplicates"]
-    ok = row["gmv"] == row["paid"] and accounted == bronze
-    return Check(
-        name,
-        ok,
-        f"GMV {row['gmv']} = paid orders {row['paid']} {settings.reporting.currency}; "
-        f"bronze {bronze:,} = valid {row['valid']:,} + quarantined {row['quarantined']:,} "
-        f"+ duplicates {row['duplicates']:,}" + ("" if ok else "  ← MISMATCH"),
-    )
+    return row["gmv"], row["paid"]
 
 
 def _disk(settings: Settings, limits: Thresholds) -> list[Check]:

@@ -15,6 +15,7 @@ from shoplake.engines.duckdb import DuckDB
 from shoplake.errors import QueryError
 from shoplake.settings import Settings
 from shoplake.tables import TableStore, open_store
+from shoplake.tables.base import TableHandle
 
 # Seed projects' names for the same tables (DESIGN.md), accepted in queries.
 ALIASES: dict[str, str] = {
@@ -94,10 +95,12 @@ class Lakehouse:
         *,
         as_of: int | datetime | None = None,
         params: Mapping[str, Any] | None = None,
+        snapshots: Mapping[str, TableHandle] | None = None,
     ) -> pa.Table:
         """Run DuckDB SQL over the latest snapshot of every table, or each table as of a
         version or a time (time travel). Only the tables the SQL names are loaded.
-        ``params`` binds the SQL's ``$name`` placeholders (values never become SQL text)."""
+        ``params`` binds the SQL's ``$name`` placeholders (values never become SQL text);
+        ``snapshots`` ({qualified name: handle}) pins tables to snapshots already open."""
         engine = DuckDB()
         try:
             specs = self.existing()
@@ -107,9 +110,13 @@ class Lakehouse:
             for spec in specs:
                 if spec.qualified not in named:
                     continue
-                handle = (
-                    self.store.open(spec) if as_of is None else self.store.open_as_of(spec, as_of)
-                )
+                pinned = (snapshots or {}).get(spec.qualified)
+                if pinned is not None:
+                    handle = pinned
+                elif as_of is None:
+                    handle = self.store.open(spec)
+                else:
+                    handle = self.store.open_as_of(spec, as_of)
                 engine.register(f"__{spec.layer}_{spec.name}", handle.dataset())
                 engine.execute(
                     f"CREATE VIEW {spec.qualified} AS SELECT * FROM __{spec.layer}_{spec.name}"
