@@ -10,7 +10,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -58,9 +58,12 @@ def stop(demo: subprocess.Popen[str]) -> str:
 
 
 def query_today(home: Path) -> tuple[str, int]:
+    # "today" as the dashboard means it: in the reporting time zone (UTC by default), not
+    # the machine's local day
+    today = datetime.now(UTC).date().isoformat()
     sql = (
         "SELECT CAST(total_revenue AS VARCHAR) AS revenue, paid_orders "
-        "FROM gold.daily_sales_summary WHERE partition_date = current_date"
+        f"FROM gold.daily_sales_summary WHERE partition_date = DATE '{today}'"
     )
     out = subprocess.run(
         [*SHOPLAKE, "query", "--json", sql],
