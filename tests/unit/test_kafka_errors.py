@@ -4,6 +4,8 @@ tests/integration/test_kafka_errors.py."""
 
 from __future__ import annotations
 
+import http.server
+import itertools
 import logging
 import threading
 from collections.abc import Iterator, Sequence
@@ -18,6 +20,8 @@ from shoplake.errors import ErrorKind, ShoplakeError, TransportError
 from shoplake.gateway.app import create_app
 from shoplake.pipeline.runner import Pipeline
 from shoplake.settings import Settings
+from shoplake.simulator import ShopSimulator
+from shoplake.simulator.sinks import HttpSink
 from shoplake.transport import Transport, open_transport
 from shoplake.transport.base import OutgoingMessage
 from shoplake.transport.kafka import kafka_error
@@ -212,3 +216,40 @@ def test_gateway_answers_a_transient_transport_error_with_retry_later(
         "detail": "events not accepted, retry later: broker down",
     }
     assert caplog.records == []  # a client's retry is the remedy, nothing for the operator
+
+
+# -- a sender -----------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("code", "requests"), [("transport_failed", 1), ("transport_unavailable", 3)]
+)
+def test_the_http_sender_gives_up_at_once_only_on_transport_failed(
+    code: str, requests: int
+) -> None:
+    """``generate --to http://…`` retries a 503 transport_unavailable, but stops at the
+    first transport_failed with the gateway's reason."""
+    seen: list[bytes] = []
+
+    class Gateway(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            seen.append(self.rfile.read(int(self.headers["Content-Length"])))
+            body = f'{{"error": "{code}", "detail": "SASL authentication failed"}}'.encode()
+            self.send_response(503)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Gateway)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        sink = HttpSink(f"http://127.0.0.1:{server.server_address[1]}", attempts=3)
+        with pytest.raises(TransportError) as caught:
+            sink.send(list(itertools.islice(ShopSimulator(1).stream(), 2)))
+    finally:
+        server.shutdown()
+    assert len(seen) == requests
+    assert caught.value.transient is (code == "transport_unavailable")
+    if code == "transport_failed":
+        assert "SASL authentication failed" in str(caught.value)

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from shoplake.contract.events import key_for, topic_for
-from shoplake.errors import InputError, TransportError
+from shoplake.errors import ErrorKind, InputError, TransportError
 from shoplake.settings import TopicSettings
 from shoplake.simulator.shop import Emitted
 from shoplake.transport.base import OutgoingMessage, Transport
@@ -106,6 +106,11 @@ class HttpSink:
                 if response.status != 503:
                     raise InputError(
                         f"gateway answered {response.status}: {answer.decode(errors='replace')}"
+                    )
+                if b'"transport_failed"' in answer:  # retrying cannot help: say why, once
+                    raise TransportError(
+                        f"gateway answered 503: {answer.decode(errors='replace')}",
+                        kind=ErrorKind.TERMINAL,
                     )
                 problem = "gateway answered 503 (transport unavailable)"
             log.warning("%s; retrying (%d/%d)", problem, attempt + 1, self.attempts)
