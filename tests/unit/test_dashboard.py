@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+import shoplake.dashboard
 from shoplake.gateway.app import create_app
 from shoplake.pipeline.runner import Pipeline
 from shoplake.settings import Settings
@@ -118,8 +119,10 @@ def test_the_page_and_its_assets_are_served_locally(empty_home: TestClient) -> N
     assert "cdn" not in page.text.lower()
     plotly = empty_home.get("/static/plotly.min.js")
     assert plotly.status_code == 200 and len(plotly.content) > 1_000_000
-    assert empty_home.get("/static/app.js").status_code == 200
-    assert empty_home.get("/static/style.css").status_code == 200
+    static = Path(shoplake.dashboard.__file__).parent / "static"
+    for name in ("app.js", "style.css"):  # the files themselves, not just a 200
+        asset = empty_home.get(f"/static/{name}")
+        assert asset.status_code == 200 and asset.content == (static / name).read_bytes()
     assert empty_home.get("/static/index.html").status_code == 404
 
 
