@@ -21,7 +21,7 @@ from shoplake.tables import open_store
 
 def post(port: int, events: list[dict[str, Any]], timeout: float = 10) -> tuple[int, bytes]:
     """POST a JSON array to /v1/events; (status, body), or (0, error) when the connection
-    failed (the gateway is down)."""
+    failed or the answer was cut short (the gateway is down or was killed)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         conn.request(
@@ -32,8 +32,8 @@ def post(port: int, events: list[dict[str, Any]], timeout: float = 10) -> tuple[
         )
         response = conn.getresponse()
         return response.status, response.read()
-    except OSError as exc:
-        return 0, str(exc).encode()
+    except (OSError, http.client.HTTPException) as exc:  # refused, reset, cut short
+        return 0, repr(exc).encode()
     finally:
         conn.close()
 
