@@ -18,6 +18,7 @@ from pathlib import Path
 from common import command, machine, peak_rss_mb, simulated_ndjson
 
 from shoplake.contract.tables import RAW_EVENTS
+from shoplake.engines.duckdb import DuckDB
 from shoplake.pipeline.ingest import BronzeIngest
 from shoplake.settings import Settings
 from shoplake.simulator.sinks import route
@@ -59,7 +60,7 @@ def main() -> None:
         small_log.close()
 
         store = open_store(settings)
-        ingest = BronzeIngest(log, store, settings.pipeline.consumer_group)
+        ingest = BronzeIngest(log, store, settings.pipeline.consumer_group, engine=DuckDB())
         t0 = time.perf_counter()
         commits = 0
         while ingest.step(args.ingest_batch):

@@ -113,6 +113,19 @@ class GatewaySettings(BaseModel):
         return self.protect_reads
 
 
+class EngineSettings(BaseModel):
+    """The compute engine of silver and gold (ingestion from the embedded log stays in
+    the Python worker whatever the engine)."""
+
+    model_config = _FROZEN
+
+    kind: Literal["duckdb", "spark"] = "duckdb"
+    # local[*] runs Spark inside this machine; spark://HOST:7077 or k8s://… a cluster
+    spark_master: str = "local[*]"
+    # extra Spark properties, e.g. '{"spark.executor.memory": "4g"}'
+    spark_conf: dict[str, str] = Field(default_factory=dict)
+
+
 class PipelineSettings(BaseModel):
     """Micro-batching: a batch is committed on size or time, whichever comes first."""
 
@@ -235,6 +248,7 @@ class Settings(BaseSettings):
     gateway: GatewaySettings = GatewaySettings()
     pipeline: PipelineSettings = PipelineSettings()
     reporting: ReportingSettings = ReportingSettings()
+    engine: EngineSettings = EngineSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -8,6 +8,7 @@ import itertools
 import pyarrow as pa
 
 from shoplake.contract.tables import RAW_EVENTS
+from shoplake.engines.duckdb import DuckDB
 from shoplake.pipeline.ingest import BronzeIngest
 from shoplake.pipeline.positions import RecentCommits, read_ranges
 from shoplake.settings import Settings
@@ -23,7 +24,7 @@ def test_a_stale_worker_is_fenced_and_resumes_from_bronze(settings: Settings) ->
     group = settings.pipeline.consumer_group
 
     def worker() -> BronzeIngest:  # as if in a process of its own
-        return BronzeIngest(open_transport(settings), open_store(settings), group)
+        return BronzeIngest(open_transport(settings), open_store(settings), group, engine=DuckDB())
 
     a, b = worker(), worker()
     assert a.step(10_000) == 600  # a reads positions and ingests everything…
@@ -48,7 +49,7 @@ def test_the_next_stage_reads_a_commit_from_memory_exactly_as_from_the_table(
     store = open_store(settings)
     recent = RecentCommits()
     ingest = BronzeIngest(open_transport(settings), store, settings.pipeline.consumer_group,
-                          recent=recent)  # fmt: skip
+                          engine=DuckDB(), recent=recent)  # fmt: skip
     assert ingest.step(300) == 300
     first = {tp: (0, end) for tp, end in ingest.positions().items() if end}
     assert ingest.step(10_000) == 500

@@ -1,1 +1,26 @@
-"""Compute engines: DuckDB in process (default); Spark comes as a lazy-imported adapter."""
+"""Compute engines: DuckDB in process (default), Spark as an optional adapter.
+
+Only the pipeline's runner (and the query layer, which is DuckDB by design) constructs
+an engine, through ``open_engine``; the rest of the code sees the ``Engine`` port.
+"""
+
+from __future__ import annotations
+
+from shoplake.engines.base import Capabilities, Engine
+from shoplake.settings import EngineSettings
+
+__all__ = ["Capabilities", "Engine", "open_engine"]
+
+
+def open_engine(settings: EngineSettings) -> Engine:
+    """The engine these settings name. Spark is imported only when asked for; without
+    pyspark installed that is one clear ConfigError naming the extra to install."""
+    if settings.kind == "duckdb":
+        from shoplake.engines.duckdb import DuckDB
+
+        return DuckDB()
+    import importlib
+
+    spark = importlib.import_module("shoplake.engines.spark")  # pyspark: only when asked for
+    engine: Engine = spark.SparkEngine(master=settings.spark_master, conf=settings.spark_conf)
+    return engine

@@ -13,11 +13,15 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from shoplake.engines.base import Capabilities
 from shoplake.errors import QueryError
 
 
 class DuckDB:
     """One in-process DuckDB connection with UTC as its time zone."""
+
+    name = "duckdb"
+    capabilities = Capabilities(in_process=True, validates_raw_events=True)
 
     def __init__(self, threads: int | None = None) -> None:
         self.con = duckdb.connect(":memory:")

@@ -24,7 +24,7 @@ from shoplake.contract.tables import (
     USER_SESSIONS,
     TableSpec,
 )
-from shoplake.engines.duckdb import DuckDB
+from shoplake.engines.base import Engine
 from shoplake.pipeline.gold import read_range
 from shoplake.pipeline.models import load_model
 from shoplake.pipeline.positions import range_ends, to_app_ids
@@ -43,9 +43,9 @@ class KeyedModel:
     touched: str  # the name the SQL model reads the touched keys under
     inputs: tuple[TableSpec, ...]
 
-    def __init__(self, store: TableStore, *, engine: DuckDB | None = None) -> None:
+    def __init__(self, store: TableStore, *, engine: Engine) -> None:
         self.store = store
-        self.engine = engine or DuckDB()
+        self.engine = engine
         self.sql = load_model(self.model)
         store.ensure(self.spec)
 

@@ -36,7 +36,7 @@ from shoplake.contract.tables import (
     TS,
     TableSpec,
 )
-from shoplake.engines.duckdb import DuckDB
+from shoplake.engines.base import Engine
 from shoplake.pipeline.models import load_model
 from shoplake.pipeline.positions import (
     Ranges,
@@ -75,13 +75,13 @@ class SalesMinuteModel:
         store: TableStore,
         reporting: ReportingSettings,
         *,
-        engine: DuckDB | None = None,
+        engine: Engine,
         recent: RecentCommits | None = None,
     ) -> None:
         self.store = store
         self.timezone = reporting.timezone
         self.rates = rates_table(reporting)
-        self.engine = engine or DuckDB()
+        self.engine = engine
         self.recent = recent or RecentCommits()
         self.sql = load_model("fct_sales_minute")
         store.ensure(self.spec)
@@ -213,13 +213,11 @@ class DailyModel:
     reads: ClassVar[Mapping[TableSpec, list[str]]] = {}
     uses_orders = False
 
-    def __init__(
-        self, store: TableStore, reporting: ReportingSettings, *, engine: DuckDB | None = None
-    ) -> None:
+    def __init__(self, store: TableStore, reporting: ReportingSettings, *, engine: Engine) -> None:
         self.store = store
         self.timezone = reporting.timezone
         self.rates = rates_table(reporting)
-        self.engine = engine or DuckDB()
+        self.engine = engine
         self.engine.define_local_date(self.timezone)
         self.sql = load_model(self.model)
         store.ensure(self.spec)
@@ -408,13 +406,11 @@ class CustomerAnalyticsModel:
     }
     inputs = (*activity, ORDER_PAYMENTS)
 
-    def __init__(
-        self, store: TableStore, reporting: ReportingSettings, *, engine: DuckDB | None = None
-    ) -> None:
+    def __init__(self, store: TableStore, reporting: ReportingSettings, *, engine: Engine) -> None:
         self.store = store
         self.timezone = reporting.timezone
         self.rates = rates_table(reporting)
-        self.engine = engine or DuckDB()
+        self.engine = engine
         self.engine.define_local_date(self.timezone)
         self.sql = load_model("daily_customer_analytics")
         store.ensure(self.spec)

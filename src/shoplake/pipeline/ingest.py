@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from shoplake.contract.events import EVENT_TYPES
 from shoplake.contract.tables import RAW_EVENTS
-from shoplake.engines.duckdb import DuckDB
+from shoplake.engines.base import Engine
 from shoplake.errors import CommitConflict
 from shoplake.pipeline.positions import Positions, RecentCommits, positions_of, to_app_ids
 from shoplake.tables.base import TableStore
@@ -67,13 +67,13 @@ class BronzeIngest:
         store: TableStore,
         group: str,
         *,
-        engine: DuckDB | None = None,
+        engine: Engine,
         recent: RecentCommits | None = None,
     ) -> None:
         self.transport = transport
         self.store = store
         self.group = group
-        self.engine = engine or DuckDB()
+        self.engine = engine
         self.recent = recent  # told each bronze commit, for silver in the same process
         self._positions: Positions | None = None
         self._assigned: list[TopicPartition] = []

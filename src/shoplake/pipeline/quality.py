@@ -19,7 +19,7 @@ from shoplake.contract.tables import (
     RAW_EVENTS,
     TableSpec,
 )
-from shoplake.engines.duckdb import DuckDB
+from shoplake.engines.base import Engine
 from shoplake.pipeline.gold import _day_set, _days_table, read_near_days
 from shoplake.pipeline.models import load_model
 from shoplake.pipeline.positions import (
@@ -47,12 +47,10 @@ class DataQualityModel:
     spec = DATA_QUALITY_REPORT
     inputs = SILVER_TABLES
 
-    def __init__(
-        self, store: TableStore, reporting: ReportingSettings, *, engine: DuckDB | None = None
-    ) -> None:
+    def __init__(self, store: TableStore, reporting: ReportingSettings, *, engine: Engine) -> None:
         self.store = store
         self.timezone = reporting.timezone
-        self.engine = engine or DuckDB()
+        self.engine = engine
         self.engine.define_local_date(self.timezone)
         self.sql = load_model("data_quality_report")
         self.event_tables = pa.table(

@@ -17,13 +17,14 @@ from shoplake.contract.tables import (
     RAW_EVENTS,
     TableSpec,
 )
+from shoplake.engines import Engine, open_engine
 from shoplake.pipeline.dims import DimCustomersModel, DimProductsModel
 from shoplake.pipeline.gold import CustomerAnalyticsModel, SalesMinuteModel
 from shoplake.pipeline.positions import positions_of
 from shoplake.pipeline.quality import DataQualityModel
 from shoplake.pipeline.runner import DAILY_MODELS
 from shoplake.pipeline.silver import OrderPaymentsModel
-from shoplake.settings import ReportingSettings
+from shoplake.settings import EngineSettings, ReportingSettings
 from shoplake.tables.base import TableStore
 from shoplake.transport.base import TopicPartition
 
@@ -52,28 +53,36 @@ def _stable(table: pa.Table, key: tuple[str, ...]) -> Rows:
     return rows
 
 
-def recomputed_gold(store: TableStore, reporting: ReportingSettings) -> dict[str, Rows]:
-    """Every derived table computed from all of silver in one go.
+def recomputed_gold(
+    store: TableStore, reporting: ReportingSettings, engine: Engine | None = None
+) -> dict[str, Rows]:
+    """Every derived table computed from all of silver in one go (on DuckDB unless
+    another engine is given).
 
     order_payments and fct_sales_minute depend on silver.orders and silver.payments
     only; the other models read the stored silver.order_payments, which the first entry
     checks."""
-    order_payments = OrderPaymentsModel(store).compute(None)
-    sales = SalesMinuteModel(store, reporting).compute(None, order_payments=order_payments)
+    engine = engine or open_engine(EngineSettings())
+    order_payments = OrderPaymentsModel(store, engine=engine).compute(None)
+    sales = SalesMinuteModel(store, reporting, engine=engine).compute(
+        None, order_payments=order_payments
+    )
     tables: dict[TableSpec, pa.Table] = {
         ORDER_PAYMENTS: order_payments,
         FCT_SALES_MINUTE: sales.filter(pc.greater(sales["paid_orders"], 0)),
     }
     for daily in DAILY_MODELS:
-        model = daily(store, reporting)
+        model = daily(store, reporting, engine=engine)
         tables[model.spec] = model.compute(None)
-    customers = CustomerAnalyticsModel(store, reporting)
+    customers = CustomerAnalyticsModel(store, reporting, engine=engine)
     tables[customers.spec] = customers.compute(None)
-    for dim in (DimProductsModel(store), DimCustomersModel(store)):
+    for dim in (DimProductsModel(store, engine=engine), DimCustomersModel(store, engine=engine)):
         tables[dim.spec] = dim.compute(None)
     tps = bronze_partitions(store)
     consumed = positions_of(store.open(DATA_QUALITY_REPORT), tps)
-    tables[DATA_QUALITY_REPORT] = DataQualityModel(store, reporting).compute(None, consumed)
+    tables[DATA_QUALITY_REPORT] = DataQualityModel(store, reporting, engine=engine).compute(
+        None, consumed
+    )
     return {spec.qualified: _stable(rows, spec.key) for spec, rows in tables.items()}
 
 

@@ -11,7 +11,7 @@ from datetime import date
 from typing import Literal, Protocol
 
 from shoplake.contract.tables import RAW_EVENTS, TableSpec
-from shoplake.engines.duckdb import DuckDB
+from shoplake.engines import Engine, open_engine
 from shoplake.errors import ShoplakeError
 from shoplake.pipeline.dims import DimCustomersModel, DimProductsModel, ensure_dim_date
 from shoplake.pipeline.gold import (
@@ -30,7 +30,7 @@ from shoplake.pipeline.positions import RecentCommits
 from shoplake.pipeline.quality import DataQualityModel
 from shoplake.pipeline.silver import OrderPaymentsModel, SilverProcessor
 from shoplake.pipeline.steptrace import step
-from shoplake.settings import Settings
+from shoplake.settings import EngineSettings, Settings
 from shoplake.tables import TableStore, open_store
 from shoplake.transport import Transport, open_transport
 from shoplake.transport.base import TopicPartition
@@ -92,7 +92,7 @@ class RunStats:
 
 
 def derived_models(
-    settings: Settings, store: TableStore, engine: DuckDB, recent: RecentCommits | None = None
+    settings: Settings, store: TableStore, engine: Engine, recent: RecentCommits | None = None
 ) -> list[Model]:
     """The model of every table derived from silver, in dependency order: order_payments
     feeds the gold models that read it. ``recent``: the commits of the stages before, as
@@ -123,7 +123,9 @@ class Pipeline:
         self.settings = settings
         self.transport = transport or open_transport(settings)
         self.store = store or open_store(settings)
-        self._engine = DuckDB()
+        # Ingestion parses records in this process; silver and gold run on the engine.
+        self._ingest_engine = open_engine(EngineSettings())
+        self._engine = open_engine(settings.engine)
         self._recent = RecentCommits()  # each stage's last commit, for the next stage
         self._ingest: BronzeIngest | None = None
         self._silver: SilverProcessor | None = None
@@ -140,7 +142,7 @@ class Pipeline:
                 self.transport,
                 self.store,
                 self.settings.pipeline.consumer_group,
-                engine=self._engine,
+                engine=self._ingest_engine,
                 recent=self._recent,
             )
         return self._ingest
@@ -327,12 +329,13 @@ class Pipeline:
         self.transport.close()
         self.store.close()
         self._engine.close()
+        self._ingest_engine.close()
 
 
 class GoldRefresher:
     """Steps the models other than FAST_MODELS every ``gold_refresh_s`` on a thread of its
     own, so the daily tables' rereads never hold gold.fct_sales_minute back, and keeps the
-    tables compacted and vacuumed. It has its own table handles and DuckDB connection:
+    tables compacted and vacuumed. It has its own table handles and engine session:
     neither may be shared across threads."""
 
     def __init__(self, pipeline: Pipeline, stop: threading.Event) -> None:
@@ -341,7 +344,7 @@ class GoldRefresher:
         self.tps = pipeline.transport.partitions()
         self.stop = stop
         self.store = open_store(self.settings)
-        self.engine = DuckDB()
+        self.engine = open_engine(self.settings.engine)
         self.models = [
             m
             for m in derived_models(self.settings, self.store, self.engine)

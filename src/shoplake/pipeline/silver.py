@@ -32,7 +32,8 @@ from shoplake.contract.tables import (
     TableSpec,
 )
 from shoplake.engines import duckdb_silver as sql
-from shoplake.engines.duckdb import DuckDB
+from shoplake.engines.base import Engine
+from shoplake.errors import ConfigError
 from shoplake.pipeline.models import load_model
 from shoplake.pipeline.positions import (
     Positions,
@@ -108,7 +109,7 @@ class SilverProcessor:
         *,
         watermark_minutes: float = 10.0,
         dedupe_horizon_days: int = 7,
-        engine: DuckDB | None = None,
+        engine: Engine,
         recent: RecentCommits | None = None,
     ) -> None:
         self.store = store
@@ -117,7 +118,12 @@ class SilverProcessor:
         self.currencies = currencies
         self.watermark_minutes = watermark_minutes
         self.dedupe_horizon = timedelta(days=dedupe_horizon_days)
-        self.engine = engine or DuckDB()
+        if not engine.capabilities.validates_raw_events:
+            raise ConfigError(
+                f"silver's validation does not run on the {engine.name} engine yet: "
+                "use SHOPLAKE_ENGINE__KIND=duckdb"
+            )
+        self.engine = engine
         # (position, newest valid event time before it) per partition, as of the last step
         self._high_water: dict[TopicPartition, tuple[int, datetime | None]] = {}
         self._held: dict[TableSpec, _HeldIds] = {}  # per table, for dedupe
@@ -374,11 +380,11 @@ class OrderPaymentsModel:
         self,
         store: TableStore,
         *,
-        engine: DuckDB | None = None,
+        engine: Engine,
         recent: RecentCommits | None = None,
     ) -> None:
         self.store = store
-        self.engine = engine or DuckDB()
+        self.engine = engine
         self.recent = recent or RecentCommits()
         self.sql = load_model("order_payments")
         store.ensure(self.spec)

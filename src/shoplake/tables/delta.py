@@ -252,6 +252,17 @@ class DeltaStore:
     def open_as_of(self, spec: TableSpec, when: int | datetime) -> DeltaHandle:
         with _translated(spec, f"opening {spec.qualified} as of {when}:", self.location(spec)):
             table = DeltaTable(self.location(spec))
+            if isinstance(when, datetime):
+                # By the commit's own timestamp, as `history` shows it: delta-rs would go
+                # by the log file's modification time, a few ms later.
+                cutoff = when.timestamp() * 1000
+                versions = [int(c["version"]) for c in table.history() if c["timestamp"] <= cutoff]
+                if not versions:
+                    raise TableError(
+                        f"{spec.qualified} has no version as of {when.isoformat()}: "
+                        "its first commit is later"
+                    )
+                when = max(versions)
             table.load_as_version(when)
             return DeltaHandle(table, spec, _SnapshotCache(int(table.version()), {}))
 

@@ -1,0 +1,58 @@
+"""The Engine port: what the pipeline needs from a compute engine.
+
+The SQL models (``pipeline/models/*.sql``) are written once, in DuckDB's dialect; an
+engine that speaks another dialect transpiles them (the Spark engine uses sqlglot). The
+inputs of a model are Arrow tables or datasets under the names the SQL reads; its result
+comes back as an Arrow table with the types DuckDB gives, whatever engine ran it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import pyarrow as pa
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """Where engines differ, so callers ask instead of checking the engine's class."""
+
+    in_process: bool  # runs inside this interpreter (no cluster, no JVM)
+    validates_raw_events: bool  # compiles the contract's rules into its own SQL (silver)
+
+
+class Engine(Protocol):
+    """Runs the SQL models over named inputs."""
+
+    name: str
+    capabilities: Capabilities
+
+    def define_local_date(self, timezone: str) -> None:
+        """Make ``local_date(ts)`` available to the models: the calendar day of a UTC
+        timestamp in ``timezone`` (the reporting time zone)."""
+        ...
+
+    def register(self, name: str, data: Any) -> None:
+        """Expose an Arrow table or dataset as a view called ``name`` until unregistered."""
+        ...
+
+    def unregister(self, name: str) -> None: ...
+
+    def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
+        """Run a statement for its effect (a macro, a temporary table)."""
+        ...
+
+    def table(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
+        """Run a query; ``params`` bind its ``$name`` placeholders."""
+        ...
+
+    def table_over(
+        self, sql: str, inputs: Mapping[str, Any], params: Mapping[str, Any] | None = None
+    ) -> pa.Table:
+        """Run ``sql`` with each of ``inputs`` (Arrow tables or datasets) visible under
+        its name, then release them again."""
+        ...
+
+    def close(self) -> None: ...

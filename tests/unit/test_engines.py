@@ -1,0 +1,38 @@
+"""The engine port: settings pick the engine; every engine serves the models' calls."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pyarrow as pa
+import pytest
+
+from shoplake.engines import open_engine
+from shoplake.settings import EngineSettings, Settings
+
+
+def test_duckdb_is_the_default_engine_and_runs_a_model_over_named_inputs() -> None:
+    engine = open_engine(Settings().engine)
+    try:
+        assert engine.name == "duckdb" and engine.capabilities.in_process
+        engine.define_local_date("Asia/Kolkata")
+        out = engine.table_over(
+            "SELECT local_date(ts) AS day, n * $k AS n FROM rows",
+            {"rows": pa.table({"ts": pa.array([0], pa.timestamp("us", "UTC")), "n": [21]})},
+            {"k": 2},
+        )
+        assert out.to_pylist() == [{"day": date(1970, 1, 1), "n": 42}]
+    finally:
+        engine.close()
+
+
+def test_engine_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHOPLAKE_ENGINE__KIND", "spark")
+    monkeypatch.setenv("SHOPLAKE_ENGINE__SPARK_MASTER", "spark://head:7077")
+    monkeypatch.setenv("SHOPLAKE_ENGINE__SPARK_CONF", '{"spark.executor.memory": "4g"}')
+    assert Settings().engine == EngineSettings(
+        kind="spark", spark_master="spark://head:7077", spark_conf={"spark.executor.memory": "4g"}
+    )
+    monkeypatch.setenv("SHOPLAKE_ENGINE__KIND", "flink")
+    with pytest.raises(ValueError, match="duckdb"):
+        Settings()
