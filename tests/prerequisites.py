@@ -83,3 +83,24 @@ def chromium() -> str:
     )
     assert path is not None
     return path
+
+
+def spark_problem() -> str | None:
+    """Why the Spark engine cannot run here (None when it can)."""
+    version = java_version()
+    if version is None:
+        return "java is missing (or its version is unreadable)"
+    if version < MIN_JAVA:
+        return f"java is version {version}, Spark 4 needs {MIN_JAVA}+"
+    try:
+        import pyspark  # noqa: F401
+        import sqlglot  # noqa: F401
+    except ImportError as exc:
+        return f"{exc.name} is not installed"
+    return None
+
+
+def require_spark() -> None:
+    """Fail under CI, skip elsewhere, without Java 17+ and the spark extra."""
+    install = f"install Java {MIN_JAVA}+ and pip install 'shoplake[spark]'"
+    require(spark_problem(), install)

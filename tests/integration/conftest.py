@@ -1,14 +1,15 @@
-"""Fixtures of the integration tests: a real Kafka broker for the session."""
+"""Fixtures of the integration tests: a real Kafka broker and a Spark engine for the session."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.integration.kafka_broker import KafkaBroker
-from tests.prerequisites import require_kafka_tools
+from tests.prerequisites import require_kafka_tools, require_spark
 
 
 @pytest.fixture(scope="session")
@@ -19,3 +20,22 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
     broker.start()
     yield broker
     broker.stop()
+
+
+@pytest.fixture(scope="session")
+def spark_engine() -> Iterator[Any]:
+    """The Spark engine on a small local session (2 threads, 2 shuffle partitions, no UI),
+    Delta Lake's jars from Maven Central; started once per test session."""
+    require_spark()  # skips outside CI, fails under CI
+    from shoplake.engines.spark import SparkEngine
+
+    engine = SparkEngine(
+        "local[2]",
+        {
+            "spark.sql.shuffle.partitions": "2",
+            "spark.default.parallelism": "2",
+            "spark.driver.memory": "1g",
+        },
+    )
+    yield engine
+    engine.close()

@@ -1,0 +1,350 @@
+"""Spark engine: runs the same SQL models as the DuckDB engine, on Apache Spark.
+
+The only module that imports ``pyspark`` (and ``sqlglot``), both lazily: shoplake works
+without the ``spark`` extra, and asking for this engine without it is a ConfigError.
+
+The models are written once, in DuckDB's dialect. Before Spark runs one, sqlglot
+transpiles it (``read="duckdb", write="spark"``) and a few rewrites keep the two engines'
+answers equal to the cent (see ``to_spark_sql``):
+
+- ``local_date(ts)`` (a DuckDB macro) becomes ``to_date(from_utc_timestamp(ts, zone))``:
+  the session time zone stays UTC, the reporting zone is spelled out in the SQL.
+- ``epoch(ts)`` becomes DuckDB's arithmetic on ``unix_micros(ts)``: whole milliseconds
+  / 1e3 plus the rest / 1e6, as DOUBLEs (sqlglot's ``unix_timestamp`` drops the
+  fraction of a second, and ``micros / 1e6`` is one ulp off DuckDB's answer).
+- ``round(x, n)`` over a DOUBLE becomes ``shoplake_round_double(x, n)``, a Python UDF
+  rounding the double's exact binary value half away from zero, as DuckDB does: Spark
+  rounds the double's shortest decimal text instead, so 1224.79 / 14 (87.48499…,
+  printed 87.485) is 87.49 on Spark and 87.48 on DuckDB. A ROUND counts as over a
+  DOUBLE when its argument casts to DOUBLE, as the models do before every floating-point
+  division; divisions inside it become ``try_divide`` (see the rewrite).
+
+``$name`` parameters are bound as typed literals in the text (see ``bind``); the
+parsed and rewritten tree is cached per SQL text and time zone.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Mapping
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+
+from shoplake.engines.base import Capabilities, Engine
+from shoplake.errors import ConfigError, QueryError
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+    from sqlglot import exp
+
+_MISSING = "the Spark engine needs pyspark: pip install 'shoplake[spark]'"
+
+# delta-spark release on Maven Central for each Spark minor version (artifact
+# io.delta:delta-spark_<spark minor>_2.13); checked against pyspark 4.1.
+DELTA_VERSIONS = {"4.0": "4.4.0", "4.1": "4.4.0", "4.2": "4.4.0"}
+
+
+# The UDF the ROUND rewrite calls.
+ROUND_DOUBLE = "shoplake_round_double"
+
+
+def round_half_away(value: float | None, places: int | None) -> float | None:
+    """``value`` rounded to ``places`` decimals, half away from zero, from its exact
+    binary value (what DuckDB's ``round`` gives for a DOUBLE)."""
+    return _round_half_away()(value, places)
+
+
+def _round_half_away() -> Callable[[float | None, int | None], float | None]:
+    # A nested function: Spark's Python workers get it by value, so they need no shoplake.
+    def rounded(value: float | None, places: int | None) -> float | None:
+        import math
+        from decimal import ROUND_HALF_UP, Context, Decimal
+
+        if value is None or places is None or not math.isfinite(value):
+            return value
+        exact = Decimal(value)  # every digit of the binary value: up to 767 of them
+        step = Decimal(1).scaleb(-places)
+        return float(exact.quantize(step, rounding=ROUND_HALF_UP, context=Context(prec=800)))
+
+    return rounded
+
+
+def cache_dir() -> Path:
+    """~/.cache/shoplake (or $XDG_CACHE_HOME/shoplake): where resolved jars are kept."""
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "shoplake"
+
+
+def delta_package(spark_version: str) -> str:
+    """The Maven coordinates of the Delta Lake jar built for ``spark_version``."""
+    minor = ".".join(spark_version.split(".")[:2])
+    if minor not in DELTA_VERSIONS:
+        raise ConfigError(
+            f"no known delta-spark release for Spark {spark_version}: "
+            f"install pyspark {', '.join(sorted(DELTA_VERSIONS))}.x or set spark.jars.packages"
+        )
+    return f"io.delta:delta-spark_{minor}_2.13:{DELTA_VERSIONS[minor]}"
+
+
+class SparkEngine:
+    """Runs the SQL models on a SparkSession whose time zone is UTC.
+
+    ``session``: an existing session to use (it is left running on ``close``); otherwise
+    one is built from ``master`` and ``conf``, with Delta Lake's jars from Maven Central
+    (cached under ~/.cache/shoplake/ivy) unless ``delta`` is False.
+    """
+
+    name = "spark"
+    # Silver's validation of raw events is DuckDB SQL still; Spark runs the models.
+    capabilities = Capabilities(in_process=False, validates_raw_events=False)
+
+    def __init__(
+        self,
+        master: str = "local[*]",
+        conf: Mapping[str, str] | None = None,
+        *,
+        session: SparkSession | None = None,
+        app_name: str = "shoplake",
+        delta: bool = True,
+    ) -> None:
+        try:
+            import pyspark
+            import sqlglot  # noqa: F401  (the transpiler is part of the extra too)
+            from pyspark.sql import SparkSession
+            from pyspark.sql.functions import udf
+        except ImportError:
+            raise ConfigError(_MISSING) from None
+        self._timezone: str | None = None
+        self._owned = session is None
+        if session is None:
+            builder = SparkSession.builder.master(master).appName(app_name)
+            settings = {
+                # The Python workers (the ROUND UDF) run this interpreter, not python3.
+                "spark.pyspark.python": sys.executable,
+                "spark.ui.enabled": "false",
+                "spark.ui.showConsoleProgress": "false",
+                "spark.sql.execution.arrow.pyspark.enabled": "true",
+            }
+            if delta:
+                settings |= {
+                    "spark.jars.packages": delta_package(pyspark.__version__),
+                    "spark.jars.ivy": str(cache_dir() / "ivy"),
+                    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+                    "spark.sql.catalog.spark_catalog": (
+                        "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+                    ),
+                }
+            settings |= dict(conf or {})
+            for key, value in settings.items():
+                builder = builder.config(key, value)
+            session = builder.getOrCreate()
+            session.sparkContext.setLogLevel("ERROR")
+        # Timestamps are instants: UTC in, UTC out, whatever the machine's zone.
+        session.conf.set("spark.sql.session.timeZone", "UTC")
+        self.spark: SparkSession = session
+        from pyspark.sql.types import DoubleType
+
+        session.udf.register(
+            ROUND_DOUBLE,
+            udf(_round_half_away(), DoubleType(), useArrow=False),  # no pandas
+        )
+
+    def define_local_date(self, timezone: str) -> None:
+        """``local_date(ts)`` in the models: the calendar day of a UTC timestamp in
+        ``timezone`` (the last definition wins, as with DuckDB's macro)."""
+        self._timezone = timezone
+
+    def table(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
+        """Run a model's SQL (DuckDB dialect, ``$name`` parameters) and return Arrow."""
+        from pyspark.errors import PySparkException
+
+        text = bind(to_spark_tree(sql, self._timezone), params or {})
+        try:
+            return _as_duckdb_types(self.spark.sql(text).toArrow())
+        except PySparkException as exc:  # translated at the edge, first line only
+            raise QueryError(str(exc).strip().splitlines()[0]) from exc
+
+    def register(self, name: str, data: pa.Table | ds.Dataset) -> None:
+        """Expose Arrow data as a temporary view called ``name``."""
+        if isinstance(data, ds.Dataset):
+            # TODO: a Spark job reads the Delta table itself rather than through Arrow.
+            data = data.to_table()
+        self.spark.createDataFrame(_spark_friendly(data)).createOrReplaceTempView(name)
+
+    def unregister(self, name: str) -> None:
+        self.spark.catalog.dropTempView(name)
+
+    def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
+        """Run a statement (DuckDB dialect) for its effect."""
+        from pyspark.errors import PySparkException
+
+        try:
+            self.spark.sql(bind(to_spark_tree(sql, self._timezone), params or {}))
+        except PySparkException as exc:
+            raise QueryError(str(exc).strip().splitlines()[0]) from exc
+
+    def table_over(
+        self,
+        sql: str,
+        inputs: Mapping[str, pa.Table | ds.Dataset],
+        params: Mapping[str, Any] | None = None,
+    ) -> pa.Table:
+        """Run ``sql`` with each of ``inputs`` visible as a temporary view under its name,
+        then drop the views again."""
+        for name, data in inputs.items():
+            self.register(name, data)
+        try:
+            return self.table(sql, params)
+        finally:
+            for name in inputs:
+                self.unregister(name)
+
+    def close(self) -> None:
+        """Stop the session, if this engine started it."""
+        if self._owned:
+            self.spark.stop()
+
+
+def to_spark_sql(sql: str, timezone: str | None, params: Mapping[str, Any] | None = None) -> str:
+    """A model's SQL (DuckDB dialect) as Spark runs it: the rewrites named in the module
+    docstring, days cut in ``timezone``, ``params`` bound."""
+    return bind(to_spark_tree(sql, timezone), params or {})
+
+
+def bind(tree: exp.Expression, params: Mapping[str, Any]) -> str:
+    """Spark SQL text of ``tree`` with each ``$name`` replaced by its value as a typed
+    literal. Not Spark's own named parameters: with Delta's SQL extension loaded
+    (delta-spark 4.4.0 on Spark 4.1), Spark reports every one of them as unbound."""
+    from sqlglot import exp
+
+    def literal(node: exp.Expression) -> exp.Expression:
+        if not isinstance(node, exp.Placeholder):
+            return node
+        name = str(node.this)
+        if name not in params:
+            raise QueryError(f"no value for the parameter ${name}")
+        return _literal(params[name])
+
+    return tree.copy().transform(literal).sql(dialect="spark", comments=False)
+
+
+def _literal(value: Any) -> exp.Expression:
+    from sqlglot import exp
+
+    if value is None:
+        return exp.Null()
+    if isinstance(value, bool):
+        return exp.Boolean(this=value)
+    if isinstance(value, datetime):  # an instant, written in UTC
+        moment = value.astimezone(UTC) if value.tzinfo else value
+        text = moment.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+        return exp.cast(exp.Literal.string(text), exp.DataType.Type.TIMESTAMP)
+    if isinstance(value, date):
+        return exp.cast(exp.Literal.string(value.isoformat()), exp.DataType.Type.DATE)
+    if isinstance(value, int | float | Decimal):
+        return exp.Literal.number(str(value))
+    return exp.Literal.string(str(value))
+
+
+@lru_cache(maxsize=256)
+def to_spark_tree(sql: str, timezone: str | None) -> exp.Expression:
+    """A model's SQL (DuckDB dialect) parsed and rewritten for Spark, parameters still
+    unbound; cached per text and time zone (callers must not change it: ``bind`` copies)."""
+    import sqlglot
+    from sqlglot import exp
+
+    def double(value: float) -> exp.Expression:
+        return exp.cast(exp.Literal.number(int(value)), exp.DataType.Type.DOUBLE)
+
+    def rewrite(node: exp.Expression) -> exp.Expression:
+        if (
+            isinstance(node, exp.Anonymous)
+            and str(node.this).lower() == "local_date"
+            and timezone is not None
+        ):
+            (ts,) = node.expressions
+            shifted = exp.Anonymous(
+                this="from_utc_timestamp", expressions=[ts, exp.Literal.string(timezone)]
+            )
+            return exp.Anonymous(this="to_date", expressions=[shifted])
+        if isinstance(node, exp.TimeToUnix):  # DuckDB's epoch(): ms / 1e3 + rest / 1e6
+            micros = exp.Anonymous(this="unix_micros", expressions=[node.this])
+            millis = exp.IntDiv(this=micros, expression=exp.Literal.number(1000))
+            rest = exp.Mod(this=micros.copy(), expression=exp.Literal.number(1000))
+            return exp.Paren(
+                this=exp.Add(
+                    this=exp.Div(this=exp.cast(millis, "double"), expression=double(1000)),
+                    expression=exp.Div(this=exp.cast(rest, "double"), expression=double(1e6)),
+                )
+            )
+        if isinstance(node, exp.Round) and _is_double(node.this):
+            decimals = node.args.get("decimals") or exp.Literal.number(0)
+            # Spark computes a Python UDF's arguments before any CASE around it decides
+            # they are not needed: x / 0 there must be NULL, not ANSI's error.
+            value = node.this.transform(
+                lambda n: (
+                    exp.Anonymous(this="try_divide", expressions=[n.this, n.expression])
+                    if isinstance(n, exp.Div)
+                    else n
+                )
+            )
+            return exp.Anonymous(this=ROUND_DOUBLE, expressions=[value, decimals])
+        return node
+
+    return sqlglot.parse_one(sql, read="duckdb").transform(rewrite)
+
+
+def _is_double(node: exp.Expression) -> bool:
+    from sqlglot import exp
+
+    return any(
+        cast.to.this in (exp.DataType.Type.DOUBLE, exp.DataType.Type.FLOAT)
+        for cast in node.find_all(exp.Cast)
+    )
+
+
+def _spark_friendly(table: pa.Table) -> pa.Table:
+    """Arrow data as Spark reads it whole: views and large strings as plain strings,
+    dictionaries as their values, nanoseconds as microseconds, no empty batches."""
+    fields = []
+    for field in table.schema:
+        kind = field.type
+        if pa.types.is_dictionary(kind):
+            kind = kind.value_type
+        if pa.types.is_string_view(kind) or pa.types.is_large_string(kind):
+            kind = pa.string()
+        elif pa.types.is_binary_view(kind) or pa.types.is_large_binary(kind):
+            kind = pa.binary()
+        elif pa.types.is_timestamp(kind) and kind.unit == "ns":
+            kind = pa.timestamp("us", tz=kind.tz)
+        fields.append(field.with_type(kind))
+    schema = pa.schema(fields)
+    if schema != table.schema:
+        table = table.cast(schema)
+    # pyspark 4.1's createDataFrame drops every batch after an empty one.
+    return pa.Table.from_batches([b for b in table.to_batches() if b.num_rows], schema)
+
+
+def _as_duckdb_types(table: pa.Table) -> pa.Table:
+    """Spark's Arrow answer typed as DuckDB's for the same SQL: every column nullable
+    (Spark marks some NOT NULL) and timestamps in microseconds, UTC."""
+    fields = []
+    for field in table.schema:
+        kind = field.type
+        if pa.types.is_timestamp(kind) and kind.tz is not None:
+            kind = pa.timestamp("us", tz="UTC")
+        fields.append(pa.field(field.name, kind, nullable=True))
+    schema = pa.schema(fields)
+    return table if schema == table.schema else table.cast(schema)
+
+
+if TYPE_CHECKING:
+
+    def _is_an_engine(engine: SparkEngine) -> Engine:  # mypy checks the port is met
+        return engine
