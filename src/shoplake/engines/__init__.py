@@ -19,8 +19,6 @@ def open_engine(settings: EngineSettings) -> Engine:
         from shoplake.engines.duckdb import DuckDB
 
         return DuckDB()
-    import importlib
+    from shoplake.engines.spark import SparkEngine  # imports pyspark: only when asked for
 
-    spark = importlib.import_module("shoplake.engines.spark")  # pyspark: only when asked for
-    engine: Engine = spark.SparkEngine(master=settings.spark_master, conf=settings.spark_conf)
-    return engine
+    return SparkEngine(master=settings.spark_master, conf=settings.spark_conf)
