@@ -121,6 +121,8 @@ class SparkEngine:
         except ImportError:
             raise ConfigError(_MISSING) from None
         self._timezone: str | None = None
+        if session is None and SparkSession.getActiveSession() is not None:
+            session = SparkSession.getActiveSession()  # someone else's: left running
         self._owned = session is None
         if session is None:
             builder = SparkSession.builder.master(master).appName(app_name)
