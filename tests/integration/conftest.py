@@ -35,6 +35,8 @@ def spark_engine() -> Iterator[Any]:
             "spark.sql.shuffle.partitions": "2",
             "spark.default.parallelism": "2",
             "spark.driver.memory": "1g",
+            # Delta replays a table's log in 50 tasks by default: slow on 2 cores.
+            "spark.databricks.delta.snapshotPartitions": "2",
         },
     )
     yield engine

@@ -210,3 +210,18 @@ def test_without_pyspark_the_error_is_one_line_naming_the_extra(
     with pytest.raises(ConfigError) as raised:
         SparkEngine("local[1]")
     assert str(raised.value) == "the Spark engine needs pyspark: pip install 'shoplake[spark]'"
+
+
+def test_the_session_reads_the_delta_tables_delta_rs_writes(
+    shop: Pipeline, spark_engine: Any
+) -> None:
+    """The Delta jars work: Spark reads silver.order_payments as delta-rs wrote it."""
+    from deltalake import DeltaTable
+
+    silver = Path(shop.settings.home) / "lake" / "silver" / "order_payments"
+    assert silver.is_dir()
+    columns = ["order_id", "paid_amount", "order_ts"]
+    read = spark_engine.spark.read.format("delta").load(str(silver)).select(*columns)
+    want = DeltaTable(str(silver)).to_pyarrow_table(columns=columns)
+    assert want.num_rows > 0
+    assert sorted(read.toArrow().to_pylist(), key=str) == sorted(want.to_pylist(), key=str)
