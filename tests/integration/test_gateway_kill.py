@@ -3,8 +3,9 @@
 The gateway (`shoplake serve`, embedded log) is killed 20 times at random moments
 and restarted; the Kafka broker's JVM is killed (not stopped) under a Kafka-backed gateway
 and restarted. Clients keep the event ids of every batch answered 202 and never resend a
-batch (so an event id is in the transport at most once). After each kill, and at the
-end, every acknowledged event is in bronze exactly once (and, at the end, in silver once).
+batch (so an event id is in the transport at most once). After each kill (an ingestion
+worker runs throughout), and at the end, every acknowledged event is in bronze exactly
+once (and, at the end, in silver once).
 """
 
 from __future__ import annotations
@@ -81,12 +82,30 @@ def assert_once(acked: set[str], in_bronze: list[str]) -> None:
     assert not missing, f"{len(missing)} acknowledged events are not in bronze"
 
 
+def wait_in_bronze(home: Path, acked: set[str], ingest: subprocess.Popen[bytes]) -> None:
+    """Wait for the running ingestion worker to bring ``acked`` into bronze, and check
+    each event is there once."""
+    deadline = time.monotonic() + 90
+    while not acked <= set(in_bronze := bronze_ids(home)):
+        assert ingest.poll() is None, (home.parent / "ingest.err").read_text()
+        assert time.monotonic() < deadline, f"{len(acked - set(in_bronze))} not in bronze"
+        time.sleep(0.3)
+    assert_once(acked, in_bronze)
+
+
 def test_gateway_sigkilled_twenty_times_loses_and_doubles_nothing(tmp_path: Path) -> None:
     rng = random.Random(77)
     home = tmp_path / "home"
     env = {**os.environ, "SHOPLAKE_HOME": str(home)}
     port = free_port()
     gateway = serve(env, port)
+    with (tmp_path / "ingest.err").open("wb") as errors:  # an ingestion worker throughout
+        ingest = subprocess.Popen(
+            [*SHOPLAKE, "run", "--job", "ingestion"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=errors,
+        )
     clients = Clients(port)
     kills = 0
     try:
@@ -96,15 +115,17 @@ def test_gateway_sigkilled_twenty_times_loses_and_doubles_nothing(tmp_path: Path
             gateway.send_signal(signal.SIGKILL)
             gateway.wait()
             kills += 1
-            acked = clients.acked()  # nothing is acknowledged while it is down
-            shoplake(env, "run", "--job", "ingestion", "--until-idle")
-            assert_once(acked, bronze_ids(home))
+            # Nothing is acknowledged while it is down: what was, is in bronze once.
+            wait_in_bronze(home, clients.acked(), ingest)
             gateway = serve(env, port)
     finally:
         clients.close()
         gateway.send_signal(signal.SIGINT)
         gateway.wait(30)
     acked = clients.acked()
+    wait_in_bronze(home, acked, ingest)
+    ingest.send_signal(signal.SIGKILL)
+    ingest.wait()
     statuses = clients.acks.statuses
     assert statuses.count(202) > 100 and len(acked) == 40 * statuses.count(202)
     assert set(statuses) <= {0, 202}, set(statuses)  # 0: refused while it was down
