@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
+from collections.abc import Callable
 
 import pytest
 
@@ -32,3 +35,20 @@ def test_an_interrupted_query_stays_an_interrupt() -> None:
         pytest.fail("the query was not interrupted", pytrace=False)
     finally:
         timer.cancel()
+
+
+@pytest.mark.parametrize("call", ["table", "execute", "query"])
+def test_ctrl_c_during_any_query_is_an_interrupt(call: str) -> None:
+    # A SIGINT that DuckDB catches itself comes back as RuntimeError("Query interrupted");
+    # `shoplake run` printed that as a traceback instead of stopping.
+    engine = DuckDB(threads=1)
+    endless = "SELECT sum(a.range * b.range) FROM range(1000000) a, range(1000000) b"
+    run: Callable[[str], object] = getattr(engine, call)
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run(endless)
+    finally:
+        timer.cancel()
+        engine.close()

@@ -7,7 +7,8 @@ plain SQL that Spark can run too.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import duckdb
@@ -15,6 +16,21 @@ import pyarrow as pa
 
 from shoplake.engines.base import Capabilities
 from shoplake.errors import QueryError
+
+
+@contextmanager
+def _interrupts_stay_interrupts() -> Iterator[None]:
+    """Ctrl-C during a query is a KeyboardInterrupt, whichever way DuckDB reports it
+    (``interrupt()`` raises InterruptException; a SIGINT it caught itself, a RuntimeError),
+    so callers stop cleanly instead of printing a traceback or mistaking it for bad SQL."""
+    try:
+        yield
+    except duckdb.InterruptException:
+        raise KeyboardInterrupt from None
+    except RuntimeError as exc:
+        if str(exc).strip() == "Query interrupted":
+            raise KeyboardInterrupt from None
+        raise
 
 
 class DuckDB:
@@ -45,11 +61,13 @@ class DuckDB:
         self.con.unregister(name)
 
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
-        self.con.execute(sql, dict(params) if params else None)
+        with _interrupts_stay_interrupts():
+            self.con.execute(sql, dict(params) if params else None)
 
     def table(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
         """Run a query and return its result as an Arrow table."""
-        return self.con.sql(sql, params=dict(params) if params else None).to_arrow_table()
+        with _interrupts_stay_interrupts():
+            return self.con.sql(sql, params=dict(params) if params else None).to_arrow_table()
 
     def table_over(
         self, sql: str, inputs: Mapping[str, Any], params: Mapping[str, Any] | None = None
@@ -69,9 +87,7 @@ class DuckDB:
         become QueryError with DuckDB's own message; an interrupted query (Ctrl-C) stays an
         interrupt, so no caller mistakes it for bad SQL."""
         try:
-            return self.con.sql(sql, params=dict(params) if params else None).to_arrow_table()
-        except duckdb.InterruptException:
-            raise KeyboardInterrupt from None
+            return self.table(sql, params)
         except duckdb.Error as exc:
             raise QueryError(str(exc).strip()) from exc
 
