@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import signal
 import subprocess
 import time
@@ -25,19 +24,19 @@ from shoplake.contract.tables import (
     DIM_PRODUCTS,
     FCT_SALES_MINUTE,
     ORDER_PAYMENTS,
-    QUARANTINE,
-    RAW_EVENTS,
 )
-from shoplake.pipeline.reconcile import current_gold, recomputed_gold
 from shoplake.pipeline.runner import DAILY_MODELS
 from shoplake.pipeline.silver import SILVER_FROM_BRONZE
 from shoplake.pipeline.steptrace import ENV as TRACE_ENV
 from shoplake.pipeline.steptrace import open_steps
 from shoplake.settings import Settings
 from shoplake.tables import open_store
-from shoplake.transport import open_transport
 from tests.conftest import SHOPLAKE
-from tests.integration.test_crash_recovery import run_to_idle, table_rows
+from tests.integration.equivalence import (
+    assert_bronze_is_the_log,
+    assert_equals_a_clean_run,
+    run_to_idle,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -184,25 +183,7 @@ def test_kills_inside_every_kind_of_step_change_nothing(tmp_path: Path) -> None:
 
     run_to_idle(home)
     settings = Settings(home=home)
-    log = open_transport(settings)
-    ends = log.end_offsets()
-    appended = log.read(dict.fromkeys(ends, 0), 10**9).records
-    log.close()
-    assert appended.num_rows == sum(ends.values()) == 40000
-
-    # bronze: every appended record once (by lineage), byte for byte
-    bronze = table_rows(settings, RAW_EVENTS, ["topic", "partition", "offset", "raw_value"])
-    assert len({(t, p, o) for t, p, o, _ in bronze}) == len(bronze) == appended.num_rows
-    expected = sorted(
-        zip(
-            appended["topic"].to_pylist(),
-            appended["partition"].to_pylist(),
-            appended["offset"].to_pylist(),
-            [v.decode("utf-8", "backslashreplace") for v in appended["value"].to_pylist()],
-            strict=True,
-        )
-    )
-    assert bronze == expected
+    assert assert_bronze_is_the_log(settings) == 40000
 
     # silver: each event id (each key: order items are keyed by event and line) once
     store = open_store(settings)
@@ -211,15 +192,4 @@ def test_kills_inside_every_kind_of_step_change_nothing(tmp_path: Path) -> None:
         assert keys.num_rows == keys.group_by(list(spec.key)).aggregate([]).num_rows, spec
 
     # every table equals a clean, uninterrupted run over the same log
-    clean_home = tmp_path / "clean"
-    (clean_home / "transport").mkdir(parents=True)
-    shutil.copy(settings.log_path, clean_home / "transport" / "log.sqlite")
-    run_to_idle(clean_home)
-    clean = Settings(home=clean_home)
-    for spec in (spec for spec, _ in SILVER_FROM_BRONZE if spec is not QUARANTINE):
-        cols = spec.schema.names
-        assert table_rows(settings, spec, cols) == table_rows(clean, spec, cols), spec.qualified
-    q_cols = ["topic", "partition", "offset", "reason", "detail"]
-    assert table_rows(settings, QUARANTINE, q_cols) == table_rows(clean, QUARANTINE, q_cols)
-    assert current_gold(store) == current_gold(open_store(clean))
-    assert current_gold(store) == recomputed_gold(store, settings.reporting)
+    assert_equals_a_clean_run(settings, tmp_path)

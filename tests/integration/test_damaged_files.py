@@ -14,7 +14,7 @@ import pytest
 from shoplake.contract.tables import DAILY_SALES_SUMMARY, ORDERS, RAW_EVENTS, TableSpec
 from shoplake.settings import Settings
 from tests.conftest import SHOPLAKE
-from tests.integration.test_crash_recovery import table_rows
+from tests.integration.equivalence import table_rows
 
 pytestmark = [pytest.mark.integration]
 

@@ -8,7 +8,6 @@ once space is freed it carries on, and its tables equal a clean run's."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -16,31 +15,21 @@ from pathlib import Path
 
 import pytest
 
-from shoplake.contract.tables import QUARANTINE, RAW_EVENTS
-from shoplake.pipeline.reconcile import current_gold, recomputed_gold
-from shoplake.pipeline.silver import SILVER_FROM_BRONZE
+from shoplake.contract.tables import RAW_EVENTS
 from shoplake.settings import Settings
 from shoplake.tables import open_store
-from shoplake.transport import open_transport
 from tests.conftest import SHOPLAKE
 from tests.integration.clients import Acks, EventSource, bronze_ids, send, silver_ids
 from tests.integration.disk import fill, small_disk
+from tests.integration.equivalence import (
+    assert_bronze_is_the_log,
+    assert_equals_a_clean_run,
+    run_to_idle,
+)
 from tests.integration.kafka_broker import free_port
-from tests.integration.test_crash_recovery import table_rows
 from tests.integration.test_serve import wait_healthy
 
 pytestmark = [pytest.mark.integration]
-
-
-def run_to_idle(home: Path) -> None:
-    proc = subprocess.run(
-        [*SHOPLAKE, "run", "--until-idle"],
-        env={**os.environ, "SHOPLAKE_HOME": str(home)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr
 
 
 def bronze_count(home: Path) -> int:
@@ -132,34 +121,5 @@ def test_pipeline_out_of_space_retries_and_loses_nothing(tmp_path: Path) -> None
         run_to_idle(home)
 
         settings = Settings(home=home)
-        transport = open_transport(settings)
-        ends = transport.end_offsets()
-        appended = transport.read(dict.fromkeys(ends, 0), 10**9).records
-        transport.close()
-        assert appended.num_rows == 20000
-        bronze = table_rows(settings, RAW_EVENTS, ["topic", "partition", "offset", "raw_value"])
-        expected = sorted(
-            zip(
-                appended["topic"].to_pylist(),
-                appended["partition"].to_pylist(),
-                appended["offset"].to_pylist(),
-                [v.decode("utf-8", "backslashreplace") for v in appended["value"].to_pylist()],
-                strict=True,
-            )
-        )
-        assert bronze == expected
-
-        clean_home = tmp_path / "clean"
-        (clean_home / "transport").mkdir(parents=True)
-        shutil.copy(settings.log_path, clean_home / "transport" / "log.sqlite")
-        run_to_idle(clean_home)
-        clean = Settings(home=clean_home)
-        for spec in (spec for spec, _ in SILVER_FROM_BRONZE if spec is not QUARANTINE):
-            cols = spec.schema.names
-            assert table_rows(settings, spec, cols) == table_rows(clean, spec, cols), spec
-        q_cols = ["topic", "partition", "offset", "reason", "detail"]
-        assert table_rows(settings, QUARANTINE, q_cols) == table_rows(clean, QUARANTINE, q_cols)
-        store = open_store(settings)
-        assert current_gold(store) == current_gold(open_store(clean))
-        assert current_gold(store) == recomputed_gold(store, settings.reporting)
-        store.close()
+        assert assert_bronze_is_the_log(settings) == 20000
+        assert_equals_a_clean_run(settings, tmp_path)
