@@ -8,12 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from shoplake.contract.events import TIMESTAMP_PATTERN
-from shoplake.contract.rules import ITEM_RULES, RULES, FieldRule
-
-_NUMBER = "('UBIGINT', 'BIGINT', 'DOUBLE')"
-_INTEGER = "('UBIGINT', 'BIGINT')"
-_TS_PATTERN = TIMESTAMP_PATTERN
+from shoplake.contract.rules import RULES
+from shoplake.engines import rule_sql
+from shoplake.engines.rule_sql import FIELDS
 
 
 def _lit(text: str) -> str:
@@ -24,152 +21,61 @@ def _problem(reason: str, detail_sql: str) -> str:
     return f"{{'reason': {_lit(reason)}, 'detail': {detail_sql}}}"
 
 
-# Every top-level field a rule names. One JSON parse per record yields their JSON types
-# (``types``) and their values as text (``texts``), lists in this order: DuckDB parses the
-# text again for every JSON function call, and a valid event went through some forty.
-FIELDS: tuple[str, ...] = tuple(sorted({r.name for rules in RULES.values() for r in rules}))
+# One JSON parse per record yields the JSON types (``types``) and the values as text
+# (``texts``) of every field a rule names, lists in FIELDS' order: DuckDB parses the text
+# again for every JSON function call, and a valid event went through some forty.
 _SLOT = {name: i + 1 for i, name in enumerate(FIELDS)}
 _PATHS_SQL = "[" + ", ".join(_lit(f"$.{f}") for f in FIELDS) + "]"
 
 
 def _type_of(name: str) -> str:
-    """The JSON type of a top-level field of the record (NULL when absent)."""
     return f"types[{_SLOT[name]}]"
 
 
 def _text(name: str) -> str:
-    """A top-level field of the record as text (NULL when absent or JSON null)."""
     return f"texts[{_SLOT[name]}]"
 
 
-def _checks(
-    doc: str, rule: FieldRule, currencies: Iterable[str], *, top_level: bool = True
-) -> list[tuple[str, str]]:
-    """(failing condition, problem) pairs for one field: of the record (``top_level``,
-    read from ``types`` and ``texts``) or of the JSON value ``doc``."""
-    f = rule.name
-    path = _lit(f"$.{f}")
-    value = f"({doc} -> {path})"  # the JSON value, for the checks of arrays
-    jtype = _type_of(f) if top_level else f"json_type({doc}, {path})"
-    text = _text(f) if top_level else f"({doc} ->> {path})"
-    shown = f"coalesce(left({text}, 40), '')"
-    out: list[tuple[str, str]] = []
-    missing = f"coalesce({jtype}, 'NULL') = 'NULL'"
-    if rule.required:
-        out.append((missing, _problem("missing_field", _lit(f"{f} is missing"))))
-        present = "TRUE"
-    else:
-        present = f"NOT ({missing})"
+class _DuckDBRules:
+    """How DuckDB's SQL spells the rule checks (see rule_sql.RuleDialect)."""
 
-    def add(cond: str, reason: str, detail: str) -> None:
-        out.append((f"({present}) AND ({cond})", _problem(reason, detail)))
+    int_type = "INTEGER"
+    timestamptz_type = "TIMESTAMPTZ"
+    lit = staticmethod(_lit)
+    problem = staticmethod(_problem)
+    field_type = staticmethod(_type_of)
+    field_text = staticmethod(_text)
 
-    kind = rule.kind
-    if kind == "string":
-        add(f"{jtype} <> 'VARCHAR'", "bad_type", _lit(f"{f} must be a string"))
-        add(f"length({text}) = 0", "missing_field", _lit(f"{f} is empty"))
-    elif kind == "text":
-        add(f"{jtype} <> 'VARCHAR'", "bad_type", _lit(f"{f} must be a string"))
-    elif kind == "integer":
-        add(f"{jtype} NOT IN {_INTEGER}", "bad_type", _lit(f"{f} must be an integer"))
-        add(
-            f"TRY_CAST({text} AS BIGINT) IS NULL",
-            "bad_value",
-            _lit(f"{f} is out of range: ") + f" || {shown}",
-        )
-    elif kind == "country":
-        add(f"{jtype} <> 'VARCHAR'", "bad_type", _lit(f"{f} must be a string"))
-        add(
-            f"NOT regexp_full_match({text}, '[A-Z]{{2}}')",
-            "bad_value",
-            _lit(f"{f} must be an ISO 3166 alpha-2 code, got ") + f" || {shown}",
-        )
-    elif kind == "money":
-        add(f"{jtype} NOT IN {_NUMBER}", "bad_type", _lit(f"{f} must be a number"))
-        add(
-            f"TRY_CAST({text} AS DECIMAL(18, 2)) IS NULL",
-            "bad_value",
-            _lit(f"{f} is out of range: ") + f" || {shown}",
-        )
-        add(
-            f"TRY_CAST({text} AS DOUBLE) < 0",
-            "negative_amount",
-            _lit(f"{f} must be >= 0, got ") + f" || {shown}",
-        )
-    elif kind in ("count", "cents"):
-        add(f"{jtype} NOT IN {_INTEGER}", "bad_type", _lit(f"{f} must be an integer"))
-        if kind == "count":
-            add(
-                f"TRY_CAST({text} AS INTEGER) IS NULL OR TRY_CAST({text} AS INTEGER) <= 0",
-                "bad_value",
-                _lit(f"{f} must be > 0, got ") + f" || {shown}",
-            )
-        else:
-            add(
-                f"TRY_CAST({text} AS DECIMAL(18, 0)) IS NULL",
-                "bad_value",
-                _lit(f"{f} is out of range: ") + f" || {shown}",
-            )
-            add(
-                f"TRY_CAST({text} AS BIGINT) < 0",
-                "negative_amount",
-                _lit(f"{f} must be >= 0, got ") + f" || {shown}",
-            )
-    elif kind == "currency":
-        known = ", ".join(_lit(c) for c in sorted(currencies))
-        add(f"{jtype} <> 'VARCHAR'", "bad_type", _lit(f"{f} must be a string"))
-        add(
-            f"NOT regexp_full_match({text}, '[A-Z]{{3}}')",
-            "bad_value",
-            _lit(f"{f} must be an ISO 4217 code, got ") + f" || {shown}",
-        )
-        add(
-            f"{text} NOT IN ({known})",
-            "unknown_currency",
-            _lit(f"{f} has no exchange rate in settings: ") + f" || {shown}",
-        )
-    elif kind == "timestamp":
-        add(f"{jtype} <> 'VARCHAR'", "bad_type", _lit(f"{f} must be an RFC 3339 string"))
-        add(
-            f"NOT regexp_matches({text}, {_lit(_TS_PATTERN)}) "
-            f"OR TRY_CAST({text} AS TIMESTAMPTZ) IS NULL",
-            "bad_timestamp",
-            _lit(f"{f} is not RFC 3339 with an offset: ") + f" || {shown}",
-        )
-    elif kind == "enum":
-        allowed = ", ".join(_lit(c) for c in rule.choices)
-        add(f"{jtype} <> 'VARCHAR'", "bad_type", _lit(f"{f} must be a string"))
-        add(
-            f"{text} NOT IN ({allowed})",
-            "bad_value",
-            _lit(f"{f} must be one of {', '.join(rule.choices)}, got ") + f" || {shown}",
-        )
-    elif kind == "items":
-        add(f"{jtype} <> 'ARRAY'", "bad_type", _lit(f"{f} must be an array"))
-        add(f"json_array_length({value}) = 0", "empty_items", _lit(f"{f} is empty"))
-        per_item = _case(
-            [c for r in ITEM_RULES for c in _checks("x", r, currencies, top_level=False)]
-        )
-        item_problems = (
-            f"list_filter(list_transform(CAST({value} AS JSON[]), "
+    def nested_type(self, doc: str, name: str) -> str:
+        return f"json_type({doc}, {_lit('$.' + name)})"
+
+    def nested_text(self, doc: str, name: str) -> str:
+        return f"({doc} ->> {_lit('$.' + name)})"
+
+    def full_match(self, text: str, pattern: str) -> str:
+        return f"regexp_full_match({text}, {_lit(pattern)})"
+
+    def _value(self, doc: str, name: str) -> str:
+        return f"({doc} -> {_lit('$.' + name)})"
+
+    def items_empty(self, doc: str, name: str) -> str:
+        return f"json_array_length({self._value(doc, name)}) = 0"
+
+    def item_problems(self, doc: str, name: str, per_item: str, not_object: str) -> tuple[str, str]:
+        problems = (
+            f"list_filter(list_transform(CAST({self._value(doc, name)} AS JSON[]), "
             f"lambda x: CASE WHEN json_type(x) = 'OBJECT' THEN {per_item} "
-            f"ELSE {_problem('bad_type', _lit('each item must be an object'))} END), "
-            "lambda p: p IS NOT NULL)"
+            f"ELSE {not_object} END), lambda p: p IS NOT NULL)"
         )
-        out.append((f"({present}) AND len({item_problems}) > 0", f"{item_problems}[1]"))
-    return out
+        return f"len({problems}) > 0", f"{problems}[1]"
 
 
-def _case(checks: list[tuple[str, str]]) -> str:
-    whens = " ".join(f"WHEN {cond} THEN {problem}" for cond, problem in checks)
-    return f"CASE {whens} END"
+_RULES: rule_sql.RuleDialect = _DuckDBRules()
 
 
 def problem_expression(event_type: str, currencies: Iterable[str]) -> str:
     """SQL: NULL when the record ``j`` is a valid ``event_type`` event, else a problem."""
-    currencies = list(currencies)
-    checks = [c for rule in RULES[event_type] for c in _checks("j", rule, currencies)]
-    return _case(checks)
+    return rule_sql.problem_expression(_RULES, event_type, currencies)
 
 
 KNOWN_TYPES_SQL = (

@@ -21,12 +21,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from shoplake.contract.events import TIMESTAMP_PATTERN
-from shoplake.contract.rules import ITEM_RULES, RULES, FieldRule
-from shoplake.engines.duckdb_silver import FIELDS
-
-_NUMBER = "('UBIGINT', 'BIGINT', 'DOUBLE')"
-_INTEGER = "('UBIGINT', 'BIGINT')"
+from shoplake.contract.rules import RULES
+from shoplake.engines import rule_sql
+from shoplake.engines.rule_sql import FIELDS
 
 
 def _full(pattern: str) -> str:
@@ -34,9 +31,6 @@ def _full(pattern: str) -> str:
     would also match before a final newline, RE2's (DuckDB's) does not."""
     body = pattern.removeprefix("^").removesuffix("$")
     return f"^(?:{body})\\z"
-
-
-_TS_PATTERN = _full(TIMESTAMP_PATTERN)
 
 
 def _lit(text: str) -> str:
@@ -98,134 +92,46 @@ def _text(name: str) -> str:
 _READ = (*FIELDS, "event_type")
 
 
-def _checks(
-    doc: str, rule: FieldRule, currencies: Iterable[str], *, top_level: bool = True
-) -> list[tuple[str, str]]:
-    """(failing condition, problem) pairs for one field: of the record (``top_level``,
-    read from the ``ty_``/``tx_`` columns) or of the VARIANT ``doc``."""
-    f = rule.name
-    jtype = _type_of(f) if top_level else _json_type(_field(doc, f))
-    text = _text(f) if top_level else _json_text(_field(doc, f))
-    shown = f"coalesce(left({text}, 40), '')"
-    out: list[tuple[str, str]] = []
-    missing = f"coalesce({jtype}, 'NULL') = 'NULL'"
-    if rule.required:
-        out.append((missing, _problem("missing_field", _lit(f"{f} is missing"))))
-        present = "TRUE"
-    else:
-        present = f"NOT ({missing})"
+class _SparkRules:
+    """How Spark's SQL spells the rule checks (see rule_sql.RuleDialect)."""
 
-    def add(cond: str, reason: str, detail: str) -> None:
-        out.append((f"({present}) AND ({cond})", _problem(reason, detail)))
+    int_type = "INT"
+    timestamptz_type = "TIMESTAMP"
+    lit = staticmethod(_lit)
+    problem = staticmethod(_problem)
+    field_type = staticmethod(_type_of)
+    field_text = staticmethod(_text)
 
-    kind = rule.kind
-    if kind == "string":
-        add(f"{jtype} <> 'VARCHAR'", "bad_type", _lit(f"{f} must be a string"))
-        add(f"length({text}) = 0", "missing_field", _lit(f"{f} is empty"))
-    elif kind == "text":
-        add(f"{jtype} <> 'VARCHAR'", "bad_type", _lit(f"{f} must be a string"))
-    elif kind == "integer":
-        add(f"{jtype} NOT IN {_INTEGER}", "bad_type", _lit(f"{f} must be an integer"))
-        add(
-            f"try_cast({text} AS BIGINT) IS NULL",
-            "bad_value",
-            _lit(f"{f} is out of range: ") + f" || {shown}",
-        )
-    elif kind == "country":
-        add(f"{jtype} <> 'VARCHAR'", "bad_type", _lit(f"{f} must be a string"))
-        add(
-            f"NOT ({text} RLIKE {_lit(_full('[A-Z]{2}'))})",
-            "bad_value",
-            _lit(f"{f} must be an ISO 3166 alpha-2 code, got ") + f" || {shown}",
-        )
-    elif kind == "money":
-        add(f"{jtype} NOT IN {_NUMBER}", "bad_type", _lit(f"{f} must be a number"))
-        add(
-            f"try_cast({text} AS DECIMAL(18, 2)) IS NULL",
-            "bad_value",
-            _lit(f"{f} is out of range: ") + f" || {shown}",
-        )
-        add(
-            f"try_cast({text} AS DOUBLE) < 0",
-            "negative_amount",
-            _lit(f"{f} must be >= 0, got ") + f" || {shown}",
-        )
-    elif kind in ("count", "cents"):
-        add(f"{jtype} NOT IN {_INTEGER}", "bad_type", _lit(f"{f} must be an integer"))
-        if kind == "count":
-            add(
-                f"try_cast({text} AS INT) IS NULL OR try_cast({text} AS INT) <= 0",
-                "bad_value",
-                _lit(f"{f} must be > 0, got ") + f" || {shown}",
-            )
-        else:
-            add(
-                f"try_cast({text} AS DECIMAL(18, 0)) IS NULL",
-                "bad_value",
-                _lit(f"{f} is out of range: ") + f" || {shown}",
-            )
-            add(
-                f"try_cast({text} AS BIGINT) < 0",
-                "negative_amount",
-                _lit(f"{f} must be >= 0, got ") + f" || {shown}",
-            )
-    elif kind == "currency":
-        known = ", ".join(_lit(c) for c in sorted(currencies))
-        add(f"{jtype} <> 'VARCHAR'", "bad_type", _lit(f"{f} must be a string"))
-        add(
-            f"NOT ({text} RLIKE {_lit(_full('[A-Z]{3}'))})",
-            "bad_value",
-            _lit(f"{f} must be an ISO 4217 code, got ") + f" || {shown}",
-        )
-        add(
-            f"{text} NOT IN ({known})",
-            "unknown_currency",
-            _lit(f"{f} has no exchange rate in settings: ") + f" || {shown}",
-        )
-    elif kind == "timestamp":
-        add(f"{jtype} <> 'VARCHAR'", "bad_type", _lit(f"{f} must be an RFC 3339 string"))
-        add(
-            f"NOT ({text} RLIKE {_lit(_TS_PATTERN)}) OR try_cast({text} AS TIMESTAMP) IS NULL",
-            "bad_timestamp",
-            _lit(f"{f} is not RFC 3339 with an offset: ") + f" || {shown}",
-        )
-    elif kind == "enum":
-        allowed = ", ".join(_lit(c) for c in rule.choices)
-        add(f"{jtype} <> 'VARCHAR'", "bad_type", _lit(f"{f} must be a string"))
-        add(
-            f"{text} NOT IN ({allowed})",
-            "bad_value",
-            _lit(f"{f} must be one of {', '.join(rule.choices)}, got ") + f" || {shown}",
-        )
-    elif kind == "items":
-        items = f"try_variant_get({doc}, {_lit('$.' + f)}, 'array<variant>')"
-        add(f"{jtype} <> 'ARRAY'", "bad_type", _lit(f"{f} must be an array"))
-        add(f"size({items}) = 0", "empty_items", _lit(f"{f} is empty"))
-        per_item = _case(
-            [c for r in ITEM_RULES for c in _checks("x", r, currencies, top_level=False)]
-        )
-        item_problems = (
-            f"filter(transform({items}, "
+    def nested_type(self, doc: str, name: str) -> str:
+        return _json_type(_field(doc, name))
+
+    def nested_text(self, doc: str, name: str) -> str:
+        return _json_text(_field(doc, name))
+
+    def full_match(self, text: str, pattern: str) -> str:
+        return f"({text} RLIKE {_lit(_full(pattern))})"
+
+    def _items(self, doc: str, name: str) -> str:
+        return f"try_variant_get({doc}, {_lit('$.' + name)}, 'array<variant>')"
+
+    def items_empty(self, doc: str, name: str) -> str:
+        return f"size({self._items(doc, name)}) = 0"
+
+    def item_problems(self, doc: str, name: str, per_item: str, not_object: str) -> tuple[str, str]:
+        problems = (
+            f"filter(transform({self._items(doc, name)}, "
             f"x -> CASE WHEN {_json_type('x')} = 'OBJECT' THEN {per_item} "
-            f"ELSE {_problem('bad_type', _lit('each item must be an object'))} END), "
-            "p -> p IS NOT NULL)"
+            f"ELSE {not_object} END), p -> p IS NOT NULL)"
         )
-        out.append(
-            (f"({present}) AND size({item_problems}) > 0", f"try_element_at({item_problems}, 1)")
-        )
-    return out
+        return f"size({problems}) > 0", f"try_element_at({problems}, 1)"
 
 
-def _case(checks: list[tuple[str, str]]) -> str:
-    whens = " ".join(f"WHEN {cond} THEN {problem}" for cond, problem in checks)
-    return f"CASE {whens} END"
+_RULES: rule_sql.RuleDialect = _SparkRules()
 
 
 def problem_expression(event_type: str, currencies: Iterable[str]) -> str:
     """SQL: NULL when the record ``j`` is a valid ``event_type`` event, else a problem."""
-    currencies = list(currencies)
-    checks = [c for rule in RULES[event_type] for c in _checks("j", rule, currencies)]
-    return _case(checks)
+    return rule_sql.problem_expression(_RULES, event_type, currencies)
 
 
 KNOWN_TYPES_SQL = "(" + ", ".join(_lit(t) for t in RULES) + ")"
