@@ -13,13 +13,11 @@ import subprocess
 import time
 from pathlib import Path
 
-import orjson
 import pytest
 
-from shoplake.contract.tables import RAW_EVENTS
 from shoplake.settings import Settings
-from shoplake.tables import open_store
 from tests.conftest import SHOPLAKE
+from tests.integration.clients import bronze_ids
 from tests.integration.kafka_broker import KafkaBroker, free_port
 from tests.integration.test_serve import wait_healthy
 
@@ -43,25 +41,6 @@ def kafka_env(home: Path, kafka: KafkaBroker) -> dict[str, str]:
     for name, topic in Settings().topics.model_dump().items():
         env[f"SHOPLAKE_TOPICS__{name.upper()}"] = prefix + topic
     return env
-
-
-def bronze_event_ids(env: dict[str, str]) -> list[str]:
-    settings = Settings(home=Path(env["SHOPLAKE_HOME"]))
-    store = open_store(settings)
-    if not store.exists(RAW_EVENTS):
-        return []
-    rows = (
-        store.open(RAW_EVENTS)
-        .dataset()
-        .to_table(columns=["raw_value", "topic", "partition", "offset"])
-    )
-    lineage = list(
-        zip(*(rows[c].to_pylist() for c in ("topic", "partition", "offset")), strict=True)
-    )
-    assert len(set(lineage)) == len(lineage), "a transport record is in bronze twice"
-    ids = [orjson.loads(v)["event_id"] for v in rows["raw_value"].to_pylist()]
-    store.close()
-    return ids
 
 
 def test_acknowledged_events_land_in_bronze_exactly_once(
@@ -118,14 +97,14 @@ def test_acknowledged_events_land_in_bronze_exactly_once(
 
     # One worker drains the rest once the dead members' sessions have expired.
     deadline = time.monotonic() + 120
-    ids = bronze_event_ids(env)
+    ids = bronze_ids(Path(env["SHOPLAKE_HOME"]))
     while len(ids) < accepted and time.monotonic() < deadline:
         subprocess.run(
             [*SHOPLAKE, "run", "--job", "ingestion", "--until-idle"],
             env=env, capture_output=True, check=True, timeout=120,
         )  # fmt: skip
-        ids = bronze_event_ids(env)
-    # Every transport record is in bronze exactly once (checked in bronze_event_ids), and
+        ids = bronze_ids(Path(env["SHOPLAKE_HOME"]))
+    # Every transport record is in bronze exactly once (checked in bronze_ids), and
     # every acknowledged event is there once: a request answered 503 while the broker was
     # away had its transaction aborted, so the sender's retry is the only copy readers see.
     assert len(ids) == len(set(ids)) == accepted
