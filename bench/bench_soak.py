@@ -86,7 +86,7 @@ class Sender(threading.Thread):
             response = conn.getresponse()
             response.read()
             return response.status == 202
-        except OSError:
+        except (OSError, http.client.HTTPException):  # refused, reset, cut short by a kill
             return False
         finally:
             conn.close()
