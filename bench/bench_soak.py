@@ -140,7 +140,7 @@ def verify(home: Path, acked: list[str]) -> dict[str, Any]:
         )
         bronze = Counter(orjson.loads(v)["event_id"] for v in rows["raw_value"].to_pylist())
         silver: Counter[str] = Counter()
-        for spec, _ in SILVER_FROM_BRONZE:
+        for spec in SILVER_FROM_BRONZE:
             if spec is not QUARANTINE and spec.key == ("event_id",):
                 silver.update(
                     store.open(spec).dataset().to_table(columns=["event_id"])[0].to_pylist()

@@ -106,7 +106,7 @@ def silver_ids(home: Path) -> list[str]:
     """The event id of every row of the silver event tables (order lines: one per order)."""
     store = open_store(Settings(home=home))
     ids: list[str] = []
-    for spec, _ in SILVER_FROM_BRONZE:
+    for spec in SILVER_FROM_BRONZE:
         if spec is QUARANTINE or spec.key != ("event_id",):
             continue
         if store.exists(spec):

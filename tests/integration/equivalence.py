@@ -72,7 +72,7 @@ def assert_equals_a_clean_run(settings: Settings, workdir: Path) -> None:
     shutil.copy(settings.log_path, clean_home / "transport" / "log.sqlite")
     run_to_idle(clean_home)
     clean = Settings(home=clean_home)
-    for spec in (spec for spec, _ in SILVER_FROM_BRONZE if spec is not QUARANTINE):
+    for spec in (spec for spec in SILVER_FROM_BRONZE if spec is not QUARANTINE):
         cols = spec.schema.names
         assert table_rows(settings, spec, cols) == table_rows(clean, spec, cols), spec.qualified
     q_cols = ["topic", "partition", "offset", "reason", "detail"]

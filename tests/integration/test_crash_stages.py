@@ -187,7 +187,7 @@ def test_kills_inside_every_kind_of_step_change_nothing(tmp_path: Path) -> None:
 
     # silver: each event id (each key: order items are keyed by event and line) once
     store = open_store(settings)
-    for spec, _ in SILVER_FROM_BRONZE:
+    for spec in SILVER_FROM_BRONZE:
         keys = store.open(spec).dataset().to_table(columns=list(spec.key))
         assert keys.num_rows == keys.group_by(list(spec.key)).aggregate([]).num_rows, spec
 

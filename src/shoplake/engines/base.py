@@ -8,8 +8,9 @@ comes back as an Arrow table with the types DuckDB gives, whatever engine ran it
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 import pyarrow as pa
@@ -21,6 +22,24 @@ class Capabilities:
 
     in_process: bool  # runs inside this interpreter (no cluster, no JVM)
     validates_raw_events: bool  # compiles the contract's rules into its own SQL (silver)
+
+
+@dataclass(frozen=True)
+class RawEventRules:
+    """How silver judges raw events: the contract's rules with the shop's currencies, and
+    the late-data watermark."""
+
+    currencies: tuple[str, ...]
+    watermark_minutes: float
+
+
+@dataclass
+class ParsedEvents:
+    """One batch of bronze rows turned into silver rows by an engine."""
+
+    rows: dict[str, pa.Table]  # silver table name → its rows of the batch, in lineage order
+    valid: pa.Table  # every valid event: event_id, event_type, event_ts, event_date, lineage
+    high_water: pa.Table  # (topic, partition, max_ts): the newest valid event time in the batch
 
 
 class Engine(Protocol):
@@ -53,6 +72,21 @@ class Engine(Protocol):
     ) -> pa.Table:
         """Run ``sql`` with each of ``inputs`` (Arrow tables or datasets) visible under
         its name, then release them again."""
+        ...
+
+    def parse_raw_events(
+        self,
+        batch: pa.Table,
+        high_water: pa.Table,
+        rules: RawEventRules,
+        tables: Collection[str],
+        now: datetime,
+    ) -> ParsedEvents:
+        """Validate bronze rows ``batch`` (raw_value and lineage) against the contract and
+        derive the typed rows of each silver table named in ``tables`` (quarantine gets a
+        reason code per broken record, stamped ``now``). ``high_water`` (topic, partition,
+        max_ts) holds the newest valid event time before the batch, for the late flag.
+        Engines without ``capabilities.validates_raw_events`` raise ConfigError."""
         ...
 
     def close(self) -> None: ...

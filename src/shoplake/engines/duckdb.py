@@ -7,14 +7,16 @@ plain SQL that Spark can run too.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 import duckdb
 import pyarrow as pa
 
-from shoplake.engines.base import Capabilities
+from shoplake.engines import duckdb_silver
+from shoplake.engines.base import Capabilities, ParsedEvents, RawEventRules
 from shoplake.errors import QueryError
 
 
@@ -81,6 +83,17 @@ class DuckDB:
         finally:
             for name in inputs:
                 self.con.unregister(name)
+
+    def parse_raw_events(
+        self,
+        batch: pa.Table,
+        high_water: pa.Table,
+        rules: RawEventRules,
+        tables: Collection[str],
+        now: datetime,
+    ) -> ParsedEvents:
+        """Silver rows of a bronze batch (see Engine.parse_raw_events)."""
+        return duckdb_silver.parse_raw_events(self, batch, high_water, rules, tables, now)
 
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
         """A user's query (``$name`` placeholders bound from ``params``): DuckDB errors

@@ -6,11 +6,29 @@ for a valid record, else ``{'reason': …, 'detail': …}`` for the first rule i
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
 
 from shoplake.contract.rules import RULES
+from shoplake.contract.tables import (
+    CART_EVENTS,
+    ORDER_ITEMS,
+    ORDERS,
+    PAGE_VIEWS,
+    PAYMENTS,
+    PRODUCT_UPDATES,
+    QUARANTINE,
+    USER_SESSIONS,
+)
 from shoplake.engines import rule_sql
+from shoplake.engines.base import ParsedEvents, RawEventRules
 from shoplake.engines.rule_sql import FIELDS
+
+if TYPE_CHECKING:
+    from shoplake.engines.duckdb import DuckDB
 
 
 def _lit(text: str) -> str:
@@ -323,3 +341,46 @@ SELECT event_id, order_id, CAST(line_number AS INTEGER) AS line_number,
        topic, "partition", "offset"
 FROM lines
 """
+
+
+# The SQL that derives each silver table's rows from ``parsed`` and ``late``.
+TABLE_SQL: dict[str, str] = {
+    QUARANTINE.name: QUARANTINE_SQL,
+    PAGE_VIEWS.name: PAGE_VIEWS_SQL,
+    CART_EVENTS.name: CART_EVENTS_SQL,
+    ORDERS.name: ORDERS_SQL,
+    ORDER_ITEMS.name: ORDER_ITEMS_SQL,
+    PAYMENTS.name: PAYMENTS_SQL,
+    USER_SESSIONS.name: USER_SESSIONS_SQL,
+    PRODUCT_UPDATES.name: PRODUCT_UPDATES_SQL,
+}
+
+
+def parse_raw_events(
+    engine: DuckDB,
+    batch: pa.Table,
+    high_water: pa.Table,
+    rules: RawEventRules,
+    tables: Collection[str],
+    now: datetime,
+) -> ParsedEvents:
+    """The Engine port's ``parse_raw_events`` on DuckDB: ``parsed`` and ``late`` as
+    temporary tables, then one query per silver table wanted."""
+    engine.register("batch", batch.select(["raw_value", "topic", "partition", "offset"]))
+    engine.register("high_water", high_water)
+    try:
+        engine.execute(parsed_sql(rules.currencies))
+        engine.execute(late_sql(rules.watermark_minutes))
+        rows = {}
+        for name in tables:
+            query = TABLE_SQL[name]
+            rows[name] = engine.table(query, {"now": now} if "$now" in query else None)
+        return ParsedEvents(
+            rows=rows,
+            valid=engine.table(VALID_EVENTS_SQL),
+            high_water=engine.table(BATCH_HIGH_WATER_SQL),
+        )
+    finally:
+        engine.unregister("batch")
+        engine.unregister("high_water")
+        engine.execute("DROP TABLE IF EXISTS parsed; DROP TABLE IF EXISTS late")

@@ -31,8 +31,7 @@ from shoplake.contract.tables import (
     USER_SESSIONS,
     TableSpec,
 )
-from shoplake.engines import duckdb_silver as sql
-from shoplake.engines.base import Engine
+from shoplake.engines.base import Engine, RawEventRules
 from shoplake.errors import ConfigError
 from shoplake.pipeline.models import load_model
 from shoplake.pipeline.positions import (
@@ -49,21 +48,21 @@ from shoplake.pipeline.positions import (
 from shoplake.tables.base import TableHandle, TableStore
 from shoplake.transport.base import TopicPartition
 
-# Silver tables appended from bronze, with the SQL that derives each from `parsed`.
-SILVER_FROM_BRONZE: tuple[tuple[TableSpec, str], ...] = (
-    (QUARANTINE, sql.QUARANTINE_SQL),
-    (PAGE_VIEWS, sql.PAGE_VIEWS_SQL),
-    (CART_EVENTS, sql.CART_EVENTS_SQL),
-    (ORDERS, sql.ORDERS_SQL),
-    (ORDER_ITEMS, sql.ORDER_ITEMS_SQL),
-    (PAYMENTS, sql.PAYMENTS_SQL),
-    (USER_SESSIONS, sql.USER_SESSIONS_SQL),
-    (PRODUCT_UPDATES, sql.PRODUCT_UPDATES_SQL),
+# Silver tables appended from bronze: the engine derives each from the batch.
+SILVER_FROM_BRONZE: tuple[TableSpec, ...] = (
+    QUARANTINE,
+    PAGE_VIEWS,
+    CART_EVENTS,
+    ORDERS,
+    ORDER_ITEMS,
+    PAYMENTS,
+    USER_SESSIONS,
+    PRODUCT_UPDATES,
 )
 # Tables of one row per valid event: each event is in one of them or in DUPLICATES.
 ONE_ROW_PER_EVENT = (PAGE_VIEWS, CART_EVENTS, ORDERS, PAYMENTS, USER_SESSIONS, PRODUCT_UPDATES)
 # Every table the processor writes, each with its own positions.
-SILVER_TABLES: tuple[TableSpec, ...] = (*(spec for spec, _ in SILVER_FROM_BRONZE), DUPLICATES)
+SILVER_TABLES: tuple[TableSpec, ...] = (*SILVER_FROM_BRONZE, DUPLICATES)
 _LINEAGE = ["topic", "partition", "offset"]
 _LINEAGE_SCHEMA = pa.schema(
     [("topic", pa.string()), ("partition", pa.int32()), ("offset", pa.int64())]
@@ -115,8 +114,7 @@ class SilverProcessor:
         self.store = store
         self.group = ingest_group
         self.recent = recent or RecentCommits()
-        self.currencies = currencies
-        self.watermark_minutes = watermark_minutes
+        self.rules = RawEventRules(tuple(currencies), watermark_minutes)
         self.dedupe_horizon = timedelta(days=dedupe_horizon_days)
         if not engine.capabilities.validates_raw_events:
             raise ConfigError(
@@ -151,51 +149,42 @@ class SilverProcessor:
         orders = pc.is_in(batch["event_type"], pa.array(["purchase", "payment"]))
         stamps = pc.filter(batch["source_ts"], orders).cast(pa.int64())
         result.order_times = [us / 1e6 for us in stamps.to_pylist() if us is not None]
-        batch = batch.select(["raw_value", *_LINEAGE])
-        eng = self.engine
-        eng.register("batch", batch)
+        wanted_by = {spec: _wanted(ranges, own[spec]) for spec in SILVER_TABLES}
+        now = datetime.now(UTC)
         high_water = self._high_water_before(ranges)
-        eng.register("high_water", high_water)
-        try:
-            eng.execute(sql.parsed_sql(self.currencies))
-            eng.execute(sql.late_sql(self.watermark_minutes))
-            now = datetime.now(UTC)
-            written: dict[TableSpec, pa.Table] = {}
-            for spec, query in SILVER_FROM_BRONZE:
-                wanted = _wanted(ranges, own[spec])
-                if not wanted:
-                    continue
-                rows = eng.table(query, {"now": now}) if "$now" in query else eng.table(query)
-                rows = _first_per_key(_past(rows, own[spec]), spec.key)
-                if "event_id" in spec.key:
-                    rows = self._drop_known(spec, handles[spec], rows)
-                version = self.store.append(spec, rows, to_app_ids(wanted))
-                if "event_id" in spec.key:
-                    self._extend_held(spec, rows, version)
-                self.recent.record(
-                    spec, {tp: (own[spec][tp], end) for tp, end in wanted.items()}, rows
-                )
-                if spec in ONE_ROW_PER_EVENT:
-                    written[spec] = rows.select(_LINEAGE).cast(_LINEAGE_SCHEMA)
-                result.rows_written += rows.num_rows
-            wanted = _wanted(ranges, own[DUPLICATES])
-            if wanted:
-                # Tables that were in step with silver.duplicates took this whole batch just
-                # now: what they hold of it is what they were given (no read back needed).
-                in_step = all(own[t] == own[DUPLICATES] for t in ONE_ROW_PER_EVENT)
-                held = pa.concat_tables(written.values()) if in_step and written else None
-                valid = _past(eng.table(sql.VALID_EVENTS_SQL), own[DUPLICATES])
-                dropped = self._duplicates(valid, held)
-                dropped = dropped.append_column(
-                    "detected_ts", pa.array([now] * dropped.num_rows, TS)
-                )
-                self.store.append(DUPLICATES, dropped, to_app_ids(wanted))
-                result.duplicates_dropped += dropped.num_rows
-            self._remember_high_water(ranges, high_water, eng.table(sql.BATCH_HIGH_WATER_SQL))
-        finally:
-            eng.unregister("batch")
-            eng.unregister("high_water")
-            eng.execute("DROP TABLE IF EXISTS parsed; DROP TABLE IF EXISTS late")
+        parsed = self.engine.parse_raw_events(
+            batch.select(["raw_value", *_LINEAGE]),
+            high_water,
+            self.rules,
+            [spec.name for spec in SILVER_FROM_BRONZE if wanted_by[spec]],
+            now,
+        )
+        written: dict[TableSpec, pa.Table] = {}
+        for spec in SILVER_FROM_BRONZE:
+            wanted = wanted_by[spec]
+            if not wanted:
+                continue
+            rows = _first_per_key(_past(parsed.rows[spec.name], own[spec]), spec.key)
+            if "event_id" in spec.key:
+                rows = self._drop_known(spec, handles[spec], rows)
+            version = self.store.append(spec, rows, to_app_ids(wanted))
+            if "event_id" in spec.key:
+                self._extend_held(spec, rows, version)
+            self.recent.record(spec, {tp: (own[spec][tp], end) for tp, end in wanted.items()}, rows)
+            if spec in ONE_ROW_PER_EVENT:
+                written[spec] = rows.select(_LINEAGE).cast(_LINEAGE_SCHEMA)
+            result.rows_written += rows.num_rows
+        wanted = wanted_by[DUPLICATES]
+        if wanted:
+            # Tables that were in step with silver.duplicates took this whole batch just
+            # now: what they hold of it is what they were given (no read back needed).
+            in_step = all(own[t] == own[DUPLICATES] for t in ONE_ROW_PER_EVENT)
+            held = pa.concat_tables(written.values()) if in_step and written else None
+            dropped = self._duplicates(_past(parsed.valid, own[DUPLICATES]), held)
+            dropped = dropped.append_column("detected_ts", pa.array([now] * dropped.num_rows, TS))
+            self.store.append(DUPLICATES, dropped, to_app_ids(wanted))
+            result.duplicates_dropped += dropped.num_rows
+        self._remember_high_water(ranges, high_water, parsed.high_water)
         return result
 
     def pending(self, tps: list[TopicPartition]) -> int:
