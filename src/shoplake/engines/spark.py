@@ -49,6 +49,9 @@ _MISSING = "the Spark engine needs pyspark: pip install 'shoplake[spark]'"
 # delta-spark release on Maven Central for each Spark minor version (artifact
 # io.delta:delta-spark_<spark minor>_2.13); checked against pyspark 4.1.
 DELTA_VERSIONS = {"4.0": "4.4.0", "4.1": "4.4.0", "4.2": "4.4.0"}
+# spark-sql-kafka-0-10 (the bronze stream's Kafka source) for each Spark minor version: a
+# release whose jars all resolve from Maven Central (a minor's patch releases interchange).
+KAFKA_VERSIONS = {"4.0": "4.0.0", "4.1": "4.1.1", "4.2": "4.2.0"}
 
 
 # The UDF the ROUND rewrite calls.
@@ -92,12 +95,21 @@ def delta_package(spark_version: str) -> str:
     return f"io.delta:delta-spark_{minor}_2.13:{DELTA_VERSIONS[minor]}"
 
 
+def spark_packages(spark_version: str) -> str:
+    """spark.jars.packages of every session shoplake builds: Delta Lake and the Kafka
+    source (one JVM serves silver, gold and the bronze stream; jars load only at start)."""
+    minor = ".".join(spark_version.split(".")[:2])
+    kafka = f"org.apache.spark:spark-sql-kafka-0-10_2.13:{KAFKA_VERSIONS.get(minor, spark_version)}"
+    return f"{delta_package(spark_version)},{kafka}"
+
+
 class SparkEngine:
     """Runs the SQL models on a SparkSession whose time zone is UTC.
 
     ``session``: an existing session to use (it is left running on ``close``); otherwise
     one is built from ``master`` and ``conf``, with Delta Lake's jars from Maven Central
-    (cached under ~/.cache/shoplake/ivy) unless ``delta`` is False.
+    (cached under ~/.cache/shoplake/ivy), and the Kafka source's with them (see
+    ``spark_packages``), unless ``delta`` is False.
     """
 
     name = "spark"
@@ -135,7 +147,7 @@ class SparkEngine:
             }
             if delta:
                 settings |= {
-                    "spark.jars.packages": delta_package(pyspark.__version__),
+                    "spark.jars.packages": spark_packages(pyspark.__version__),
                     "spark.jars.ivy": str(cache_dir() / "ivy"),
                     "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
                     "spark.sql.catalog.spark_catalog": (
