@@ -25,7 +25,7 @@ from shoplake.contract.tables import (
     FCT_SALES_MINUTE,
     ORDER_PAYMENTS,
 )
-from shoplake.pipeline.runner import DAILY_MODELS
+from shoplake.pipeline.registry import DAILY_MODELS
 from shoplake.pipeline.silver import SILVER_FROM_BRONZE
 from shoplake.pipeline.steptrace import ENV as TRACE_ENV
 from shoplake.pipeline.steptrace import open_steps

@@ -29,21 +29,10 @@ import pytest
 import shoplake.pipeline.models
 from shoplake.contract.tables import DATA_QUALITY_REPORT
 from shoplake.engines.duckdb import DuckDB
-from shoplake.pipeline.dims import DimCustomersModel, DimProductsModel
-from shoplake.pipeline.gold import (
-    CategoryModel,
-    CustomerAnalyticsModel,
-    DailySalesModel,
-    FunnelModel,
-    ProductModel,
-    SalesMinuteModel,
-    TrafficSourcesModel,
-)
+from shoplake.pipeline import registry
 from shoplake.pipeline.positions import positions_of
-from shoplake.pipeline.quality import DataQualityModel
 from shoplake.pipeline.reconcile import bronze_partitions
 from shoplake.pipeline.runner import Pipeline
-from shoplake.pipeline.silver import OrderPaymentsModel
 from shoplake.settings import ReportingSettings, Settings
 from tests.conftest import feed
 from tests.unit.test_gold_marts import SHOP
@@ -122,17 +111,18 @@ def record_models(pipeline: Pipeline, timezone: str) -> list[Call]:
     reporting = ReportingSettings(timezone=timezone)
     engine = Recording()
     if timezone == "UTC":  # these models have no days to cut
-        order_payments = OrderPaymentsModel(store, engine=engine).compute(None)
-        SalesMinuteModel(store, reporting, engine=engine).compute(
+        payments = registry.ORDER_PAYMENTS_MODEL.build(store, reporting, engine=engine)
+        order_payments = payments.compute(None)
+        registry.SALES_MINUTE_MODEL.build(store, reporting, engine=engine).compute(
             None, order_payments=order_payments
         )
-        DimProductsModel(store, engine=engine).compute(None)
-        DimCustomersModel(store, engine=engine).compute(None)
-    for daily in (DailySalesModel, TrafficSourcesModel, FunnelModel, CategoryModel, ProductModel):
-        daily(store, reporting, engine=engine).compute(None)
-    CustomerAnalyticsModel(store, reporting, engine=engine).compute(None)
+        registry.DIM_PRODUCTS_MODEL.build(store, reporting, engine=engine).compute(None)
+        registry.DIM_CUSTOMERS_MODEL.build(store, reporting, engine=engine).compute(None)
+    for daily in registry.DAILY_MODELS:
+        daily.build(store, reporting, engine=engine).compute(None)
+    registry.CUSTOMER_ANALYTICS_MODEL.build(store, reporting, engine=engine).compute(None)
     consumed = positions_of(store.open(DATA_QUALITY_REPORT), bronze_partitions(store))
-    DataQualityModel(store, reporting, engine=engine).compute(None, consumed)
+    registry.DATA_QUALITY_MODEL.build(store, reporting, engine=engine).compute(None, consumed)
     engine.close()
     return engine.calls
 

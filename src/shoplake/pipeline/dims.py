@@ -13,51 +13,28 @@ from typing import ClassVar
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from shoplake.contract.tables import (
-    CART_EVENTS,
-    DIM_CUSTOMERS,
-    DIM_DATE,
-    DIM_PRODUCTS,
-    ORDERS,
-    PAGE_VIEWS,
-    PRODUCT_UPDATES,
-    USER_SESSIONS,
-    TableSpec,
-)
-from shoplake.engines.base import Engine
-from shoplake.pipeline.gold import read_range
-from shoplake.pipeline.models import load_model
-from shoplake.pipeline.positions import range_ends, to_app_ids
-from shoplake.pipeline.silver import pending_ranges
+from shoplake.contract.tables import DIM_DATE, ORDERS, PRODUCT_UPDATES, TableSpec
+from shoplake.pipeline.gold import DerivedModel, read_range
+from shoplake.pipeline.positions import Ranges
 from shoplake.tables.base import TableStore
 from shoplake.transport.base import TopicPartition
 
 
-class KeyedModel:
+class KeyedModel(DerivedModel):
     """A table of one row per key: a step recomputes the keys the new input touches from
-    all of their history and merges them in."""
+    all of their history and merges them in. Subclasses give the SQL its input tables."""
 
-    spec: TableSpec
-    model: str
-    key: str
-    touched: str  # the name the SQL model reads the touched keys under
-    inputs: tuple[TableSpec, ...]
+    touched: ClassVar[str]  # the name the SQL model reads the touched keys under
 
-    def __init__(self, store: TableStore, *, engine: Engine) -> None:
-        self.store = store
-        self.engine = engine
-        self.sql = load_model(self.model)
-        store.ensure(self.spec)
+    @property
+    def key(self) -> str:
+        (key,) = self.decl.keys
+        return key
 
-    def step(self, tps: list[TopicPartition]) -> int:
-        ranges = pending_ranges(self.store, self.spec, self.inputs, tps)
-        if not ranges:
-            return 0
-        keys = [read_range(self.store, s, ranges, [self.key])[self.key] for s in self.inputs]
+    def recompute(self, ranges: Ranges, tps: list[TopicPartition]) -> tuple[pa.Table, list[date]]:
+        keys = [read_range(self.store, s, ranges, [self.key])[self.key] for s in self.decl.inputs]
         touched = pc.drop_null(pc.unique(pa.chunked_array(keys, pa.string())))
-        rows = self.compute(touched)
-        self.store.upsert(self.spec, rows, to_app_ids(range_ends(ranges)))
-        return int(rows.num_rows)
+        return self.compute(touched), []
 
     def compute(self, keys: pa.Array | None) -> pa.Table:
         """Rows for ``keys`` (None: every key)."""
@@ -80,11 +57,7 @@ class KeyedModel:
 class DimProductsModel(KeyedModel):
     """silver.product_updates → silver.dim_products (current state of each product)."""
 
-    spec = DIM_PRODUCTS
-    model = "dim_products"
-    key = "product_id"
     touched = "touched_products"
-    inputs = (PRODUCT_UPDATES,)
 
     def compute(self, keys: pa.Array | None) -> pa.Table:
         updates = self._read(PRODUCT_UPDATES, list(PRODUCT_UPDATES.schema.names), keys)
@@ -94,15 +67,11 @@ class DimProductsModel(KeyedModel):
 class DimCustomersModel(KeyedModel):
     """Every event of a customer → silver.dim_customers (first/last seen, country, device)."""
 
-    spec = DIM_CUSTOMERS
-    model = "dim_customers"
-    key = "user_id"
     touched = "touched_users"
-    inputs = (PAGE_VIEWS, CART_EVENTS, ORDERS, USER_SESSIONS)
     _SEEN: ClassVar[list[str]] = ["user_id", "event_id", "event_ts", "country", "device"]
 
     def compute(self, keys: pa.Array | None) -> pa.Table:
-        seen = pa.concat_tables([self._read(s, self._SEEN, keys) for s in self.inputs])
+        seen = pa.concat_tables([self._read(s, self._SEEN, keys) for s in self.decl.inputs])
         orders = self._read(ORDERS, ["user_id", "order_id", "event_ts"], keys)
         return self._run({"seen": seen, "orders": orders}, keys, "seen")
 

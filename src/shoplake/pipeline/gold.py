@@ -1,4 +1,5 @@
-"""Gold models: silver → gold, recomputing only the keys new input touches.
+"""Gold models (and silver.order_payments, which they read): silver → gold,
+recomputing only the keys new input touches.
 
 Every gold table records the bronze positions it has consumed (through the silver
 tables it reads). A step finds the silver rows in the new bronze range, derives the
@@ -11,44 +12,32 @@ gold.daily_customer_analytics merges the touched customers' days.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from shoplake.contract.tables import (
-    CART_EVENTS,
-    CATEGORY_PERFORMANCE,
-    DAILY_CUSTOMER_ANALYTICS,
-    DAILY_SALES_SUMMARY,
-    DAILY_TRAFFIC_SOURCES,
-    FCT_SALES_MINUTE,
-    FUNNEL_DAILY,
-    ORDER_ITEMS,
     ORDER_PAYMENTS,
     ORDERS,
-    PAGE_VIEWS,
-    PRODUCT_ANALYTICS,
+    PAYMENTS,
     PRODUCT_UPDATES,
     TS,
     TableSpec,
 )
 from shoplake.engines.base import Engine
 from shoplake.pipeline.models import load_model
-from shoplake.pipeline.positions import (
-    Ranges,
-    RecentCommits,
-    range_ends,
-    read_ranges,
-    to_app_ids,
-)
+from shoplake.pipeline.positions import Ranges, RecentCommits, read_ranges
 from shoplake.pipeline.silver import pending_ranges, touched_orders
 from shoplake.settings import ReportingSettings
 from shoplake.tables.base import TableStore
 from shoplake.transport.base import TopicPartition
+
+if TYPE_CHECKING:  # the registry imports the models
+    from shoplake.pipeline.registry import ModelDecl
 
 
 def rates_table(reporting: ReportingSettings) -> pa.Table:
@@ -65,31 +54,92 @@ def rates_table(reporting: ReportingSettings) -> pa.Table:
     )
 
 
-class SalesMinuteModel:
-    """silver.order_payments → gold.fct_sales_minute."""
+class DerivedModel:
+    """What the model of every derived table holds: its declaration (see registry), the
+    store, the engine, its SQL, and the reporting time zone and rates.
 
-    spec = FCT_SALES_MINUTE
+    A step plans and computes what the new bronze ranges touch (``recompute``) and
+    writes it the declared way, with the positions consumed, in one commit."""
+
+    uses_local_date: ClassVar[bool] = False  # the SQL cuts days with local_date()
 
     def __init__(
         self,
+        decl: ModelDecl[Any],
         store: TableStore,
         reporting: ReportingSettings,
         *,
         engine: Engine,
         recent: RecentCommits | None = None,
     ) -> None:
+        self.decl = decl
+        self.spec = decl.spec
         self.store = store
         self.timezone = reporting.timezone
         self.rates = rates_table(reporting)
         self.engine = engine
         self.recent = recent or RecentCommits()
-        self.sql = load_model("fct_sales_minute")
+        if self.uses_local_date:
+            engine.define_local_date(self.timezone)
+        self.sql = load_model(decl.sql)
         store.ensure(self.spec)
 
     def step(self, tps: list[TopicPartition]) -> int:
-        ranges = pending_ranges(self.store, self.spec, (ORDER_PAYMENTS,), tps)
+        ranges = pending_ranges(self.store, self.spec, self.decl.inputs, tps)
         if not ranges:
             return 0
+        rows, partitions = self.recompute(ranges, tps)
+        self.decl.commit(self.store, rows, ranges, partitions)
+        self.committed(ranges, rows)
+        return int(rows.num_rows)
+
+    def recompute(self, ranges: Ranges, tps: list[TopicPartition]) -> tuple[pa.Table, list[date]]:
+        """The rows of what ``ranges`` touch, and the partitions they replace (if the
+        table is written by partition)."""
+        raise NotImplementedError
+
+    def committed(self, ranges: Ranges, rows: pa.Table) -> None:
+        """Called once a step's rows are committed."""
+
+    def rebuild(self, days: list[date], tps: list[TopicPartition]) -> int:
+        """Recompute ``days`` from silver and write them (``run --date``), for the models
+        whose declaration says they rebuild days."""
+        raise NotImplementedError
+
+
+def _select_ids(store: TableStore, spec: TableSpec, column: str, ids: pa.Array) -> pa.Table:
+    return store.open(spec).dataset().to_table(filter=pc.field(column).isin(ids))
+
+
+class OrderPaymentsModel(DerivedModel):
+    """silver.orders + silver.payments → silver.order_payments, for the orders touched."""
+
+    def recompute(self, ranges: Ranges, tps: list[TopicPartition]) -> tuple[pa.Table, list[date]]:
+        return self.compute(touched_orders(self.store, ranges, self.recent)), []
+
+    def committed(self, ranges: Ranges, rows: pa.Table) -> None:
+        self.recent.record(self.spec, ranges, rows)  # fct_sales_minute takes them from memory
+
+    def compute(self, ids: pa.Array | None) -> pa.Table:
+        """order_payments rows for ``ids`` (None: every order) from the silver tables."""
+        if ids is None:
+            orders = self.store.open(ORDERS).dataset().to_table()
+            payments = self.store.open(PAYMENTS).dataset().to_table()
+            ids = pc.unique(orders["order_id"])
+        else:
+            orders = _select_ids(self.store, ORDERS, "order_id", ids)
+            payments = _select_ids(self.store, PAYMENTS, "order_id", ids)
+        return self.engine.table_over(
+            self.sql,
+            {"orders": orders, "payments": payments, "touched_orders": pa.table({"order_id": ids})},
+            {"now": datetime.now(UTC)},
+        )
+
+
+class SalesMinuteModel(DerivedModel):
+    """silver.order_payments → gold.fct_sales_minute, by the minutes touched."""
+
+    def recompute(self, ranges: Ranges, tps: list[TopicPartition]) -> tuple[pa.Table, list[date]]:
         made = self.recent.made_of(ORDER_PAYMENTS, ranges)
         if made is not None:  # order_payments' rows for the orders of exactly these ranges
             order_ts = made["order_ts"]
@@ -102,16 +152,9 @@ class SalesMinuteModel:
             )
             order_ts = known.filter(pc.is_in(known["order_id"], value_set=ids))["order_ts"]
         minutes = pc.unique(pc.floor_temporal(order_ts, unit="minute"))
-        rows = self.compute(minutes)
-        self.store.upsert(
-            self.spec,
-            rows,
-            to_app_ids(range_ends(ranges)),
-            delete_when="s.paid_orders = 0",
-        )
-        return int(rows.num_rows)
+        return self.compute(minutes), []
 
-    def rebuild(self, days: list[date]) -> int:
+    def rebuild(self, days: list[date], tps: list[TopicPartition]) -> int:
         """Recompute every minute of ``days`` (reporting time zone) and merge them."""
         wanted = pa.array(days, pa.date32())
         placed = self.store.open(ORDER_PAYMENTS).dataset().to_table(columns=["order_ts"])[0]
@@ -127,7 +170,7 @@ class SalesMinuteModel:
         )
         minutes = minutes.filter(pc.is_in(local_dates(minutes, self.timezone), value_set=wanted))
         rows = self.compute(minutes)
-        self.store.upsert(self.spec, rows, delete_when="s.paid_orders = 0")
+        self.decl.commit(self.store, rows, None)
         return int(rows.num_rows)
 
     def compute(
@@ -201,51 +244,32 @@ def _days_table(days: Iterable[date]) -> pa.Table:
     return pa.table({"partition_date": pa.array(sorted(days), pa.date32())})
 
 
-class DailyModel:
+class DailyModel(DerivedModel):
     """A gold table of rows per day: a step recomputes the days its new input touches
     and replaces them in one commit.
 
-    Subclasses name the table, the SQL model, the silver tables read by day (with the
-    columns the SQL uses) and whether it reads silver.order_payments."""
+    Its declaration names the silver tables read by day (with the columns the SQL uses)
+    and whether silver.order_payments is an input too."""
 
-    spec: TableSpec
-    model: str
-    reads: ClassVar[Mapping[TableSpec, list[str]]] = {}
-    uses_orders = False
-
-    def __init__(self, store: TableStore, reporting: ReportingSettings, *, engine: Engine) -> None:
-        self.store = store
-        self.timezone = reporting.timezone
-        self.rates = rates_table(reporting)
-        self.engine = engine
-        self.engine.define_local_date(self.timezone)
-        self.sql = load_model(self.model)
-        store.ensure(self.spec)
+    uses_local_date = True
 
     @property
-    def inputs(self) -> tuple[TableSpec, ...]:
-        """The tables whose consumed bronze positions bound this one's."""
-        return (*self.reads, *((ORDER_PAYMENTS,) if self.uses_orders else ()))
+    def uses_orders(self) -> bool:
+        return ORDER_PAYMENTS in self.decl.inputs
 
-    def step(self, tps: list[TopicPartition]) -> int:
-        ranges = pending_ranges(self.store, self.spec, self.inputs, tps)
-        if not ranges:
-            return 0
+    def recompute(self, ranges: Ranges, tps: list[TopicPartition]) -> tuple[pa.Table, list[date]]:
         days = sorted(self.touched_days(ranges))
-        rows = self.compute(days)
-        positions = to_app_ids(range_ends(ranges))
-        self.store.replace(self.spec, rows, "partition_date", days, positions)
-        return int(rows.num_rows)
+        return self.compute(days), days
 
-    def rebuild(self, days: list[date]) -> int:
+    def rebuild(self, days: list[date], tps: list[TopicPartition]) -> int:
         """Recompute ``days`` from silver and replace them (``run --date``)."""
         rows = self.compute(days)
-        self.store.replace(self.spec, rows, "partition_date", days)
+        self.decl.commit(self.store, rows, None, days)
         return int(rows.num_rows)
 
     def touched_days(self, ranges: Ranges) -> set[date]:
         days: set[date] = set()
-        for spec in self.reads:
+        for spec, _ in self.decl.reads:
             days |= _day_set(read_range(self.store, spec, ranges, ["event_ts"])[0], self.timezone)
         if self.uses_orders:
             orders = self._order_payments(None)
@@ -259,8 +283,8 @@ class DailyModel:
     def load(self, days: list[date] | None) -> dict[str, pa.Table]:
         """The model's inputs, cut to what may fall on ``days`` (None: everything)."""
         tables = {
-            spec.name: read_near_days(self.store, spec, days, columns)
-            for spec, columns in self.reads.items()
+            spec.name: read_near_days(self.store, spec, days, list(columns))
+            for spec, columns in self.decl.reads
         }
         if self.uses_orders:
             tables[ORDER_PAYMENTS.name] = self._order_payments(days)
@@ -271,7 +295,7 @@ class DailyModel:
         tables = self.load(days)
         if days is None:
             found: set[date] = set()
-            for spec in self.reads:
+            for spec, _ in self.decl.reads:
                 found |= _day_set(tables[spec.name]["event_ts"], self.timezone)
             if self.uses_orders:
                 found |= _day_set(tables[ORDER_PAYMENTS.name]["order_ts"], self.timezone)
@@ -291,79 +315,13 @@ class DailyModel:
         return table.filter(pc.is_in(local, value_set=pa.array(days, pa.date32())))
 
 
-_EVENT = ["event_id", "event_ts"]
-
-
-class DailySalesModel(DailyModel):
-    """gold.daily_sales_summary: orders, revenue, visitors and conversion per day."""
-
-    spec = DAILY_SALES_SUMMARY
-    model = "daily_sales_summary"
-    reads: ClassVar[Mapping[TableSpec, list[str]]] = {PAGE_VIEWS: ["user_id", *_EVENT]}
-    uses_orders = True
-
-
-class TrafficSourcesModel(DailyModel):
-    """gold.daily_traffic_sources: the day's visitors, buyers and revenue by source."""
-
-    spec = DAILY_TRAFFIC_SOURCES
-    model = "daily_traffic_sources"
-    reads: ClassVar[Mapping[TableSpec, list[str]]] = {
-        PAGE_VIEWS: ["user_id", "session_id", "traffic_source", *_EVENT]
-    }
-    uses_orders = True
-
-
-class FunnelModel(DailyModel):
-    """gold.funnel_daily: sessions reaching each step of the funnel per day."""
-
-    spec = FUNNEL_DAILY
-    model = "funnel_daily"
-    reads: ClassVar[Mapping[TableSpec, list[str]]] = {
-        PAGE_VIEWS: ["session_id", "page_type", *_EVENT],
-        CART_EVENTS: ["session_id", "event_type", *_EVENT],
-        ORDERS: ["session_id", *_EVENT],
-    }
-
-
-class CategoryModel(DailyModel):
-    """gold.category_performance: paid orders, units and revenue per category and day."""
-
-    spec = CATEGORY_PERFORMANCE
-    model = "category_performance"
-    reads: ClassVar[Mapping[TableSpec, list[str]]] = {
-        ORDER_ITEMS: ["event_id", "category", "quantity", "line_amount", "currency", "event_ts"]
-    }
-    uses_orders = True
-
-
 class ProductModel(DailyModel):
     """gold.product_analytics: per product and day, with the recommendation score.
 
     A product update renames or recategorises a product from its day on, so it touches
     every later day already in the table too."""
 
-    spec = PRODUCT_ANALYTICS
-    model = "product_analytics"
-    reads: ClassVar[Mapping[TableSpec, list[str]]] = {
-        PAGE_VIEWS: ["product_id", "category", *_EVENT],
-        CART_EVENTS: ["product_id", "category", "event_type", *_EVENT],
-        ORDER_ITEMS: [
-            "event_id",
-            "product_id",
-            "category",
-            "quantity",
-            "line_amount",
-            "currency",
-            "event_ts",
-        ],
-    }
-    uses_orders = True
-    _CATALOG: ClassVar[list[str]] = ["product_id", "name", "category", *_EVENT]
-
-    @property
-    def inputs(self) -> tuple[TableSpec, ...]:
-        return (*super().inputs, PRODUCT_UPDATES)
+    _CATALOG: ClassVar[list[str]] = ["product_id", "name", "category", "event_id", "event_ts"]
 
     def touched_days(self, ranges: Ranges) -> set[date]:
         days = super().touched_days(ranges)
@@ -393,34 +351,17 @@ class ProductModel(DailyModel):
         return tables
 
 
-class CustomerAnalyticsModel:
+class CustomerAnalyticsModel(DerivedModel):
     """gold.daily_customer_analytics: a customer's value to date changes every later day
     they are active, so a step recomputes the touched customers from the earliest day
-    touched on, and merges those rows."""
+    touched on, and merges those rows. Its declaration's reads are the activity tables."""
 
-    spec = DAILY_CUSTOMER_ANALYTICS
-    activity: ClassVar[Mapping[TableSpec, list[str]]] = {
-        PAGE_VIEWS: ["user_id", "session_id", "event_ts"],
-        CART_EVENTS: ["user_id", "session_id", "event_type", "event_ts"],
-        ORDERS: ["user_id", "session_id", "event_ts"],
-    }
-    inputs = (*activity, ORDER_PAYMENTS)
+    uses_local_date = True
 
-    def __init__(self, store: TableStore, reporting: ReportingSettings, *, engine: Engine) -> None:
-        self.store = store
-        self.timezone = reporting.timezone
-        self.rates = rates_table(reporting)
-        self.engine = engine
-        self.engine.define_local_date(self.timezone)
-        self.sql = load_model("daily_customer_analytics")
-        store.ensure(self.spec)
-
-    def step(self, tps: list[TopicPartition]) -> int:
-        ranges = pending_ranges(self.store, self.spec, self.inputs, tps)
-        if not ranges:
-            return 0
+    def recompute(self, ranges: Ranges, tps: list[TopicPartition]) -> tuple[pa.Table, list[date]]:
         seen = [
-            read_range(self.store, spec, ranges, ["user_id", "event_ts"]) for spec in self.activity
+            read_range(self.store, spec, ranges, ["user_id", "event_ts"])
+            for spec, _ in self.decl.reads
         ]
         orders = (
             self.store.open(ORDER_PAYMENTS)
@@ -436,19 +377,19 @@ class CustomerAnalyticsModel:
         if touched.num_rows:
             from_day = min(_day_set(touched["event_ts"], self.timezone))
             rows = self.compute(pc.unique(touched["user_id"]), from_day)
-        self.store.upsert(self.spec, rows, to_app_ids(range_ends(ranges)))
-        return int(rows.num_rows)
+        return rows, []
 
-    def rebuild(self, days: list[date]) -> int:
+    def rebuild(self, days: list[date], tps: list[TopicPartition]) -> int:
+        """Recompute everyone's rows of ``days`` and replace those days whole."""
         rows = self.compute(None, min(days))
         rows = rows.filter(pc.is_in(rows["partition_date"], value_set=pa.array(days, pa.date32())))
-        self.store.replace(self.spec, rows, "partition_date", days)
+        self.store.replace(self.spec, rows, self.decl.partition, days)
         return int(rows.num_rows)
 
     def compute(self, users: pa.Array | None, from_day: date | None = None) -> pa.Table:
         """Rows of ``users`` (None: everyone) for the days from ``from_day`` on."""
         tables: dict[str, pa.Table] = {}
-        for spec, columns in self.activity.items():
+        for spec, columns in self.decl.reads:
             flt = (
                 None if from_day is None else pc.field("event_date") >= from_day - timedelta(days=1)
             )
@@ -456,7 +397,7 @@ class CustomerAnalyticsModel:
                 by_user = pc.field("user_id").isin(users)
                 flt = by_user if flt is None else flt & by_user
             tables[spec.name] = (
-                self.store.open(spec).dataset().to_table(columns=columns, filter=flt)
+                self.store.open(spec).dataset().to_table(columns=list(columns), filter=flt)
             )
         orders = self.store.open(ORDER_PAYMENTS).dataset().to_table()
         if users is not None:

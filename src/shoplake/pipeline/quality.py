@@ -12,16 +12,13 @@ from datetime import UTC, date, datetime
 import pyarrow as pa
 
 from shoplake.contract.tables import (
-    DATA_QUALITY_REPORT,
     DUPLICATES,
     EVENT_TABLES,
     QUARANTINE,
     RAW_EVENTS,
     TableSpec,
 )
-from shoplake.engines.base import Engine
-from shoplake.pipeline.gold import _day_set, _days_table, read_near_days
-from shoplake.pipeline.models import load_model
+from shoplake.pipeline.gold import DerivedModel, _day_set, _days_table, read_near_days
 from shoplake.pipeline.positions import (
     Positions,
     Ranges,
@@ -30,51 +27,34 @@ from shoplake.pipeline.positions import (
     positions_of,
     range_ends,
     read_ranges,
-    to_app_ids,
 )
-from shoplake.pipeline.silver import ONE_ROW_PER_EVENT, SILVER_TABLES, pending_ranges
-from shoplake.settings import ReportingSettings
-from shoplake.tables.base import TableStore
+from shoplake.pipeline.silver import ONE_ROW_PER_EVENT
 from shoplake.transport.base import TopicPartition
 
 _LINEAGE = ["topic", "partition", "offset"]
 _BRONZE = [*_LINEAGE, "event_type", "ingest_ts"]
+_EVENT_TABLES = pa.table(
+    {
+        "event_type": pa.array(list(EVENT_TABLES), pa.string()),
+        "table_name": pa.array([s.name for s in EVENT_TABLES.values()], pa.string()),
+    }
+)
 
 
-class DataQualityModel:
+class DataQualityModel(DerivedModel):
     """bronze + every silver table → gold.data_quality_report, by day of arrival."""
 
-    spec = DATA_QUALITY_REPORT
-    inputs = SILVER_TABLES
+    uses_local_date = True
 
-    def __init__(self, store: TableStore, reporting: ReportingSettings, *, engine: Engine) -> None:
-        self.store = store
-        self.timezone = reporting.timezone
-        self.engine = engine
-        self.engine.define_local_date(self.timezone)
-        self.sql = load_model("data_quality_report")
-        self.event_tables = pa.table(
-            {
-                "event_type": pa.array(list(EVENT_TABLES), pa.string()),
-                "table_name": pa.array([s.name for s in EVENT_TABLES.values()], pa.string()),
-            }
-        )
-        store.ensure(self.spec)
-
-    def step(self, tps: list[TopicPartition]) -> int:
-        ranges = pending_ranges(self.store, self.spec, self.inputs, tps)
-        if not ranges:
-            return 0
+    def recompute(self, ranges: Ranges, tps: list[TopicPartition]) -> tuple[pa.Table, list[date]]:
         arrived = read_ranges(self.store.open(RAW_EVENTS).dataset(), ranges, ["ingest_ts"])
         days = sorted(_day_set(arrived["ingest_ts"], self.timezone))
         consumed = positions_of(self.store.open(self.spec), tps) | range_ends(ranges)
-        rows = self.compute(days, consumed)
-        self.store.replace(self.spec, rows, "partition_date", days, to_app_ids(range_ends(ranges)))
-        return int(rows.num_rows)
+        return self.compute(days, consumed), days
 
     def rebuild(self, days: list[date], tps: list[TopicPartition]) -> int:
         rows = self.compute(days, positions_of(self.store.open(self.spec), tps))
-        self.store.replace(self.spec, rows, "partition_date", days)
+        self.decl.commit(self.store, rows, None, days)
         return int(rows.num_rows)
 
     def compute(self, days: list[date] | None, consumed: Positions) -> pa.Table:
@@ -88,7 +68,7 @@ class DataQualityModel:
             {
                 "bronze": bronze,
                 "outcomes": self._outcomes(lineage_span(bronze)),
-                "event_tables": self.event_tables,
+                "event_tables": _EVENT_TABLES,
                 "touched_days": _days_table(days),
             },
             {"now": datetime.now(UTC)},

@@ -18,12 +18,16 @@ from shoplake.contract.tables import (
     TableSpec,
 )
 from shoplake.engines import Engine, open_engine
-from shoplake.pipeline.dims import DimCustomersModel, DimProductsModel
-from shoplake.pipeline.gold import CustomerAnalyticsModel, SalesMinuteModel
 from shoplake.pipeline.positions import positions_of
-from shoplake.pipeline.quality import DataQualityModel
-from shoplake.pipeline.runner import DAILY_MODELS
-from shoplake.pipeline.silver import OrderPaymentsModel
+from shoplake.pipeline.registry import (
+    CUSTOMER_ANALYTICS_MODEL,
+    DAILY_MODELS,
+    DATA_QUALITY_MODEL,
+    DIM_CUSTOMERS_MODEL,
+    DIM_PRODUCTS_MODEL,
+    ORDER_PAYMENTS_MODEL,
+    SALES_MINUTE_MODEL,
+)
 from shoplake.settings import EngineSettings, ReportingSettings
 from shoplake.tables.base import TableStore
 from shoplake.transport.base import TopicPartition
@@ -63,8 +67,8 @@ def recomputed_gold(
     only; the other models read the stored silver.order_payments, which the first entry
     checks."""
     engine = engine or open_engine(EngineSettings())
-    order_payments = OrderPaymentsModel(store, engine=engine).compute(None)
-    sales = SalesMinuteModel(store, reporting, engine=engine).compute(
+    order_payments = ORDER_PAYMENTS_MODEL.build(store, reporting, engine=engine).compute(None)
+    sales = SALES_MINUTE_MODEL.build(store, reporting, engine=engine).compute(
         None, order_payments=order_payments
     )
     tables: dict[TableSpec, pa.Table] = {
@@ -72,15 +76,15 @@ def recomputed_gold(
         FCT_SALES_MINUTE: sales.filter(pc.greater(sales["paid_orders"], 0)),
     }
     for daily in DAILY_MODELS:
-        model = daily(store, reporting, engine=engine)
+        model = daily.build(store, reporting, engine=engine)
         tables[model.spec] = model.compute(None)
-    customers = CustomerAnalyticsModel(store, reporting, engine=engine)
+    customers = CUSTOMER_ANALYTICS_MODEL.build(store, reporting, engine=engine)
     tables[customers.spec] = customers.compute(None)
-    for dim in (DimProductsModel(store, engine=engine), DimCustomersModel(store, engine=engine)):
-        tables[dim.spec] = dim.compute(None)
+    for dim in (DIM_PRODUCTS_MODEL, DIM_CUSTOMERS_MODEL):
+        tables[dim.spec] = dim.build(store, reporting, engine=engine).compute(None)
     tps = bronze_partitions(store)
     consumed = positions_of(store.open(DATA_QUALITY_REPORT), tps)
-    tables[DATA_QUALITY_REPORT] = DataQualityModel(store, reporting, engine=engine).compute(
+    tables[DATA_QUALITY_REPORT] = DATA_QUALITY_MODEL.build(store, reporting, engine=engine).compute(
         None, consumed
     )
     return {spec.qualified: _stable(rows, spec.key) for spec, rows in tables.items()}

@@ -10,25 +10,15 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Literal, Protocol
 
-from shoplake.contract.tables import RAW_EVENTS, TableSpec
-from shoplake.engines import Engine, open_engine
+from shoplake.contract.tables import RAW_EVENTS
+from shoplake.engines import open_engine
 from shoplake.errors import ShoplakeError
-from shoplake.pipeline.dims import DimCustomersModel, DimProductsModel, ensure_dim_date
-from shoplake.pipeline.gold import (
-    CategoryModel,
-    CustomerAnalyticsModel,
-    DailyModel,
-    DailySalesModel,
-    FunnelModel,
-    ProductModel,
-    SalesMinuteModel,
-    TrafficSourcesModel,
-)
+from shoplake.pipeline.gold import DerivedModel
 from shoplake.pipeline.ingest import BronzeIngest
 from shoplake.pipeline.maintenance import TableMaintenance
 from shoplake.pipeline.positions import RecentCommits
-from shoplake.pipeline.quality import DataQualityModel
-from shoplake.pipeline.silver import OrderPaymentsModel, SilverProcessor
+from shoplake.pipeline.registry import Lane, build_models
+from shoplake.pipeline.silver import SilverProcessor
 from shoplake.pipeline.steptrace import step
 from shoplake.settings import EngineSettings, Settings
 from shoplake.tables import TableStore, open_store
@@ -40,16 +30,6 @@ _MAX_BACKOFF_S = 5.0  # the longest wait between retries of a transient error
 
 Job = Literal["ingestion", "processing", "both", "gold"]
 JOBS: tuple[str, ...] = ("ingestion", "processing", "both", "gold")
-DAILY_MODELS: tuple[type[DailyModel], ...] = (
-    DailySalesModel,
-    TrafficSourcesModel,
-    FunnelModel,
-    CategoryModel,
-    ProductModel,
-)
-# What gold.fct_sales_minute needs: a continuous run steps these every round, the other
-# derived tables on their own thread every ``gold_refresh_s``.
-FAST_MODELS = (OrderPaymentsModel, SalesMinuteModel)
 
 
 class Observer(Protocol):
@@ -60,16 +40,7 @@ class Observer(Protocol):
     def visible_in_gold(self, latencies_s: list[float]) -> None: ...
 
 
-class Model(Protocol):
-    """A derived table: one step consumes what its inputs have newly consumed."""
-
-    @property
-    def spec(self) -> TableSpec: ...
-
-    def step(self, tps: list[TopicPartition]) -> int: ...
-
-
-def step_models(models: list[Model], tps: list[TopicPartition]) -> int:
+def step_models(models: list[DerivedModel], tps: list[TopicPartition]) -> int:
     """One step of each model in turn (each traced, see steptrace); the rows written."""
     rows = 0
     for model in models:
@@ -91,25 +62,6 @@ class RunStats:
     errors: list[str] = field(default_factory=list)
 
 
-def derived_models(
-    settings: Settings, store: TableStore, engine: Engine, recent: RecentCommits | None = None
-) -> list[Model]:
-    """The model of every table derived from silver, in dependency order: order_payments
-    feeds the gold models that read it. ``recent``: the commits of the stages before, as
-    FAST_MODELS take them from memory."""
-    reporting = settings.reporting
-    ensure_dim_date(store)
-    return [
-        OrderPaymentsModel(store, engine=engine, recent=recent),
-        DimProductsModel(store, engine=engine),
-        DimCustomersModel(store, engine=engine),
-        SalesMinuteModel(store, reporting, engine=engine, recent=recent),
-        *(m(store, reporting, engine=engine) for m in DAILY_MODELS),
-        CustomerAnalyticsModel(store, reporting, engine=engine),
-        DataQualityModel(store, reporting, engine=engine),
-    ]
-
-
 class Pipeline:
     """The embedded pipeline: ingest → silver → gold, in this process."""
 
@@ -129,7 +81,7 @@ class Pipeline:
         self._recent = RecentCommits()  # each stage's last commit, for the next stage
         self._ingest: BronzeIngest | None = None
         self._silver: SilverProcessor | None = None
-        self._models: list[Model] = []
+        self._models: list[DerivedModel] = []
         self._models_ran_at = time.monotonic()  # when the models last stepped
         self.observer: Observer | None = None
         self._awaiting_gold: list[float] = []  # transport times of orders not yet in gold
@@ -158,7 +110,7 @@ class Pipeline:
             self.observer.stage("bronze", rows, time.monotonic() - started)
         return rows
 
-    def _processing_stages(self) -> tuple[SilverProcessor, list[Model]]:
+    def _processing_stages(self) -> tuple[SilverProcessor, list[DerivedModel]]:
         if self._silver is None:
             cfg = self.settings
             eng = self._engine
@@ -172,7 +124,7 @@ class Pipeline:
                 engine=eng,
                 recent=self._recent,
             )
-            self._models = derived_models(cfg, store, eng, self._recent)
+            self._models = build_models(store, cfg.reporting, eng, self._recent)
         return self._silver, self._models
 
     def process_once(
@@ -187,7 +139,7 @@ class Pipeline:
 
         ``upstream_backlog``: records waiting before bronze (the transport's lag), which
         count as backlog too when deciding whether the models wait. ``fast_only``: step
-        only FAST_MODELS (a GoldRefresher steps the others)."""
+        only the FAST lane (a GoldRefresher steps the others)."""
         stats = stats if stats is not None else RunStats()
         if not self.store.exists(RAW_EVENTS):
             return 0
@@ -216,7 +168,7 @@ class Pipeline:
                 return work
         self._models_ran_at = started = time.monotonic()
         if fast_only:
-            models = [m for m in models if isinstance(m, FAST_MODELS)]
+            models = [m for m in models if m.decl.lane is Lane.FAST]
         derived = step_models(models, tps)
         stats.gold_rows += derived
         if self.observer is not None:
@@ -228,18 +180,13 @@ class Pipeline:
         return work + derived
 
     def rebuild_days(self, days: list[date]) -> int:
-        """Recompute every daily gold table for ``days`` from silver (``run --date``)."""
+        """Recompute ``days`` of every table whose declaration says it rebuilds days, from
+        silver (``run --date``)."""
         if not self.store.exists(RAW_EVENTS):
             return 0
         _, models = self._processing_stages()
         tps = self.transport.partitions()
-        rows = 0
-        for model in models:
-            if isinstance(model, DataQualityModel):
-                rows += model.rebuild(days, tps)
-            elif isinstance(model, DailyModel | CustomerAnalyticsModel | SalesMinuteModel):
-                rows += model.rebuild(days)
-        return rows
+        return sum(m.rebuild(days, tps) for m in models if m.decl.rebuilds_days)
 
     def silver_backlog(self) -> int:
         """Bronze records some silver table has not consumed yet."""
@@ -333,7 +280,7 @@ class Pipeline:
 
 
 class GoldRefresher:
-    """Steps the models other than FAST_MODELS every ``gold_refresh_s`` on a thread of its
+    """Steps the REFRESH lane's models every ``gold_refresh_s`` on a thread of its
     own, so the daily tables' rereads never hold gold.fct_sales_minute back, and keeps the
     tables compacted and vacuumed. It has its own table handles and engine session:
     neither may be shared across threads."""
@@ -345,11 +292,9 @@ class GoldRefresher:
         self.stop = stop
         self.store = open_store(self.settings)
         self.engine = open_engine(self.settings.engine)
-        self.models = [
-            m
-            for m in derived_models(self.settings, self.store, self.engine)
-            if not isinstance(m, FAST_MODELS)
-        ]
+        self.models = build_models(
+            self.store, self.settings.reporting, self.engine, lanes=(Lane.REFRESH,)
+        )
         self.maintenance = TableMaintenance(self.store, self.settings.pipeline)
         self.error: ShoplakeError | None = None
         self._thread = threading.Thread(target=self._run, name="gold-refresh", daemon=True)

@@ -1,4 +1,4 @@
-"""Process: bronze.raw_events → silver, and silver → silver.order_payments.
+"""Process: bronze.raw_events → silver (silver.order_payments is a model: see gold).
 
 Each silver table records the bronze positions it has consumed. A step reads bronze
 from the smallest of those positions, derives every table from that one batch, and
@@ -20,7 +20,6 @@ from shoplake.contract.tables import (
     DUPLICATES,
     EVENT_TABLES,
     ORDER_ITEMS,
-    ORDER_PAYMENTS,
     ORDERS,
     PAGE_VIEWS,
     PAYMENTS,
@@ -33,7 +32,6 @@ from shoplake.contract.tables import (
 )
 from shoplake.engines.base import Engine, RawEventRules
 from shoplake.errors import ConfigError
-from shoplake.pipeline.models import load_model
 from shoplake.pipeline.positions import (
     Positions,
     Ranges,
@@ -41,7 +39,6 @@ from shoplake.pipeline.positions import (
     in_ranges,
     lineage_span,
     positions_of,
-    range_ends,
     read_ranges,
     to_app_ids,
 )
@@ -353,55 +350,6 @@ def touched_orders(
         for spec in (ORDERS, PAYMENTS)
     ]
     return pc.unique(pa.chunked_array([c for arr in ids for c in arr.chunks], pa.string()))
-
-
-def _select_ids(store: TableStore, spec: TableSpec, column: str, ids: pa.Array) -> pa.Table:
-    return store.open(spec).dataset().to_table(filter=pc.field(column).isin(ids))
-
-
-class OrderPaymentsModel:
-    """silver.orders + silver.payments → silver.order_payments, for the orders touched."""
-
-    spec = ORDER_PAYMENTS
-    inputs = (ORDERS, PAYMENTS)
-
-    def __init__(
-        self,
-        store: TableStore,
-        *,
-        engine: Engine,
-        recent: RecentCommits | None = None,
-    ) -> None:
-        self.store = store
-        self.engine = engine
-        self.recent = recent or RecentCommits()
-        self.sql = load_model("order_payments")
-        store.ensure(self.spec)
-
-    def step(self, tps: list[TopicPartition]) -> int:
-        ranges = pending_ranges(self.store, self.spec, self.inputs, tps)
-        if not ranges:
-            return 0
-        ids = touched_orders(self.store, ranges, self.recent)
-        rows = self.compute(ids)
-        self.store.upsert(self.spec, rows, to_app_ids(range_ends(ranges)))
-        self.recent.record(self.spec, ranges, rows)
-        return int(rows.num_rows)
-
-    def compute(self, ids: pa.Array | None) -> pa.Table:
-        """order_payments rows for ``ids`` (None: every order) from the silver tables."""
-        if ids is None:
-            orders = self.store.open(ORDERS).dataset().to_table()
-            payments = self.store.open(PAYMENTS).dataset().to_table()
-            ids = pc.unique(orders["order_id"])
-        else:
-            orders = _select_ids(self.store, ORDERS, "order_id", ids)
-            payments = _select_ids(self.store, PAYMENTS, "order_id", ids)
-        return self.engine.table_over(
-            self.sql,
-            {"orders": orders, "payments": payments, "touched_orders": pa.table({"order_id": ids})},
-            {"now": datetime.now(UTC)},
-        )
 
 
 def pending_ranges(
