@@ -9,19 +9,32 @@ the two engines to the same verdicts.
 A record is parsed once into a VARIANT (``try_parse_json``); each field the rules name is
 read from it once, and its JSON type is mapped onto the names DuckDB's ``json_type``
 gives (VARCHAR, BIGINT, UBIGINT, DOUBLE, BOOLEAN, ARRAY, OBJECT, NULL), so the checks
-read as DuckDB's do. Only the verdict is here so far, not the typed silver rows.
+read as DuckDB's do. From the verdict on, the typed rows of every silver table follow
+DuckDB's SQL query for query (``parse_raw_events`` in ``engines/spark.py`` runs them).
 
 Known differences from DuckDB: Spark ignores text after the first JSON value (DuckDB:
 invalid_json) and refuses an object with a duplicate key (DuckDB accepts it, the first
-value wins); a number DuckDB holds as a DOUBLE is written differently in a detail
-(``1.0E30`` rather than ``1e30``).
+value wins); Spark's TIMESTAMP cast refuses an offset beyond ±18:00 and the hour 24
+(DuckDB accepts both); a number DuckDB holds as a DOUBLE is written differently in a
+detail or in ``properties`` (``1.0E30`` rather than ``1e30``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import UTC, datetime
 
 from shoplake.contract.rules import RULES
+from shoplake.contract.tables import (
+    CART_EVENTS,
+    ORDER_ITEMS,
+    ORDERS,
+    PAGE_VIEWS,
+    PAYMENTS,
+    PRODUCT_UPDATES,
+    QUARANTINE,
+    USER_SESSIONS,
+)
 from shoplake.engines import rule_sql
 from shoplake.engines.rule_sql import FIELDS
 
@@ -78,6 +91,11 @@ def _field(doc: str, name: str) -> str:
     return f"variant_get({doc}, {_lit('$.' + name)})"
 
 
+def _items(doc: str, name: str = "items") -> str:
+    """SQL: the array field ``name`` of ``doc`` as an array of VARIANTs."""
+    return f"try_variant_get({doc}, {_lit('$.' + name)}, 'array<variant>')"
+
+
 def _type_of(name: str) -> str:
     """The JSON type of a top-level field of the record (NULL when absent)."""
     return f"`ty_{name}`"
@@ -112,7 +130,7 @@ class _SparkRules:
         return f"({text} RLIKE {_lit(_full(pattern))})"
 
     def _items(self, doc: str, name: str) -> str:
-        return f"try_variant_get({doc}, {_lit('$.' + name)}, 'array<variant>')"
+        return _items(doc, name)
 
     def items_empty(self, doc: str, name: str) -> str:
         return f"size({self._items(doc, name)}) = 0"
@@ -137,10 +155,11 @@ def problem_expression(event_type: str, currencies: Iterable[str]) -> str:
 KNOWN_TYPES_SQL = "(" + ", ".join(_lit(t) for t in RULES) + ")"
 
 
-def verdict_sql(currencies: Iterable[str]) -> str:
-    """``batch(raw_value, topic, partition, offset)`` → one row per record: its lineage,
-    event type ('unknown' unless a known one) and, when it breaks a rule, the first
-    rule's ``reason`` and ``detail`` (both NULL for a valid record)."""
+def _judged_sql(currencies: Iterable[str]) -> str:
+    """``batch(raw_value, topic, partition, offset)`` → CTEs ending in ``judged``: per
+    record its raw value, lineage, the VARIANT ``j`` (NULL unless a JSON object), the text
+    of every field a rule names (``tx_<field>``), the event type ('unknown' unless a
+    known one) and the ``problem`` (reason, detail) of the first rule it breaks."""
     currencies = list(currencies)
     unknown = _problem(
         "unknown_event_type", _lit("unknown event_type: ") + " || left(raw_type, 40)"
@@ -152,19 +171,20 @@ def verdict_sql(currencies: Iterable[str]) -> str:
     typed = ", ".join(
         f"{_json_type(f'`v_{f}`')} AS `ty_{f}`, {_json_text(f'`v_{f}`')} AS `tx_{f}`" for f in _READ
     )
+    texts = ", ".join(_text(f) for f in FIELDS)
     return f"""
     WITH safe AS (  -- invalid JSON is NULL, as is any JSON that is not an object
-        SELECT topic, `partition`, `offset`, try_parse_json(raw_value) AS doc
+        SELECT raw_value, topic, `partition`, `offset`, try_parse_json(raw_value) AS doc
         FROM batch
     ),
     docs AS (
-        SELECT topic, `partition`, `offset`,
+        SELECT raw_value, topic, `partition`, `offset`,
                CASE WHEN schema_of_variant(doc) LIKE 'OBJECT%' THEN doc END AS j
         FROM safe
     ),
     fields AS (SELECT *, {values} FROM docs),
     extracted AS (
-        SELECT topic, `partition`, `offset`, j, {typed} FROM fields
+        SELECT raw_value, topic, `partition`, `offset`, j, {typed} FROM fields
     ),
     parsed AS (
         SELECT *, {_text("event_type")} AS raw_type,
@@ -172,7 +192,7 @@ def verdict_sql(currencies: Iterable[str]) -> str:
         FROM extracted
     ),
     judged AS (
-        SELECT topic, `partition`, `offset`,
+        SELECT raw_value, topic, `partition`, `offset`, j, {texts},
                CASE WHEN raw_type IN {KNOWN_TYPES_SQL} THEN raw_type ELSE 'unknown' END
                    AS event_type,
                CASE
@@ -186,7 +206,269 @@ def verdict_sql(currencies: Iterable[str]) -> str:
                END AS problem
         FROM parsed
     )
-    SELECT topic, `partition`, `offset`, event_type,
+    """
+
+
+def verdict_sql(currencies: Iterable[str]) -> str:
+    """``batch(raw_value, topic, partition, offset)`` → one row per record: its lineage,
+    event type ('unknown' unless a known one) and, when it breaks a rule, the first
+    rule's ``reason`` and ``detail`` (both NULL for a valid record)."""
+    return (
+        _judged_sql(currencies)
+        + """SELECT topic, `partition`, `offset`, event_type,
            problem.reason AS reason, problem.detail AS detail
     FROM judged
     """
+    )
+
+
+def parsed_sql(currencies: Iterable[str]) -> str:
+    """``batch`` → ``parsed``, what every silver table is derived from (DuckDB's
+    ``parsed``): raw value, lineage, ``j``, ``tx_<field>`` texts, event type, problem."""
+    return _judged_sql(currencies) + "SELECT * FROM judged"
+
+
+def late_sql(watermark_minutes: float) -> str:
+    """``parsed`` → ``late``: every record of ``parsed`` with, when valid, its
+    ``valid_ts`` and ``is_late`` (both NULL for a broken record). Late as in DuckDB's
+    ``late_sql``: older, by more than the watermark, than the newest valid event before
+    it in its topic partition (in the batch, or before it: ``high_water(topic, partition,
+    max_ts)``), compared in microseconds since the epoch. Wide where DuckDB's is narrow:
+    the silver tables then read one relation, with no join (a shuffle on Spark)."""
+    micros = round(watermark_minutes * 60_000_000)
+    return f"""
+    WITH timed AS (
+        SELECT *, CASE WHEN problem IS NULL
+                       THEN TRY_CAST({_text("timestamp")} AS TIMESTAMP) END AS valid_ts
+        FROM parsed
+    ),
+    running AS (  -- max ignores the NULL times of the broken records
+        SELECT *, max(valid_ts) OVER (
+                      PARTITION BY topic, `partition` ORDER BY `offset`
+                      ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before_ts
+        FROM timed
+    )
+    SELECT r.*,
+           CASE WHEN r.problem IS NULL THEN
+               coalesce(unix_micros(r.valid_ts)
+                        < unix_micros(greatest(coalesce(r.before_ts, h.max_ts),
+                                               coalesce(h.max_ts, r.before_ts))) - {micros},
+                        false)
+           END AS is_late
+    FROM running r
+    LEFT JOIN high_water h ON h.topic = r.topic AND h.`partition` = r.`partition`
+    """
+
+
+_LINEAGE = "topic, `partition`, `offset`"
+
+# The newest valid event time per topic partition in the batch.
+BATCH_HIGH_WATER_SQL = """
+SELECT topic, `partition`, max(valid_ts) AS max_ts
+FROM late WHERE valid_ts IS NOT NULL
+GROUP BY topic, `partition`
+"""
+
+# The valid events of the batch, with their late flags.
+_VALID = "late WHERE problem IS NULL"
+
+# Valid events of the batch, as candidates for silver.duplicates.
+VALID_EVENTS_SQL = f"""
+SELECT {_text("event_id")} AS event_id, event_type, valid_ts AS event_ts,
+       to_date(valid_ts) AS event_date, {_LINEAGE}
+FROM {_VALID}
+"""
+
+# The order of each silver table's rows, which the engine sorts them in: the queries have
+# no ORDER BY, as Spark's would cost a sampling job and a shuffle per table.
+SORT_KEYS: dict[str, tuple[str, ...]] = {
+    ORDER_ITEMS.name: ("topic", "partition", "offset", "line_number"),
+}
+LINEAGE_ORDER = ("topic", "partition", "offset")
+
+
+def timestamp_literal(moment: datetime) -> str:
+    """An instant as a Spark TIMESTAMP literal (a naive datetime is taken as UTC)."""
+    utc = moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return f"TIMESTAMP {_lit(utc.isoformat())}"
+
+
+def quarantine_sql(now: datetime) -> str:
+    """The broken records of ``parsed``, each with its reason, stamped ``now``."""
+    stamp = timestamp_literal(now)
+    return f"""
+    SELECT raw_value, {_LINEAGE}, event_type,
+           problem.reason AS reason, problem.detail AS detail,
+           {stamp} AS quarantined_ts, to_date({stamp}) AS quarantined_date
+    FROM late WHERE problem IS NOT NULL
+    """
+
+
+def _money(text: str) -> str:
+    # TRY_CAST: the verdict proved the cast works; ANSI's CAST would fail the whole query
+    # if Spark ever judged a broken record's value before filtering it out.
+    return f"TRY_CAST({text} AS DECIMAL(18, 2))"
+
+
+def _int(text: str, sql_type: str = "INT") -> str:
+    return f"TRY_CAST({text} AS {sql_type})"
+
+
+# The unknown fields of a record as a JSON object, written as DuckDB's to_json of a
+# MAP(VARCHAR, JSON) writes them ('{}' when there are none), over ``unknown_keys`` (in
+# document order) and the record read twice: ``field_texts`` (map<string, string>) and
+# ``field_values`` (map<string, variant>). A VARIANT sorts an object's keys, so a
+# non-string value is the JSON reader's own text of it (nested keys in document order);
+# a string, which that reader gives unquoted, is quoted from the VARIANT.
+_PROPERTIES = (
+    "CASE WHEN size(unknown_keys) = 0 THEN '{}' ELSE "
+    "'{' || array_join(transform(unknown_keys, k -> to_json(CAST(k AS VARIANT)) || ':' || "
+    "CASE WHEN schema_of_variant(field_values[k]) = 'STRING' THEN to_json(field_values[k]) "
+    "ELSE coalesce(field_texts[k], 'null') END), ',') || '}' END"
+)
+
+
+def _event_select(event_types: tuple[str, ...], columns: list[tuple[str, str]]) -> str:
+    """One silver row per valid event of ``event_types``, as DuckDB's ``_event_select``:
+    event_id, ``columns``, the unknown fields as ``properties`` JSON, event_ts (UTC),
+    event_date, is_late and lineage."""
+    known = sorted({r.name for t in event_types for r in RULES[t]} | {"event_type"})
+    known_sql = ", ".join(_lit(k) for k in known)
+    types = ", ".join(_lit(t) for t in event_types)
+    select = [
+        ("event_id", _text("event_id")),
+        *columns,
+        ("properties", _PROPERTIES),
+        ("event_ts", "valid_ts"),
+        ("event_date", "to_date(valid_ts)"),
+        ("is_late", "is_late"),
+    ]
+    # Subqueries, not CTEs: Spark 4.1's InlineCTE rule breaks this plan ("previously
+    # resolved and now became unresolved").
+    return f"""
+    SELECT {", ".join(f"{expr} AS {name}" for name, expr in select)}, {_LINEAGE}
+    FROM (  -- most events have no unknown field: they are spared reading it twice
+        SELECT *,
+               CASE WHEN size(unknown_keys) > 0
+                    THEN from_json(raw_value, 'map<string, string>') END AS field_texts,
+               CASE WHEN size(unknown_keys) > 0
+                    THEN from_json(raw_value, 'map<string, variant>') END AS field_values
+        FROM (
+            SELECT *, coalesce(filter(json_object_keys(raw_value),
+                                      k -> k NOT IN ({known_sql})), array()) AS unknown_keys
+            FROM {_VALID} AND event_type IN ({types})
+        ) AS events
+    ) AS fields
+    """
+
+
+_ENVELOPE_COLUMNS = [
+    ("user_id", _text("user_id")),
+    ("session_id", _text("session_id")),
+    ("device", _text("device")),
+    ("country", _text("country")),
+]
+
+_EVENT_TABLES: dict[str, str] = {
+    PAGE_VIEWS.name: _event_select(
+        ("page_view",),
+        [
+            *_ENVELOPE_COLUMNS,
+            ("page_type", _text("page_type")),
+            ("page_url", _text("page_url")),
+            ("product_id", _text("product_id")),
+            ("category", _text("category")),
+            ("referrer", _text("referrer")),
+            ("traffic_source", _text("traffic_source")),
+        ],
+    ),
+    CART_EVENTS.name: _event_select(
+        ("add_to_cart", "remove_from_cart"),
+        [
+            ("event_type", "event_type"),
+            *_ENVELOPE_COLUMNS,
+            ("product_id", _text("product_id")),
+            ("category", _text("category")),
+            ("quantity", _int(_text("quantity"))),
+            ("unit_price", _money(_text("unit_price"))),
+            ("currency", _text("currency")),
+        ],
+    ),
+    ORDERS.name: _event_select(
+        ("purchase",),
+        [
+            ("order_id", _text("order_id")),
+            *_ENVELOPE_COLUMNS,
+            ("total_amount", _money(_text("total_amount"))),
+            ("currency", _text("currency")),
+            ("payment_method", _text("payment_method")),
+            ("item_count", f"CAST(size({_items('j')}) AS INT)"),
+        ],
+    ),
+    PAYMENTS.name: _event_select(
+        ("payment",),
+        [
+            ("payment_id", _text("payment_id")),
+            ("order_id", _text("order_id")),
+            *_ENVELOPE_COLUMNS,
+            ("amount_cents", _int(_text("amount_cents"), "BIGINT")),
+            (
+                "amount",
+                f"CAST({_int(_text('amount_cents'), 'DECIMAL(18, 0)')} * 0.01 AS DECIMAL(18, 2))",
+            ),
+            ("currency", _text("currency")),
+            ("status", _text("status")),
+        ],
+    ),
+    USER_SESSIONS.name: _event_select(
+        ("user_session",),
+        [*_ENVELOPE_COLUMNS, ("action", _text("action"))],
+    ),
+    PRODUCT_UPDATES.name: _event_select(
+        ("product_update",),
+        [
+            ("product_id", _text("product_id")),
+            ("name", _text("name")),
+            ("category", _text("category")),
+            ("price", _money(_text("price"))),
+            ("currency", _text("currency")),
+            ("inventory", _int(_text("inventory"), "BIGINT")),
+            ("update_type", _text("update_type")),
+            ("user_id", _text("user_id")),
+        ],
+    ),
+}
+
+
+def _item(name: str) -> str:
+    return _json_text(_field("item", name))
+
+
+# One row per line of each valid purchase (``line_number`` from 1), as DuckDB's
+# ORDER_ITEMS_SQL; ``line_amount`` is NULL when quantity × unit_price overflows.
+ORDER_ITEMS_SQL = f"""
+WITH lines AS (
+    SELECT {_text("event_id")} AS event_id, {_text("order_id")} AS order_id,
+           {_text("currency")} AS currency,
+           valid_ts AS event_ts, {_LINEAGE},
+           posexplode({_items("j")}) AS (pos, item)
+    FROM late WHERE problem IS NULL AND event_type = 'purchase'
+)
+SELECT event_id, order_id, CAST(pos + 1 AS INT) AS line_number,
+       {_item("product_id")} AS product_id, {_item("category")} AS category,
+       {_int(_item("quantity"))} AS quantity, {_money(_item("unit_price"))} AS unit_price,
+       TRY_CAST({_int(_item("quantity"))} * {_money(_item("unit_price"))} AS DECIMAL(18, 2))
+           AS line_amount,
+       currency, event_ts, to_date(event_ts) AS event_date, {_LINEAGE}
+FROM lines
+"""
+
+
+def table_sql(name: str, now: datetime) -> str:
+    """The Spark SQL that derives silver table ``name``'s rows from ``late``
+    (quarantined rows stamped ``now``), in no order: see SORT_KEYS."""
+    if name == QUARANTINE.name:
+        return quarantine_sql(now)
+    if name == ORDER_ITEMS.name:
+        return ORDER_ITEMS_SQL
+    return _EVENT_TABLES[name]
