@@ -4,6 +4,8 @@ Three jobs over the same NDJSON file (2M events by default, the demo's bad-data 
 each timed as a whole process from a cold start, one after the other:
 
 - shoplake: ``shoplake ingest FILE`` then ``shoplake run --until-idle`` (Delta tables);
+- shoplake on Spark (local[*]): the same two commands with ``run --engine spark``:
+  ingestion in the Python worker, silver and gold as Spark jobs (``.[spark]``, Java 17+);
 - PySpark local mode doing the same silver + gold work (bench/reference_spark.py), the
   engine of the seed projects (``pip install -e '.[bench]'``, Java 17+);
 - one hand-written DuckDB script doing the same work (bench/reference_duckdb.py): the
@@ -64,7 +66,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=2_000_000)
     parser.add_argument("--bad-ratio", type=float, default=0.02)
-    parser.add_argument("--skip-spark", action="store_true", help="Leave out the PySpark job.")
+    parser.add_argument(
+        "--skip-spark", action="store_true", help="Leave out the jobs that run on Spark."
+    )
     args = parser.parse_args()
 
     source = simulated_ndjson(args.events, bad_ratio=args.bad_ratio)
@@ -74,13 +78,16 @@ def main() -> None:
     results: dict[str, dict[str, float]] = {}
     counts: dict[str, dict[str, int]] = {}
     try:
-        home = work / "shoplake"
-        env = {**os.environ, "SHOPLAKE_HOME": str(home)}
-        results["shoplake"] = measured(
-            [[*SHOPLAKE, "ingest", str(source)], [*SHOPLAKE, "run", "--until-idle"]], env
-        )
-        counts["shoplake"] = shoplake_counts(home, env)
-        print(f"shoplake: {results['shoplake']['wall_s']:.1f} s", flush=True)
+        runs = {"shoplake": ["run", "--until-idle"]}
+        if not args.skip_spark:
+            runs["shoplake on Spark (local[*])"] = ["run", "--until-idle", "--engine", "spark"]
+        for name, run in runs.items():
+            home = work / name.replace(" ", "_")
+            env = {**os.environ, "SHOPLAKE_HOME": str(home)}
+            results[name] = measured([[*SHOPLAKE, "ingest", str(source)], [*SHOPLAKE, *run]], env)
+            results[name].pop("stdout")
+            counts[name] = shoplake_counts(home, env)
+            print(f"{name}: {results[name]['wall_s']:.1f} s", flush=True)
         jobs = {"duckdb script": "reference_duckdb.py"}
         if not args.skip_spark:
             jobs["pyspark local"] = "reference_spark.py"
@@ -92,21 +99,20 @@ def main() -> None:
             last = str(results[name].pop("stdout")).strip().splitlines()[-1]
             counts[name] = json.loads(last)["rows"]
             print(f"{name}: {results[name]['wall_s']:.1f} s", flush=True)
-        results["shoplake"].pop("stdout")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
     base = results["shoplake"]["wall_s"]
-    print(f"\n{'job':<16}{'wall s':>9}{'events/s':>12}{'peak RSS MiB':>14}{'÷ shoplake':>12}")
+    print(f"\n{'job':<30}{'wall s':>9}{'events/s':>12}{'peak RSS MiB':>14}{'÷ shoplake':>12}")
     for name, r in results.items():
         print(
-            f"{name:<16}{r['wall_s']:>9.1f}{args.events / r['wall_s']:>12,.0f}"
+            f"{name:<30}{r['wall_s']:>9.1f}{args.events / r['wall_s']:>12,.0f}"
             f"{r['peak_rss_mb']:>14,.0f}{r['wall_s'] / base:>12.2f}"
         )
     tables = sorted({t for c in counts.values() for t in c if not t.startswith("bronze.")})
-    print(f"\n{'rows':<32}" + "".join(f"{n:>16}" for n in counts))
+    print(f"\n{'rows':<32}" + "".join(f"{n[:16]:>18}" for n in counts))
     for table in tables:
-        print(f"{table:<32}" + "".join(f"{c.get(table, '-')!s:>16}" for c in counts.values()))
+        print(f"{table:<32}" + "".join(f"{c.get(table, '-')!s:>18}" for c in counts.values()))
     print(f"\nmachine: {machine()}\nreproduce: {command()}")
 
 

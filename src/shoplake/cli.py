@@ -372,20 +372,40 @@ def ingest(ctx: click.Context, files: tuple[Path, ...]) -> None:
     help="With --job gold: rebuild the daily gold tables for this day (reporting time zone) "
     "from silver, then stop. Repeatable.",
 )
+@click.option(
+    "--engine",
+    type=click.Choice(["duckdb", "spark"]),
+    default=None,
+    help="The compute engine of silver and gold [default: SHOPLAKE_ENGINE__KIND, else duckdb]. "
+    "spark: silver and gold run as Spark jobs (SHOPLAKE_ENGINE__SPARK_MASTER, default "
+    "local[*]); with Kafka as transport, bronze is a Spark Structured Streaming query too. "
+    "Needs pip install 'shoplake[spark]' and Java 17+.",
+)
 @click.pass_context
-def run(ctx: click.Context, job: str, until_idle: bool, dates: tuple[datetime, ...]) -> None:
+def run(
+    ctx: click.Context,
+    job: str,
+    until_idle: bool,
+    dates: tuple[datetime, ...],
+    engine: str | None,
+) -> None:
     """Run the pipeline continuously (Ctrl-C stops it cleanly), or --until-idle.
 
     \b
     Examples:
       shoplake run --until-idle
       shoplake run --job gold --date 2026-01-05 --date 2026-01-06
+      shoplake run --engine spark --job processing
     """
     from shoplake.pipeline.runner import Pipeline
 
     if dates and job != "gold":
         raise click.UsageError("--date rebuilds gold days: use it with --job gold")
     settings = _settings(ctx)
+    if engine is not None:
+        settings = settings.model_copy(
+            update={"engine": settings.engine.model_copy(update={"kind": engine})}
+        )
     _writable_home(settings)
     pipeline = Pipeline(settings)
     if dates:
@@ -399,15 +419,18 @@ def run(ctx: click.Context, job: str, until_idle: bool, dates: tuple[datetime, .
     stop = threading.Event()
     try:
         with _progress() as bars:
-            on_round = None
-            if until_idle and bars.console.is_terminal:
-                on_round = _pipeline_bars(bars, pipeline, job)
-            stats = pipeline.run(
-                job,  # type: ignore[arg-type]
-                until_idle=until_idle,
-                stop=stop,
-                on_round=on_round,
-            )
+            if settings.engine.kind == "spark" and settings.transport.kind == "kafka":
+                stats = _run_spark_over_kafka(pipeline, job, until_idle, stop)
+            else:
+                on_round = None
+                if until_idle and bars.console.is_terminal:
+                    on_round = _pipeline_bars(bars, pipeline, job)
+                stats = pipeline.run(
+                    job,  # type: ignore[arg-type]
+                    until_idle=until_idle,
+                    stop=stop,
+                    on_round=on_round,
+                )
     except KeyboardInterrupt:
         stop.set()
         click.echo("stopped", err=True)
@@ -420,6 +443,49 @@ def run(ctx: click.Context, job: str, until_idle: bool, dates: tuple[datetime, .
         f"{stats.gold_rows} gold rows recomputed",
         err=True,
     )
+
+
+def _run_spark_over_kafka(pipeline: Any, job: str, until_idle: bool, stop: threading.Event) -> Any:
+    """``run`` on Spark with Kafka as transport: bronze is a Spark Structured Streaming
+    query (engines/spark_stream.py) instead of the Python worker; silver and gold run as
+    Spark jobs in the pipeline's loop. --until-idle drains Kafka into bronze first."""
+    from shoplake.engines.spark_stream import run_bronze_stream
+    from shoplake.pipeline.runner import RunStats
+
+    settings = pipeline.settings
+    if job in ("processing", "gold"):
+        return pipeline.run(job, until_idle=until_idle, stop=stop)
+    if until_idle:
+        ingested = run_bronze_stream(settings, until_idle=True, stop=stop)
+        stats = pipeline.run("processing", until_idle=True, stop=stop) if job == "both" else None
+    else:
+        outcome: dict[str, Any] = {}
+
+        def stream() -> None:
+            try:
+                outcome["ingested"] = run_bronze_stream(settings, until_idle=False, stop=stop)
+            except BaseException as exc:  # raised again in the main thread below
+                outcome["error"] = exc
+                stop.set()
+
+        streaming = threading.Thread(target=stream, name="spark-bronze")
+        streaming.start()
+        try:
+            if job == "both":
+                stats = pipeline.run("processing", stop=stop)
+            else:
+                stats = None
+                while streaming.is_alive():
+                    streaming.join(0.5)
+        finally:
+            stop.set()
+            streaming.join()
+        if "error" in outcome:
+            raise outcome["error"]
+        ingested = outcome.get("ingested", 0)
+    stats = stats or RunStats()
+    stats.ingested = ingested
+    return stats
 
 
 def _pipeline_bars(bars: Any, pipeline: Any, job: str) -> Any:
