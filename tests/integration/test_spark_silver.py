@@ -154,8 +154,8 @@ def test_the_known_differences_of_the_json_readers(spark_engine: Any) -> None:
     """Where the verdicts still differ, pinned so a fix (or a new difference) shows:
     Spark's try_parse_json ignores text after the first JSON value, which DuckDB calls
     invalid; and it refuses duplicate keys, which DuckDB accepts (the first one wins).
-    Spark's TIMESTAMP cast refuses an offset beyond ±18:00 and the hour 24, which DuckDB's
-    TIMESTAMPTZ cast accepts (rule_sql's timestamp check casts in each engine's SQL)."""
+    Timestamps the casts would read differently (Spark refuses an offset beyond ±18:00
+    and the hour 24, DuckDB takes both) the contract's pattern refuses on both engines."""
     good = orjson.dumps(event("page_view")).decode()
     values = [
         good + " trailing",
@@ -166,9 +166,10 @@ def test_the_known_differences_of_the_json_readers(spark_engine: Any) -> None:
     duck = [(v[4], v[5]) for v in duckdb_verdicts(values)]
     spark = [(v[4], v[5]) for v in spark_verdicts(spark_engine, values)]
     invalid = ("invalid_json", "payload is not a JSON object")
-    assert duck == [invalid, (None, None), (None, None), (None, None)]
+    assert duck[:2] == [invalid, (None, None)]
     assert spark[:2] == [(None, None), invalid]
-    assert [reason for reason, _ in spark[2:]] == ["bad_timestamp", "bad_timestamp"]
+    assert duck[2:] == spark[2:]
+    assert [reason for reason, _ in duck[2:]] == ["bad_timestamp", "bad_timestamp"]
 
 
 # Typed silver rows: the engine port's parse_raw_events on both engines.
@@ -185,9 +186,11 @@ def high_water(values: list[str]) -> pa.Table:
     times = []
     for raw in values[::3]:
         try:
-            times.append(datetime.fromisoformat(json.loads(raw)["timestamp"]))
+            ts = datetime.fromisoformat(json.loads(raw)["timestamp"])
         except (ValueError, TypeError, KeyError):
             continue
+        if ts.tzinfo is not None:  # broken records may carry no offset
+            times.append(ts)
     return pa.table(
         {
             "topic": ["t", "t"],

@@ -58,6 +58,12 @@ EDGES: list[dict[str, Any]] = [
     event("page_view", timestamp="2026-03-01 10:00:00Z"),
     event("page_view", timestamp="2026-13-01T10:00:00Z"),
     event("page_view", timestamp=1767225600),
+    # where engines' casts differ, the pattern decides for all of them
+    event("page_view", timestamp="2026-03-01T24:00:00Z"),
+    event("page_view", timestamp="2026-03-01T23:59:60Z"),
+    event("page_view", timestamp="2026-03-01T10:00:00+18:01"),
+    event("page_view", timestamp="2026-03-01T10:00:00+18:00"),
+    event("page_view", timestamp="2026-03-01T10:00:00.5-14:00"),
     event("add_to_cart", quantity=2.0),
     event("add_to_cart", quantity=2**31),
     event("add_to_cart", unit_price=True),

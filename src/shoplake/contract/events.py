@@ -20,8 +20,13 @@ PaymentStatus = Literal["authorized", "captured", "failed", "refunded"]
 SessionAction = Literal["login", "logout"]
 UpdateType = Literal["price_change", "inventory_change", "new_product"]
 
-# RFC 3339 with an offset; the silver SQL applies the same pattern.
-TIMESTAMP_PATTERN = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$"
+# RFC 3339 with an offset; the silver SQL applies the same pattern. Hours 00-23, minutes
+# and seconds 00-59, offsets within ±18:00: the range every engine's timestamp type and
+# Python's datetime accept alike (DuckDB alone takes 24:00:00 and +23:59; Spark does not).
+TIMESTAMP_PATTERN = (
+    r"^\d{4}-\d{2}-\d{2}[T ]([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d+)?"
+    r"(Z|[+-]((0\d|1[0-7]):[0-5]\d|18:00))$"
+)
 
 
 def _parses(value: str) -> str:

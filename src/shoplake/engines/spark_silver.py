@@ -14,9 +14,9 @@ DuckDB's SQL query for query (``parse_raw_events`` in ``engines/spark.py`` runs 
 
 Known differences from DuckDB: Spark ignores text after the first JSON value (DuckDB:
 invalid_json) and refuses an object with a duplicate key (DuckDB accepts it, the first
-value wins); Spark's TIMESTAMP cast refuses an offset beyond ±18:00 and the hour 24
-(DuckDB accepts both); a number DuckDB holds as a DOUBLE is written differently in a
-detail or in ``properties`` (``1.0E30`` rather than ``1e30``).
+value wins); a number DuckDB holds as a DOUBLE is written differently in a detail or in
+``properties`` (``1.0E30`` rather than ``1e30``). (Timestamps the two casts would read
+differently — the hour 24, offsets beyond ±18:00 — the contract's pattern refuses.)
 """
 
 from __future__ import annotations
