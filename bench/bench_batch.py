@@ -11,7 +11,10 @@ each timed as a whole process from a cold start, one after the other:
 - one hand-written DuckDB script doing the same work (bench/reference_duckdb.py): the
   practical limit on this machine.
 
-Run:  .venv/bin/python bench/bench_batch.py [--events N] [--skip-spark]
+Run:  .venv/bin/python bench/bench_batch.py [--events N] [--skip-spark] [--baseline DIR]
+
+--baseline DIR times shoplake from another source tree too (a ``git worktree`` of an
+older commit), on the same input in the same run: before and after, side by side.
 """
 
 from __future__ import annotations
@@ -69,6 +72,9 @@ def main() -> None:
     parser.add_argument(
         "--skip-spark", action="store_true", help="Leave out the jobs that run on Spark."
     )
+    parser.add_argument(
+        "--baseline", type=Path, help="A source tree (git worktree) to time shoplake from too."
+    )
     args = parser.parse_args()
 
     source = simulated_ndjson(args.events, bad_ratio=args.bad_ratio)
@@ -79,11 +85,15 @@ def main() -> None:
     counts: dict[str, dict[str, int]] = {}
     try:
         runs = {"shoplake": ["run", "--until-idle"]}
+        if args.baseline:
+            runs[f"shoplake @ {args.baseline.name}"] = runs["shoplake"]
         if not args.skip_spark:
             runs["shoplake on Spark (local[*])"] = ["run", "--until-idle", "--engine", "spark"]
         for name, run in runs.items():
-            home = work / name.replace(" ", "_")
+            home = work / "".join(c if c.isalnum() else "_" for c in name)
             env = {**os.environ, "SHOPLAKE_HOME": str(home)}
+            if name.startswith("shoplake @"):
+                env["PYTHONPATH"] = str(args.baseline.resolve() / "src")
             results[name] = measured([[*SHOPLAKE, "ingest", str(source)], [*SHOPLAKE, *run]], env)
             results[name].pop("stdout")
             counts[name] = shoplake_counts(home, env)

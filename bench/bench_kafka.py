@@ -2,9 +2,12 @@
 
 Fills the topics with simulated events through the Kafka transport (acks=all), then times
 the pipeline: ingest (Kafka → bronze.raw_events, positions in every commit) and silver
-(bronze → every silver table), each until nothing is left (aim >= 150k events/s).
+(bronze → every silver table), each until nothing is left (aim >= 150k events/s). With
+--spark, the Spark runtime does the same from the same topics into a home of its own, side
+by side: bronze by Structured Streaming, silver as Spark jobs (local[*]).
 
-Run:  .venv/bin/python bench/bench_kafka.py [--events 1000000]   (needs Java 17+ and mvn)
+Run:  .venv/bin/python bench/bench_kafka.py [--events 1000000] [--spark]
+      (needs Java 17+ and mvn; --spark the spark extra)
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import argparse
 import itertools
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -28,10 +32,34 @@ from shoplake.transport import open_transport
 from tests.integration.kafka_broker import KafkaBroker
 
 
+def timed_pipeline(settings: Settings) -> tuple[float, float]:
+    """Seconds for Kafka → bronze, then bronze → silver, each until nothing is left."""
+    pipeline = Pipeline(settings)
+    started = time.perf_counter()
+    if settings.engine.kind == "spark":
+        from shoplake.engines.spark_stream import run_bronze_stream
+
+        run_bronze_stream(settings, until_idle=True, stop=threading.Event())
+    else:
+        pipeline.run("ingestion", until_idle=True)
+    ingest_s = time.perf_counter() - started
+    silver, _ = pipeline._processing_stages()
+    tps = pipeline.transport.partitions()
+    batch = settings.pipeline.batch_max_records
+    started = time.perf_counter()
+    while silver.step(tps, batch).rows_in:
+        pass
+    silver_s = time.perf_counter() - started
+    pipeline.close()
+    return ingest_s, silver_s
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--spark", action="store_true", help="Time the Spark runtime too.")
     args = parser.parse_args()
+    timings: dict[str, tuple[float, float]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-kafka-") as tmp:
         broker = KafkaBroker(Path(tmp) / "kafka")
         broker.start()
@@ -51,29 +79,26 @@ def main() -> None:
             produce_s = time.perf_counter() - started
             transport.close()
 
-            pipeline = Pipeline(settings)
-            started = time.perf_counter()
-            pipeline.run("ingestion", until_idle=True)
-            ingest_s = time.perf_counter() - started
-            silver, _ = pipeline._processing_stages()
-            tps = pipeline.transport.partitions()
-            batch = settings.pipeline.batch_max_records
-            started = time.perf_counter()
-            while silver.step(tps, batch).rows_in:
-                pass
-            silver_s = time.perf_counter() - started
-            pipeline.close()
+            timings["embedded"] = timed_pipeline(settings)
+            if args.spark:
+                on_spark = Settings(
+                    home=Path(tmp) / "spark-home",
+                    transport=settings.transport,
+                    engine={"kind": "spark"},
+                )
+                timings["spark local[*]"] = timed_pipeline(on_spark)
         finally:
             broker.stop()
-    both = ingest_s + silver_s
     print(f"events: {produced:,} ({settings.transport.partitions} partitions per topic)")
-    for label, seconds in (
-        ("produce (acks=all, idempotent)", produce_s),
-        ("Kafka -> bronze", ingest_s),
-        ("bronze -> silver", silver_s),
-        ("Kafka -> bronze -> silver", both),
-    ):
-        print(f"{label + ':':33}{produced / seconds:>9,.0f} events/s ({seconds:.1f} s)")
+    print(f"{'produce (acks=all, idempotent):':33}{produced / produce_s:>9,.0f} events/s")
+    for runtime, (ingest_s, silver_s) in timings.items():
+        print(f"-- {runtime}")
+        for label, seconds in (
+            ("Kafka -> bronze", ingest_s),
+            ("bronze -> silver", silver_s),
+            ("Kafka -> bronze -> silver", ingest_s + silver_s),
+        ):
+            print(f"{label + ':':33}{produced / seconds:>9,.0f} events/s ({seconds:.1f} s)")
     print(f"peak RSS of the pipeline process: {peak_rss_mb():,.0f} MiB")
     print(f"machine: {machine()}")
     print(f"reproduce: {command()}")

@@ -25,6 +25,7 @@ parsed and rewritten tree is cached per SQL text and time zone.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Callable, Collection, Mapping
@@ -138,11 +139,16 @@ class SparkEngine:
             session = SparkSession.getActiveSession()  # someone else's: left running
         self._owned = session is None
         if session is None:
-            builder = SparkSession.builder.master(master).appName(app_name)
+            builder = SparkSession.builder.appName(app_name)
+            if "PYSPARK_GATEWAY_PORT" not in os.environ:  # else spark-submit set the master
+                builder = builder.master(master)
             settings = {
                 # The Python workers (the ROUND UDF) run this interpreter, not python3.
                 "spark.pyspark.python": sys.executable,
                 "spark.ui.enabled": "false",
+                # Spark's 1g default runs out of heap on one 200k-record silver batch; in
+                # local mode the driver's heap is all there is (SPARK_CONF overrides it).
+                "spark.driver.memory": "4g",
                 "spark.ui.showConsoleProgress": "false",
                 "spark.sql.execution.arrow.pyspark.enabled": "true",
             }
@@ -263,8 +269,8 @@ class SparkEngine:
         finally:
             for name in ("batch", "high_water", "parsed", "late"):
                 self.unregister(name)
-            if late is not None:  # its blocks now, not when the JVM's GC gets to them
-                late._jdf.queryExecution().logical().rdd().unpersist(False)
+            if late is not None:
+                _release_checkpoint(late)
 
     def _native_frame(self, sql: str) -> DataFrame:
         """Spark SQL as written (not DuckDB's dialect: no transpiling) as a DataFrame."""
@@ -427,3 +433,14 @@ if TYPE_CHECKING:
 
     def _is_an_engine(engine: SparkEngine) -> Engine:  # mypy checks the port is met
         return engine
+
+
+def _release_checkpoint(frame: DataFrame) -> None:
+    """Free a local checkpoint's blocks now rather than when the JVM's GC gets to them.
+    Spark has no public call for it: reach the RDD behind the plan when it is one (an
+    empty or tiny checkpoint is a local relation instead, with nothing to free)."""
+    from py4j.protocol import Py4JError
+
+    plan = frame._jdf.queryExecution().logical()
+    with contextlib.suppress(Py4JError):
+        plan.rdd().unpersist(False)
