@@ -13,19 +13,11 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 from shoplake.contract.rules import RULES
-from shoplake.contract.tables import (
-    CART_EVENTS,
-    ORDER_ITEMS,
-    ORDERS,
-    PAGE_VIEWS,
-    PAYMENTS,
-    PRODUCT_UPDATES,
-    QUARANTINE,
-    USER_SESSIONS,
-)
+from shoplake.contract.tables import ORDER_ITEMS, QUARANTINE
 from shoplake.engines import rule_sql
 from shoplake.engines.base import ParsedEvents, RawEventRules
 from shoplake.engines.rule_sql import FIELDS
+from shoplake.engines.silver_columns import EVENT_TABLES, ColumnDialect, columns_sql
 
 if TYPE_CHECKING:
     from shoplake.engines.duckdb import DuckDB
@@ -205,14 +197,6 @@ ORDER BY topic, "partition", "offset"
 """
 
 
-def _money(field: str) -> str:
-    return f"CAST({_text(field)} AS DECIMAL(18, 2))"
-
-
-def _int(field: str, sql_type: str = "INTEGER") -> str:
-    return f"CAST({_text(field)} AS {sql_type})"
-
-
 def _event_select(event_types: tuple[str, ...], columns: list[tuple[str, str]]) -> str:
     """One silver row per valid event of ``event_types``: event_id, ``columns``, the
     unknown fields as ``properties`` JSON, event_ts (UTC), event_date and lineage."""
@@ -243,82 +227,18 @@ def _event_select(event_types: tuple[str, ...], columns: list[tuple[str, str]]) 
     )
 
 
-_ENVELOPE_COLUMNS = [
-    ("user_id", _text("user_id")),
-    ("session_id", _text("session_id")),
-    ("device", _text("device")),
-    ("country", _text("country")),
-]
-
-PAGE_VIEWS_SQL = _event_select(
-    ("page_view",),
-    [
-        *_ENVELOPE_COLUMNS,
-        ("page_type", _text("page_type")),
-        ("page_url", _text("page_url")),
-        ("product_id", _text("product_id")),
-        ("category", _text("category")),
-        ("referrer", _text("referrer")),
-        ("traffic_source", _text("traffic_source")),
-    ],
+# The pieces silver_columns spells each event table's columns with.
+_COLUMNS = ColumnDialect(
+    int_type="INTEGER",
+    text=_text,
+    cast=lambda text, sql_type: f"CAST({text} AS {sql_type})",
+    array_length=lambda field: f"json_array_length(j, {_lit('$.' + field)})",
 )
 
-CART_EVENTS_SQL = _event_select(
-    ("add_to_cart", "remove_from_cart"),
-    [
-        ("event_type", "event_type"),
-        *_ENVELOPE_COLUMNS,
-        ("product_id", _text("product_id")),
-        ("category", _text("category")),
-        ("quantity", _int("quantity")),
-        ("unit_price", _money("unit_price")),
-        ("currency", _text("currency")),
-    ],
-)
-
-ORDERS_SQL = _event_select(
-    ("purchase",),
-    [
-        ("order_id", _text("order_id")),
-        *_ENVELOPE_COLUMNS,
-        ("total_amount", _money("total_amount")),
-        ("currency", _text("currency")),
-        ("payment_method", _text("payment_method")),
-        ("item_count", "CAST(json_array_length(j, '$.items') AS INTEGER)"),
-    ],
-)
-
-PAYMENTS_SQL = _event_select(
-    ("payment",),
-    [
-        ("payment_id", _text("payment_id")),
-        ("order_id", _text("order_id")),
-        *_ENVELOPE_COLUMNS,
-        ("amount_cents", _int("amount_cents", "BIGINT")),
-        ("amount", f"CAST({_int('amount_cents', 'DECIMAL(18, 0)')} * 0.01 AS DECIMAL(18, 2))"),
-        ("currency", _text("currency")),
-        ("status", _text("status")),
-    ],
-)
-
-USER_SESSIONS_SQL = _event_select(
-    ("user_session",),
-    [*_ENVELOPE_COLUMNS, ("action", _text("action"))],
-)
-
-PRODUCT_UPDATES_SQL = _event_select(
-    ("product_update",),
-    [
-        ("product_id", _text("product_id")),
-        ("name", _text("name")),
-        ("category", _text("category")),
-        ("price", _money("price")),
-        ("currency", _text("currency")),
-        ("inventory", _int("inventory", "BIGINT")),
-        ("update_type", _text("update_type")),
-        ("user_id", _text("user_id")),
-    ],
-)
+EVENT_TABLE_SQL: dict[str, str] = {
+    name: _event_select(table.event_types, columns_sql(_COLUMNS, table.columns))
+    for name, table in EVENT_TABLES.items()
+}
 
 ORDER_ITEMS_SQL = f"""
 WITH lines AS (
@@ -346,13 +266,8 @@ FROM lines
 # The SQL that derives each silver table's rows from ``parsed`` and ``late``.
 TABLE_SQL: dict[str, str] = {
     QUARANTINE.name: QUARANTINE_SQL,
-    PAGE_VIEWS.name: PAGE_VIEWS_SQL,
-    CART_EVENTS.name: CART_EVENTS_SQL,
-    ORDERS.name: ORDERS_SQL,
+    **EVENT_TABLE_SQL,
     ORDER_ITEMS.name: ORDER_ITEMS_SQL,
-    PAYMENTS.name: PAYMENTS_SQL,
-    USER_SESSIONS.name: USER_SESSIONS_SQL,
-    PRODUCT_UPDATES.name: PRODUCT_UPDATES_SQL,
 }
 
 

@@ -25,18 +25,10 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from shoplake.contract.rules import RULES
-from shoplake.contract.tables import (
-    CART_EVENTS,
-    ORDER_ITEMS,
-    ORDERS,
-    PAGE_VIEWS,
-    PAYMENTS,
-    PRODUCT_UPDATES,
-    QUARANTINE,
-    USER_SESSIONS,
-)
+from shoplake.contract.tables import ORDER_ITEMS, QUARANTINE
 from shoplake.engines import rule_sql
 from shoplake.engines.rule_sql import FIELDS
+from shoplake.engines.silver_columns import EVENT_TABLES, ColumnDialect, columns_sql
 
 
 def _full(pattern: str) -> str:
@@ -362,81 +354,18 @@ def _event_select(event_types: tuple[str, ...], columns: list[tuple[str, str]]) 
     """
 
 
-_ENVELOPE_COLUMNS = [
-    ("user_id", _text("user_id")),
-    ("session_id", _text("session_id")),
-    ("device", _text("device")),
-    ("country", _text("country")),
-]
+# The pieces silver_columns spells each event table's columns with (``_int`` is a
+# TRY_CAST to any type: see ``_money`` for why TRY_CAST).
+_COLUMNS = ColumnDialect(
+    int_type="INT",
+    text=_text,
+    cast=_int,
+    array_length=lambda field: f"size({_items('j', field)})",
+)
 
 _EVENT_TABLES: dict[str, str] = {
-    PAGE_VIEWS.name: _event_select(
-        ("page_view",),
-        [
-            *_ENVELOPE_COLUMNS,
-            ("page_type", _text("page_type")),
-            ("page_url", _text("page_url")),
-            ("product_id", _text("product_id")),
-            ("category", _text("category")),
-            ("referrer", _text("referrer")),
-            ("traffic_source", _text("traffic_source")),
-        ],
-    ),
-    CART_EVENTS.name: _event_select(
-        ("add_to_cart", "remove_from_cart"),
-        [
-            ("event_type", "event_type"),
-            *_ENVELOPE_COLUMNS,
-            ("product_id", _text("product_id")),
-            ("category", _text("category")),
-            ("quantity", _int(_text("quantity"))),
-            ("unit_price", _money(_text("unit_price"))),
-            ("currency", _text("currency")),
-        ],
-    ),
-    ORDERS.name: _event_select(
-        ("purchase",),
-        [
-            ("order_id", _text("order_id")),
-            *_ENVELOPE_COLUMNS,
-            ("total_amount", _money(_text("total_amount"))),
-            ("currency", _text("currency")),
-            ("payment_method", _text("payment_method")),
-            ("item_count", f"CAST(size({_items('j')}) AS INT)"),
-        ],
-    ),
-    PAYMENTS.name: _event_select(
-        ("payment",),
-        [
-            ("payment_id", _text("payment_id")),
-            ("order_id", _text("order_id")),
-            *_ENVELOPE_COLUMNS,
-            ("amount_cents", _int(_text("amount_cents"), "BIGINT")),
-            (
-                "amount",
-                f"CAST({_int(_text('amount_cents'), 'DECIMAL(18, 0)')} * 0.01 AS DECIMAL(18, 2))",
-            ),
-            ("currency", _text("currency")),
-            ("status", _text("status")),
-        ],
-    ),
-    USER_SESSIONS.name: _event_select(
-        ("user_session",),
-        [*_ENVELOPE_COLUMNS, ("action", _text("action"))],
-    ),
-    PRODUCT_UPDATES.name: _event_select(
-        ("product_update",),
-        [
-            ("product_id", _text("product_id")),
-            ("name", _text("name")),
-            ("category", _text("category")),
-            ("price", _money(_text("price"))),
-            ("currency", _text("currency")),
-            ("inventory", _int(_text("inventory"), "BIGINT")),
-            ("update_type", _text("update_type")),
-            ("user_id", _text("user_id")),
-        ],
-    ),
+    name: _event_select(table.event_types, columns_sql(_COLUMNS, table.columns))
+    for name, table in EVENT_TABLES.items()
 }
 
 
