@@ -18,6 +18,7 @@ import click
 
 from shoplake.errors import ConfigError, InputError, ShoplakeError
 from shoplake.settings import Settings, load_settings
+from shoplake.stopsignals import stop_on_signals
 
 log = logging.getLogger("shoplake")
 
@@ -418,7 +419,8 @@ def run(
         return
     stop = threading.Event()
     try:
-        with _progress() as bars:
+        # Ctrl-C asks the loops to stop after the round they are in (see stop_on_signals)
+        with _progress() as bars, stop_on_signals(stop):
             if settings.engine.kind == "spark" and settings.transport.kind == "kafka":
                 stats = _run_spark_over_kafka(pipeline, job, until_idle, stop)
             else:
@@ -431,13 +433,14 @@ def run(
                     stop=stop,
                     on_round=on_round,
                 )
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # a second Ctrl-C: no waiting for the round to end
         stop.set()
         click.echo("stopped", err=True)
         return
     finally:
         pipeline.close()
     click.echo(
+        f"{'stopped: ' if stop.is_set() else ''}"
         f"ingested {stats.ingested} records; silver read {stats.bronze_read} bronze rows, "
         f"wrote {stats.silver_written} rows ({stats.duplicates_dropped} duplicates dropped); "
         f"{stats.gold_rows} gold rows recomputed",

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from types import FrameType
 from typing import Any
 
 import click
@@ -24,6 +22,7 @@ from shoplake.pipeline.runner import Pipeline, RunStats
 from shoplake.settings import Settings
 from shoplake.simulator import ShopSimulator
 from shoplake.simulator.sinks import HttpSink, pump
+from shoplake.stopsignals import stop_on_signals
 from shoplake.tables import TableStore, open_store
 from shoplake.transport import open_transport
 
@@ -134,48 +133,37 @@ def run_demo(
             )
         )
     serving = threading.Thread(target=guarded(server.run), name="gateway", daemon=True)
-    # Ctrl-C and SIGTERM only ask the loops to stop: an interrupt raised inside whatever the
-    # main thread runs (a DuckDB status query turns it into an error) could be swallowed.
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-    def on_stop_signal(signum: int, frame: FrameType | None) -> None:
-        if signum == signal.SIGINT and stop.is_set():
-            raise KeyboardInterrupt  # a second Ctrl-C: stop waiting for a clean shutdown
-        stop.set()
-
-    for sig in previous:
-        signal.signal(sig, on_stop_signal)
-    started = time.monotonic()
-    serving.start()
-    while not server.started and not stop.is_set():
-        time.sleep(0.05)
-    if not stop.is_set():
-        click.echo(
-            f"shoplake demo: {rate:g} events/s into {settings.home} — Ctrl-C to stop\n"
-            f"dashboard: {url}/   (gateway: {url}/v1/events, API reference: {url}/docs)",
-            err=True,
-        )
-        for t in threads:
-            t.start()
-    try:
-        while not stop.is_set():
-            stop.wait(status_every)
-            if duration is not None and time.monotonic() - started >= duration:
-                stop.set()
-            accepted = throughput.accepted()
-            _print_status(settings, store, accepted, time.monotonic() - started)
-    finally:
-        stop.set()
-        for t in threads:
-            if t.is_alive() or t.ident is not None:
-                t.join(timeout=60)
-        server.should_exit = True
-        serving.join(timeout=30)
-        pipeline.close()
-        transport.close()
-        store.close()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    # Ctrl-C and SIGTERM only ask the loops to stop (see stop_on_signals).
+    with stop_on_signals(stop):
+        started = time.monotonic()
+        serving.start()
+        while not server.started and not stop.is_set():
+            time.sleep(0.05)
+        if not stop.is_set():
+            click.echo(
+                f"shoplake demo: {rate:g} events/s into {settings.home} — Ctrl-C to stop\n"
+                f"dashboard: {url}/   (gateway: {url}/v1/events, API reference: {url}/docs)",
+                err=True,
+            )
+            for t in threads:
+                t.start()
+        try:
+            while not stop.is_set():
+                stop.wait(status_every)
+                if duration is not None and time.monotonic() - started >= duration:
+                    stop.set()
+                accepted = throughput.accepted()
+                _print_status(settings, store, accepted, time.monotonic() - started)
+        finally:
+            stop.set()
+            for t in threads:
+                if t.is_alive() or t.ident is not None:
+                    t.join(timeout=60)
+            server.should_exit = True
+            serving.join(timeout=30)
+            pipeline.close()
+            transport.close()
+            store.close()
     if errors:
         exc = errors[0]
         if isinstance(exc, ShoplakeError):
