@@ -421,18 +421,15 @@ def run(
     try:
         # Ctrl-C asks the loops to stop after the round they are in (see stop_on_signals)
         with _progress() as bars, stop_on_signals(stop):
-            if settings.engine.kind == "spark" and settings.transport.kind == "kafka":
-                stats = _run_spark_over_kafka(pipeline, job, until_idle, stop)
-            else:
-                on_round = None
-                if until_idle and bars.console.is_terminal:
-                    on_round = _pipeline_bars(bars, pipeline, job)
-                stats = pipeline.run(
-                    job,  # type: ignore[arg-type]
-                    until_idle=until_idle,
-                    stop=stop,
-                    on_round=on_round,
-                )
+            on_round = None
+            if until_idle and bars.console.is_terminal:
+                on_round = _pipeline_bars(bars, pipeline, job)
+            stats = pipeline.run(
+                job,  # type: ignore[arg-type]
+                until_idle=until_idle,
+                stop=stop,
+                on_round=on_round,
+            )
     except KeyboardInterrupt:  # a second Ctrl-C: no waiting for the round to end
         stop.set()
         click.echo("stopped", err=True)
@@ -446,49 +443,6 @@ def run(
         f"{stats.gold_rows} gold rows recomputed",
         err=True,
     )
-
-
-def _run_spark_over_kafka(pipeline: Any, job: str, until_idle: bool, stop: threading.Event) -> Any:
-    """``run`` on Spark with Kafka as transport: bronze is a Spark Structured Streaming
-    query (engines/spark_stream.py) instead of the Python worker; silver and gold run as
-    Spark jobs in the pipeline's loop. --until-idle drains Kafka into bronze first."""
-    from shoplake.engines.spark_stream import run_bronze_stream
-    from shoplake.pipeline.runner import RunStats
-
-    settings = pipeline.settings
-    if job in ("processing", "gold"):
-        return pipeline.run(job, until_idle=until_idle, stop=stop)
-    if until_idle:
-        ingested = run_bronze_stream(settings, until_idle=True, stop=stop)
-        stats = pipeline.run("processing", until_idle=True, stop=stop) if job == "both" else None
-    else:
-        outcome: dict[str, Any] = {}
-
-        def stream() -> None:
-            try:
-                outcome["ingested"] = run_bronze_stream(settings, until_idle=False, stop=stop)
-            except BaseException as exc:  # raised again in the main thread below
-                outcome["error"] = exc
-                stop.set()
-
-        streaming = threading.Thread(target=stream, name="spark-bronze")
-        streaming.start()
-        try:
-            if job == "both":
-                stats = pipeline.run("processing", stop=stop)
-            else:
-                stats = None
-                while streaming.is_alive():
-                    streaming.join(0.5)
-        finally:
-            stop.set()
-            streaming.join()
-        if "error" in outcome:
-            raise outcome["error"]
-        ingested = outcome.get("ingested", 0)
-    stats = stats or RunStats()
-    stats.ingested = ingested
-    return stats
 
 
 def _pipeline_bars(bars: Any, pipeline: Any, job: str) -> Any:
@@ -659,23 +613,25 @@ def history(ctx: click.Context, table: str, limit: int, as_json: bool) -> None:
     spec = TABLES_BY_NAME.get(table)
     if spec is None:
         raise InputError(f"unknown table {table!r}; tables: {', '.join(sorted(TABLES_BY_NAME))}")
-    entries = open_store(settings).history(spec, limit)
+    commits = open_store(settings).history(spec, limit)
     if as_json:
-        for entry in entries:
-            _echo_json(entry)
+        from dataclasses import asdict
+
+        for c in commits:
+            _echo_json(asdict(c))
         return
     _print_table(
-        ["version", "time", "operation", "rows added"],
+        ["version", "time", "operation", "rows added", "rows removed", "positions"],
         [
             {
-                "version": e.get("version"),
-                "time": datetime.fromtimestamp(e["timestamp"] / 1000, UTC).isoformat(
-                    timespec="seconds"
-                ),
-                "operation": e.get("operation"),
-                "rows added": (e.get("operationMetrics") or {}).get("num_added_rows", ""),
+                "version": c.version,
+                "time": c.timestamp.astimezone(UTC).isoformat(timespec="seconds"),
+                "operation": c.operation,
+                "rows added": c.rows_added,
+                "rows removed": c.rows_removed,
+                "positions": " ".join(f"{app}={offset}" for app, offset in c.positions.items()),
             }
-            for e in entries
+            for c in commits
         ],
     )
 

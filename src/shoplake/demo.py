@@ -184,7 +184,7 @@ def _print_status(settings: Settings, store: TableStore, sent: int, elapsed: flo
         if not all(store.exists(spec) for spec in counted):
             return  # tables not created yet
         bronze, orders, quarantined = (store.open(s).count() for s in counted[:3])
-        sales = store.open(FCT_SALES_MINUTE).dataset().to_table(columns=["paid_orders", "gmv"])
+        sales = store.open(FCT_SALES_MINUTE).scan(["paid_orders", "gmv"])
     except ShoplakeError:
         return
     paid = pc.sum(sales["paid_orders"]).as_py() or 0

@@ -82,9 +82,8 @@ class Lakehouse:
         newest: dict[str, float | None] = dict.fromkeys((s.layer for s in ALL_TABLES), None)
         for spec in self.existing():
             history = self.store.history(spec, 1)
-            stamp = history[0].get("timestamp") if history else None
-            if stamp is not None:
-                seconds = max(0.0, now - float(stamp) / 1000)
+            if history:
+                seconds = max(0.0, now - history[0].timestamp.timestamp())
                 current = newest[spec.layer]
                 newest[spec.layer] = seconds if current is None else min(current, seconds)
         return newest

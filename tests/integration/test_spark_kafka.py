@@ -25,6 +25,7 @@ from shoplake.transport.base import OutgoingMessage
 from shoplake.transport.kafka import KafkaTransport
 from tests.conftest import SHOPLAKE
 from tests.integration.clients import bronze_ids
+from tests.integration.equivalence import assert_same_tables
 from tests.integration.kafka_broker import KafkaBroker
 from tests.integration.test_kafka_exactly_once import kafka_env
 from tests.prerequisites import require_spark
@@ -194,6 +195,16 @@ def test_spark_bronze_is_exactly_once_while_its_driver_is_killed(
     ids = bronze_ids(home)  # checks lineage once again
     assert len(ids) == len(kafka_lineage(settings))
     assert set(ids) == sent_ids(files)
+    # and the tables made from it equal those of a clean run: the same topics read by the
+    # Python worker into a home of its own, nothing killed
+    clean_env = {**env, "SHOPLAKE_HOME": str(tmp_path / "clean")}
+    run_until_idle(clean_env)
+    for job_env in (env, clean_env):
+        subprocess.run(
+            [*SHOPLAKE, "run", "--job", "processing", "--until-idle"],
+            env=job_env, check=True, capture_output=True, timeout=300,
+        )  # fmt: skip
+    assert_same_tables(settings, settings_of(clean_env))
 
 
 def test_python_and_spark_workers_take_over_from_each_other(

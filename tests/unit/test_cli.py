@@ -163,13 +163,20 @@ def test_time_travel_with_as_of(tmp_path: Path) -> None:
         json.loads(x)
         for x in shoplake(home, "history", "bronze.raw_events", "--json").stdout.splitlines()
     ]
-    first_write = max(e["timestamp"] for e in history) / 1000
+    assert [e["version"] for e in history] == sorted((e["version"] for e in history), reverse=True)
+    assert history[-1]["operation"] == "CREATE TABLE" and history[-1]["positions"] == {}
+    assert sum(e["rows_added"] for e in history if e["operation"] == "WRITE") == 300
+    latest: dict[str, int] = {}
+    for e in reversed(history):  # oldest first: each commit records its own positions
+        latest.update(e["positions"])
+    assert latest and sum(latest.values()) == 300  # the next offsets after 300 events
+    from datetime import UTC, datetime
+
+    first_write = max(datetime.fromisoformat(e["timestamp"]) for e in history).timestamp()
     shoplake(home, "generate", "-n", "200", "--seed", "8")
     shoplake(home, "run", "--job", "ingestion", "--until-idle")
     assert json.loads(shoplake(home, "query", "--json", count).stdout)["n"] == 500
     assert json.loads(shoplake(home, "query", "--json", "--as-of", "1", count).stdout)["n"] == 300
-    from datetime import UTC, datetime
-
     moment = datetime.fromtimestamp(first_write + 0.0005, UTC).isoformat()
     assert (
         json.loads(shoplake(home, "query", "--json", "--as-of", moment, count).stdout)["n"] == 300

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from datetime import date
+from pathlib import Path
+from threading import Event
 
 import pyarrow as pa
 import pytest
 
 from shoplake.engines import open_engine
+from shoplake.errors import ConfigError
 from shoplake.settings import EngineSettings, Settings
 
 
@@ -36,3 +39,29 @@ def test_engine_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("SHOPLAKE_ENGINE__KIND", "flink")
     with pytest.raises(ValueError, match="duckdb"):
         Settings()
+
+
+def test_a_sibling_engine_keeps_its_own_views_and_outlives_nothing_it_shares() -> None:
+    """The gold-refresh thread's engine is a sibling of the main loop's: a view one of
+    them registers (a model's input) is invisible to the other, and closing the sibling
+    leaves the first one working."""
+    engine = open_engine(Settings().engine)
+    sibling = engine.sibling()
+    try:
+        engine.register("orders", pa.table({"n": [1, 2]}))
+        sibling.register("orders", pa.table({"n": [7]}))
+        assert engine.table("SELECT sum(n) AS n FROM orders").to_pylist() == [{"n": 3}]
+        sibling.close()
+        assert engine.table("SELECT sum(n) AS n FROM orders").to_pylist() == [{"n": 3}]
+    finally:
+        engine.close()
+
+
+def test_duckdb_does_not_stream_kafka_and_says_who_does(tmp_path: Path) -> None:
+    engine = open_engine(Settings().engine)
+    try:
+        assert not engine.capabilities.streams_bronze
+        with pytest.raises(ConfigError, match="Python worker"):
+            engine.stream_bronze(Settings(home=tmp_path), until_idle=True, stop=Event())
+    finally:
+        engine.close()

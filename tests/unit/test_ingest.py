@@ -66,6 +66,6 @@ def test_the_next_stage_reads_a_commit_from_memory_exactly_as_from_the_table(
     for ranges in (second, inside, first, {**first, **inside}):
         got = in_order(recent.lineage_rows(store, RAW_EVENTS, ranges, columns))
         assert got
-        assert got == in_order(read_ranges(store.open(RAW_EVENTS).dataset(), ranges, columns))
+        assert got == in_order(read_ranges(store, RAW_EVENTS, ranges, columns))
     assert recent.made_of(RAW_EVENTS, second) is not None
     assert recent.made_of(RAW_EVENTS, inside) is None  # made of the whole ranges only

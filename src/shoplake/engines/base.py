@@ -11,9 +11,13 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from threading import Event
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pyarrow as pa
+
+if TYPE_CHECKING:
+    from shoplake.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -22,6 +26,9 @@ class Capabilities:
 
     in_process: bool  # runs inside this interpreter (no cluster, no JVM)
     validates_raw_events: bool  # compiles the contract's rules into its own SQL (silver)
+    streams_bronze: bool = False  # ingests Kafka into bronze itself (stream_bronze)
+    # reads a model's input tables itself, given a TableScan: no rows pass the driver
+    reads_tables: bool = False
 
 
 @dataclass(frozen=True)
@@ -54,7 +61,8 @@ class Engine(Protocol):
         ...
 
     def register(self, name: str, data: Any) -> None:
-        """Expose an Arrow table or dataset as a view called ``name`` until unregistered."""
+        """Expose an Arrow table or dataset (or, with ``capabilities.reads_tables``, a
+        TableScan) as a view called ``name`` until unregistered."""
         ...
 
     def unregister(self, name: str) -> None: ...
@@ -87,6 +95,18 @@ class Engine(Protocol):
         reason code per broken record, stamped ``now``). ``high_water`` (topic, partition,
         max_ts) holds the newest valid event time before the batch, for the late flag.
         Engines without ``capabilities.validates_raw_events`` raise ConfigError."""
+        ...
+
+    def sibling(self) -> Engine:
+        """An engine for another thread: the same compute resources (DuckDB's process, the
+        Spark application), its own views and settings, so two threads' models never see
+        each other's inputs. Closing it leaves this one running."""
+        ...
+
+    def stream_bronze(self, settings: Settings, *, until_idle: bool, stop: Event) -> int:
+        """Ingest the Kafka topics of ``settings`` into bronze exactly once, until ``stop``
+        (or, with ``until_idle``, until what Kafka held at the start is in); the records
+        written. Engines without ``capabilities.streams_bronze`` raise ConfigError."""
         ...
 
     def close(self) -> None: ...

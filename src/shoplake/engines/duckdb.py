@@ -10,14 +10,18 @@ from __future__ import annotations
 from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from threading import Event
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pyarrow as pa
 
 from shoplake.engines import duckdb_silver
 from shoplake.engines.base import Capabilities, ParsedEvents, RawEventRules
-from shoplake.errors import QueryError
+from shoplake.errors import ConfigError, QueryError
+
+if TYPE_CHECKING:
+    from shoplake.settings import Settings
 
 
 @contextmanager
@@ -42,6 +46,7 @@ class DuckDB:
     capabilities = Capabilities(in_process=True, validates_raw_events=True)
 
     def __init__(self, threads: int | None = None) -> None:
+        self._threads = threads
         self.con = duckdb.connect(":memory:")
         self.con.execute("SET TimeZone = 'UTC'")
         if threads:
@@ -103,6 +108,16 @@ class DuckDB:
             return self.table(sql, params)
         except duckdb.Error as exc:
             raise QueryError(str(exc).strip()) from exc
+
+    def sibling(self) -> DuckDB:
+        """A connection of its own (views and macros are per connection)."""
+        return DuckDB(self._threads)
+
+    def stream_bronze(self, settings: Settings, *, until_idle: bool, stop: Event) -> int:
+        raise ConfigError(
+            "the DuckDB engine does not stream Kafka: bronze is the Python worker's "
+            "(shoplake run --job ingestion)"
+        )
 
     def close(self) -> None:
         self.con.close()

@@ -33,6 +33,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
+from threading import Event
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -40,11 +41,15 @@ import pyarrow.dataset as ds
 
 from shoplake.engines.base import Capabilities, Engine, ParsedEvents, RawEventRules
 from shoplake.errors import ConfigError, QueryError
+from shoplake.tables.base import AllOf, IsIn, Predicate, TableScan
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
     from sqlglot import exp
 
+    from shoplake.settings import Settings
+
+_INLINE_VALUES_MAX = 1000  # an IN list longer than this is a semi-join (see _kept)
 _MISSING = "the Spark engine needs pyspark: pip install 'shoplake[spark]'"
 
 # delta-spark release on Maven Central for each Spark minor version (artifact
@@ -116,7 +121,9 @@ class SparkEngine:
     name = "spark"
     # Runs the models (transpiled) and silver's validation of raw events (its own Spark
     # SQL, spark_silver).
-    capabilities = Capabilities(in_process=False, validates_raw_events=True)
+    capabilities = Capabilities(
+        in_process=False, validates_raw_events=True, streams_bronze=True, reads_tables=True
+    )
 
     def __init__(
         self,
@@ -191,12 +198,57 @@ class SparkEngine:
         except PySparkException as exc:  # translated at the edge, first line only
             raise QueryError(str(exc).strip().splitlines()[0]) from exc
 
-    def register(self, name: str, data: pa.Table | ds.Dataset) -> None:
-        """Expose Arrow data as a temporary view called ``name``."""
+    def register(self, name: str, data: pa.Table | ds.Dataset | TableScan) -> None:
+        """Expose Arrow data, or a table scan Spark runs itself, as a temporary view
+        called ``name``."""
+        if isinstance(data, TableScan):
+            self._scanned(data).createOrReplaceTempView(name)
+            return
         if isinstance(data, ds.Dataset):
-            # TODO: a Spark job reads the Delta table itself rather than through Arrow.
             data = data.to_table()
         self.spark.createDataFrame(_spark_friendly(data)).createOrReplaceTempView(name)
+
+    def _scanned(self, scan: TableScan) -> DataFrame:
+        """The snapshot ``scan`` names, read by Spark (Delta prunes files by partition and
+        statistics), with its columns and predicate."""
+        if scan.format != "delta":
+            raise ConfigError(f"the Spark engine reads Delta tables, not {scan.format}")
+        frame = (
+            self.spark.read.format("delta").option("versionAsOf", scan.version).load(scan.location)
+        )
+        if scan.where is not None:
+            frame = self._kept(frame, scan.where)
+        return frame if scan.columns is None else frame.select(*scan.columns)
+
+    def _kept(self, frame: DataFrame, where: Predicate) -> DataFrame:
+        """The rows of ``frame`` for which ``where`` holds. A long IN list is a broadcast
+        semi-join instead: Spark plans thousands of literals slowly."""
+        from pyspark.sql import functions as F
+
+        if isinstance(where, AllOf):
+            for term in where.terms:
+                frame = self._kept(frame, term)
+            return frame
+        column = F.col(where.column)
+        if isinstance(where, IsIn):
+            values = where.values
+            if isinstance(values, pa.Array | pa.ChunkedArray):
+                values = values.to_pylist()
+            values = list(values)
+            if len(values) <= _INLINE_VALUES_MAX:
+                return frame.where(column.isin(values))
+            kind = frame.schema[where.column].dataType.simpleString()
+            keys = self.spark.createDataFrame([(v,) for v in values], f"{where.column} {kind}")
+            return frame.join(F.broadcast(keys), on=where.column, how="left_semi")
+        compare = {
+            "=": column.__eq__,
+            "!=": column.__ne__,
+            "<": column.__lt__,
+            "<=": column.__le__,
+            ">": column.__gt__,
+            ">=": column.__ge__,
+        }[where.op]
+        return frame.where(compare(F.lit(where.value)))
 
     def unregister(self, name: str) -> None:
         self.spark.catalog.dropTempView(name)
@@ -289,6 +341,20 @@ class SparkEngine:
             return _as_duckdb_types(self._native_frame(sql).toArrow())
         except PySparkException as exc:
             raise QueryError(str(exc).strip().splitlines()[0]) from exc
+
+    def sibling(self) -> SparkEngine:
+        """An engine on a new session of the same Spark application: its own temporary
+        views and SQL settings, the same executors. Closing it leaves the session running."""
+        return SparkEngine(session=self.spark.newSession())
+
+    def stream_bronze(self, settings: Settings, *, until_idle: bool, stop: Event) -> int:
+        """Kafka → bronze as a Structured Streaming query on a session of its own
+        (engines/spark_stream.py)."""
+        from shoplake.engines.spark_stream import run_bronze_stream
+
+        return run_bronze_stream(
+            settings, self.spark.newSession(), until_idle=until_idle, stop=stop
+        )
 
     def close(self) -> None:
         """Stop the session, if this engine started it."""

@@ -261,10 +261,12 @@ def _terminal_error(exc: BaseException) -> ShoplakeError:
     return TableError(f"Spark bronze stream failed: {line}")
 
 
-def run_bronze_stream(settings: Settings, *, until_idle: bool, stop: threading.Event) -> int:
+def run_bronze_stream(
+    settings: Settings, spark: SparkSession, *, until_idle: bool, stop: threading.Event
+) -> int:
     """Ingest the Kafka topics into bronze until ``stop`` is set (or, with ``until_idle``,
-    until what Kafka held at the start is in bronze); returns the records written."""
-    from shoplake.engines.spark import SparkEngine
+    until what Kafka held at the start is in bronze), on ``spark`` (a session whose
+    application has the Kafka source: spark_packages); returns the records written."""
     from shoplake.tables import open_store
     from shoplake.transport.kafka import KafkaTransport
 
@@ -278,19 +280,11 @@ def run_bronze_stream(settings: Settings, *, until_idle: bool, stop: threading.E
         transport.close()
     store = open_store(settings)
     store.ensure(RAW_EVENTS)
-    # The session of the pipeline's silver and gold (`run --job both`), if there is one:
-    # its JVM has the Kafka source too (spark_packages), and it is left running.
-    engine = SparkEngine(
-        settings.engine.spark_master,
-        settings.engine.spark_conf,
-        session=_existing_session(),
-        app_name="shoplake-bronze",
-    )
     checkpoint = _checkpoint(settings.home)
     try:
-        batches = _BronzeBatches(engine.spark, store, group, checkpoint)
+        batches = _BronzeBatches(spark, store, group, checkpoint)
         reader = (
-            engine.spark.readStream.format("kafka")
+            spark.readStream.format("kafka")
             .options(**kafka_options(settings))
             .option("subscribe", ",".join(sorted({tp.topic for tp in partitions})))
             .option("startingOffsets", json.dumps(_start_offsets(store, partitions, group)))
@@ -307,17 +301,8 @@ def run_bronze_stream(settings: Settings, *, until_idle: bool, stop: threading.E
         _await(writer.start(), stop, batches)
         return batches.written
     finally:
-        engine.close()
         store.close()
         shutil.rmtree(checkpoint, ignore_errors=True)
-
-
-def _existing_session() -> SparkSession | None:
-    try:
-        from pyspark.sql import SparkSession
-    except ImportError:
-        return None  # SparkEngine says what to install
-    return SparkSession.getActiveSession() or SparkSession._instantiatedSession
 
 
 def _await(query: Any, stop: threading.Event, batches: _BronzeBatches) -> None:

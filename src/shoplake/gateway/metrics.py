@@ -135,7 +135,7 @@ class TableState(Collector):
                 if self.store.exists(spec):
                     versions.add_metric([spec.qualified], self.store.open(spec).version)
             if self.store.exists(QUARANTINE):
-                column = self.store.open(QUARANTINE).dataset().to_table(columns=["reason"])
+                column = self.store.open(QUARANTINE).scan(["reason"])
                 for pair in pc.value_counts(column["reason"]).to_pylist():
                     reasons.add_metric([str(pair["values"])], pair["counts"])
         except ShoplakeError:

@@ -14,9 +14,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from shoplake.contract.tables import DIM_DATE, ORDERS, PRODUCT_UPDATES, TableSpec
-from shoplake.pipeline.gold import DerivedModel, read_range
-from shoplake.pipeline.positions import Ranges
-from shoplake.tables.base import TableStore
+from shoplake.pipeline.gold import DerivedModel
+from shoplake.pipeline.positions import Ranges, read_ranges
+from shoplake.tables.base import IsIn, TableStore
 from shoplake.transport.base import TopicPartition
 
 
@@ -32,7 +32,7 @@ class KeyedModel(DerivedModel):
         return key
 
     def recompute(self, ranges: Ranges, tps: list[TopicPartition]) -> tuple[pa.Table, list[date]]:
-        keys = [read_range(self.store, s, ranges, [self.key])[self.key] for s in self.decl.inputs]
+        keys = [read_ranges(self.store, s, ranges, [self.key])[self.key] for s in self.decl.inputs]
         touched = pc.drop_null(pc.unique(pa.chunked_array(keys, pa.string())))
         return self.compute(touched), []
 
@@ -41,8 +41,7 @@ class KeyedModel(DerivedModel):
         raise NotImplementedError
 
     def _read(self, spec: TableSpec, columns: list[str], keys: pa.Array | None) -> pa.Table:
-        flt = None if keys is None else pc.field(self.key).isin(keys)
-        return self.store.open(spec).dataset().to_table(columns=columns, filter=flt)
+        return self.store.open(spec).scan(columns, None if keys is None else IsIn(self.key, keys))
 
     def _run(self, inputs: dict[str, pa.Table], keys: pa.Array | None, first: str) -> pa.Table:
         if keys is None:

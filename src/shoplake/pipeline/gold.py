@@ -12,7 +12,7 @@ gold.daily_customer_analytics merges the touched customers' days.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -33,7 +33,7 @@ from shoplake.pipeline.models import load_model
 from shoplake.pipeline.positions import Ranges, RecentCommits, read_ranges
 from shoplake.pipeline.silver import pending_ranges, touched_orders
 from shoplake.settings import ReportingSettings
-from shoplake.tables.base import TableStore
+from shoplake.tables.base import AllOf, Compare, IsIn, Predicate, TableScan, TableStore, all_of
 from shoplake.transport.base import TopicPartition
 
 if TYPE_CHECKING:  # the registry imports the models
@@ -101,14 +101,20 @@ class DerivedModel:
     def committed(self, ranges: Ranges, rows: pa.Table) -> None:
         """Called once a step's rows are committed."""
 
+    def input_rows(
+        self, spec: TableSpec, columns: Sequence[str] | None = None, where: Predicate | None = None
+    ) -> pa.Table | TableScan:
+        """An input of the model's SQL, as only the SQL reads it: the scan itself for an
+        engine that reads tables (Spark: no row passes this process), else its rows."""
+        handle = self.store.open(spec)
+        if self.engine.capabilities.reads_tables:
+            return handle.described_scan(columns, where)
+        return handle.scan(columns, where)
+
     def rebuild(self, days: list[date], tps: list[TopicPartition]) -> int:
         """Recompute ``days`` from silver and write them (``run --date``), for the models
         whose declaration says they rebuild days."""
         raise NotImplementedError
-
-
-def _select_ids(store: TableStore, spec: TableSpec, column: str, ids: pa.Array) -> pa.Table:
-    return store.open(spec).dataset().to_table(filter=pc.field(column).isin(ids))
 
 
 class OrderPaymentsModel(DerivedModel):
@@ -123,12 +129,12 @@ class OrderPaymentsModel(DerivedModel):
     def compute(self, ids: pa.Array | None) -> pa.Table:
         """order_payments rows for ``ids`` (None: every order) from the silver tables."""
         if ids is None:
-            orders = self.store.open(ORDERS).dataset().to_table()
-            payments = self.store.open(PAYMENTS).dataset().to_table()
+            orders = self.store.open(ORDERS).scan()
+            payments = self.store.open(PAYMENTS).scan()
             ids = pc.unique(orders["order_id"])
         else:
-            orders = _select_ids(self.store, ORDERS, "order_id", ids)
-            payments = _select_ids(self.store, PAYMENTS, "order_id", ids)
+            orders = self.input_rows(ORDERS, where=IsIn("order_id", ids))
+            payments = self.input_rows(PAYMENTS, where=IsIn("order_id", ids))
         return self.engine.table_over(
             self.sql,
             {"orders": orders, "payments": payments, "touched_orders": pa.table({"order_id": ids})},
@@ -145,20 +151,15 @@ class SalesMinuteModel(DerivedModel):
             order_ts = made["order_ts"]
         else:
             ids = touched_orders(self.store, ranges, self.recent)
-            # Filtered in memory: merged files hold string_view columns, which pyarrow's
-            # dataset filters cannot compare with plain strings.
-            known = (
-                self.store.open(ORDER_PAYMENTS).dataset().to_table(columns=["order_id", "order_ts"])
-            )
-            order_ts = known.filter(pc.is_in(known["order_id"], value_set=ids))["order_ts"]
+            order_ts = self.store.open(ORDER_PAYMENTS).scan(["order_ts"], IsIn("order_id", ids))[0]
         minutes = pc.unique(pc.floor_temporal(order_ts, unit="minute"))
         return self.compute(minutes), []
 
     def rebuild(self, days: list[date], tps: list[TopicPartition]) -> int:
         """Recompute every minute of ``days`` (reporting time zone) and merge them."""
         wanted = pa.array(days, pa.date32())
-        placed = self.store.open(ORDER_PAYMENTS).dataset().to_table(columns=["order_ts"])[0]
-        shown = self.store.open(self.spec).dataset().to_table(columns=["minute_bucket"])[0]
+        placed = self.store.open(ORDER_PAYMENTS).scan(["order_ts"])[0]
+        shown = self.store.open(self.spec).scan(["minute_bucket"])[0]
         minutes = pc.unique(
             pa.chunked_array(
                 [
@@ -178,31 +179,32 @@ class SalesMinuteModel(DerivedModel):
     ) -> pa.Table:
         """Rows for ``minutes`` (None: every minute with an order) from order_payments
         (read from silver unless given)."""
-        if order_payments is None:
-            order_payments = self._order_payments_within(minutes)
         if minutes is None:
+            if order_payments is None:
+                order_payments = self.store.open(ORDER_PAYMENTS).scan()
             minutes = pc.unique(pc.floor_temporal(order_payments["order_ts"], unit="minute"))
         return self.engine.table_over(
             self.sql,
             {
-                "order_payments": order_payments,
+                "order_payments": (
+                    self._order_payments_within(minutes)
+                    if order_payments is None
+                    else order_payments
+                ),
                 "rates": self.rates,
                 "touched_minutes": pa.table({"minute_bucket": minutes.cast(TS)}),
             },
             {"now": datetime.now(UTC)},
         )
 
-    def _order_payments_within(self, minutes: pa.Array | None) -> pa.Table:
-        dataset = self.store.open(ORDER_PAYMENTS).dataset()
-        if minutes is None:
-            return dataset.to_table()
+    def _order_payments_within(self, minutes: pa.Array) -> pa.Table | TableScan:
         if len(minutes) == 0:
-            return dataset.schema.empty_table()
+            return ORDER_PAYMENTS.schema.empty_table()
         lo = pc.min(minutes).as_py()
         hi = pc.max(minutes).as_py() + timedelta(minutes=1)
-        return dataset.to_table(
-            filter=(pc.field("order_ts") >= pa.scalar(lo, TS))
-            & (pc.field("order_ts") < pa.scalar(hi, TS))
+        return self.input_rows(
+            ORDER_PAYMENTS,
+            where=AllOf((Compare("order_ts", ">=", lo), Compare("order_ts", "<", hi))),
         )
 
 
@@ -213,6 +215,10 @@ def local_dates(ts: pa.Array | pa.ChunkedArray, timezone: str) -> pa.Array | pa.
 
 def _day_set(ts: pa.Array | pa.ChunkedArray, timezone: str) -> set[date]:
     return set(pc.unique(local_dates(ts, timezone)).to_pylist()) - {None}
+
+
+def _midnight(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
 def _near(days: Iterable[date]) -> pa.Array:
@@ -229,15 +235,7 @@ def read_near_days(
     date_column: str = "event_date",
 ) -> pa.Table:
     """The rows of a table that may fall on ``days`` (None: every row)."""
-    dataset = store.open(spec).dataset()
-    if days is None:
-        return dataset.to_table(columns=columns)
-    return dataset.to_table(columns=columns, filter=pc.field(date_column).isin(_near(days)))
-
-
-def read_range(store: TableStore, spec: TableSpec, ranges: Ranges, columns: list[str]) -> pa.Table:
-    """The rows of a table whose bronze lineage lies in ``ranges``."""
-    return read_ranges(store.open(spec).dataset(), ranges, columns)
+    return store.open(spec).scan(columns, None if days is None else IsIn(date_column, _near(days)))
 
 
 def _days_table(days: Iterable[date]) -> pa.Table:
@@ -270,49 +268,62 @@ class DailyModel(DerivedModel):
     def touched_days(self, ranges: Ranges) -> set[date]:
         days: set[date] = set()
         for spec, _ in self.decl.reads:
-            days |= _day_set(read_range(self.store, spec, ranges, ["event_ts"])[0], self.timezone)
+            days |= _day_set(read_ranges(self.store, spec, ranges, ["event_ts"])[0], self.timezone)
         if self.uses_orders:
-            orders = self._order_payments(None)
             ids = touched_orders(self.store, ranges)
-            days |= _day_set(
-                orders.filter(pc.is_in(orders["order_id"], value_set=ids))["order_ts"],
-                self.timezone,
-            )
+            placed = self.store.open(ORDER_PAYMENTS).scan(["order_ts"], IsIn("order_id", ids))
+            days |= _day_set(placed["order_ts"], self.timezone)
         return days
 
-    def load(self, days: list[date] | None) -> dict[str, pa.Table]:
-        """The model's inputs, cut to what may fall on ``days`` (None: everything)."""
+    def load(self, days: list[date]) -> dict[str, pa.Table | TableScan]:
+        """The model's inputs, cut to what may fall on ``days``."""
         tables = {
-            spec.name: read_near_days(self.store, spec, days, list(columns))
+            spec.name: self.input_rows(spec, columns, IsIn("event_date", _near(days)))
             for spec, columns in self.decl.reads
         }
         if self.uses_orders:
             tables[ORDER_PAYMENTS.name] = self._order_payments(days)
         return tables
 
+    def load_all(self) -> tuple[dict[str, pa.Table | TableScan], list[date]]:
+        """Every row of the model's inputs, and the days they fall on."""
+        tables: dict[str, pa.Table | TableScan] = {}
+        found: set[date] = set()
+        for spec, columns in self.decl.reads:
+            rows = self.store.open(spec).scan(columns)
+            found |= _day_set(rows["event_ts"], self.timezone)
+            tables[spec.name] = rows
+        if self.uses_orders:
+            rows = self.store.open(ORDER_PAYMENTS).scan()
+            found |= _day_set(rows["order_ts"], self.timezone)
+            tables[ORDER_PAYMENTS.name] = rows
+        return tables, sorted(found)
+
     def compute(self, days: list[date] | None) -> pa.Table:
         """Rows for ``days`` (None: every day the input has)."""
-        tables = self.load(days)
         if days is None:
-            found: set[date] = set()
-            for spec, _ in self.decl.reads:
-                found |= _day_set(tables[spec.name]["event_ts"], self.timezone)
-            if self.uses_orders:
-                found |= _day_set(tables[ORDER_PAYMENTS.name]["order_ts"], self.timezone)
-            days = sorted(found)
+            tables, days = self.load_all()
+        else:
+            tables = self.load(days)
         return self.engine.table_over(
             self.sql,
             {**tables, "rates": self.rates, "touched_days": _days_table(days)},
             {"now": datetime.now(UTC)},
         )
 
-    def _order_payments(self, days: list[date] | None) -> pa.Table:
-        # Filtered in memory: merged files hold string_view columns (see SalesMinuteModel).
-        table = self.store.open(ORDER_PAYMENTS).dataset().to_table()
-        if days is None:
-            return table
-        local = local_dates(table["order_ts"], self.timezone)
-        return table.filter(pc.is_in(local, value_set=pa.array(days, pa.date32())))
+    def _order_payments(self, days: list[date]) -> pa.Table | TableScan:
+        """The orders placed in the UTC span that holds every instant of ``days``: the SQL
+        cuts the days exactly."""
+        if not days:
+            return ORDER_PAYMENTS.schema.empty_table()
+        near = _near(days)
+        span = AllOf(
+            (
+                Compare("order_ts", ">=", _midnight(near[0].as_py())),
+                Compare("order_ts", "<", _midnight(near[-1].as_py() + timedelta(days=1))),
+            )
+        )
+        return self.input_rows(ORDER_PAYMENTS, where=span)
 
 
 class ProductModel(DailyModel):
@@ -326,29 +337,28 @@ class ProductModel(DailyModel):
     def touched_days(self, ranges: Ranges) -> set[date]:
         days = super().touched_days(ranges)
         updated = _day_set(
-            read_range(self.store, PRODUCT_UPDATES, ranges, ["event_ts"])[0], self.timezone
+            read_ranges(self.store, PRODUCT_UPDATES, ranges, ["event_ts"])[0], self.timezone
         )
         if updated:
             first = min(updated)
-            later = (
-                self.store.open(self.spec)
-                .dataset()
-                .to_table(columns=["partition_date"], filter=pc.field("partition_date") >= first)
+            later = self.store.open(self.spec).scan(
+                ["partition_date"], Compare("partition_date", ">=", first)
             )
             days |= set(pc.unique(later["partition_date"]).to_pylist())
         return days
 
-    def load(self, days: list[date] | None) -> dict[str, pa.Table]:
+    def load(self, days: list[date]) -> dict[str, pa.Table | TableScan]:
         tables = super().load(days)
-        catalog = self.store.open(PRODUCT_UPDATES).dataset()
-        if days is not None:  # updates after the last day cannot name it
-            last = max(days, default=date.min) + timedelta(days=1)
-            tables[PRODUCT_UPDATES.name] = catalog.to_table(
-                columns=self._CATALOG, filter=pc.field("event_date") <= last
-            )
-        else:
-            tables[PRODUCT_UPDATES.name] = catalog.to_table(columns=self._CATALOG)
+        last = max(days, default=date.min) + timedelta(days=1)  # later updates cannot name it
+        tables[PRODUCT_UPDATES.name] = self.input_rows(
+            PRODUCT_UPDATES, self._CATALOG, Compare("event_date", "<=", last)
+        )
         return tables
+
+    def load_all(self) -> tuple[dict[str, pa.Table | TableScan], list[date]]:
+        tables, days = super().load_all()
+        tables[PRODUCT_UPDATES.name] = self.store.open(PRODUCT_UPDATES).scan(self._CATALOG)
+        return tables, days
 
 
 class CustomerAnalyticsModel(DerivedModel):
@@ -360,16 +370,11 @@ class CustomerAnalyticsModel(DerivedModel):
 
     def recompute(self, ranges: Ranges, tps: list[TopicPartition]) -> tuple[pa.Table, list[date]]:
         seen = [
-            read_range(self.store, spec, ranges, ["user_id", "event_ts"])
+            read_ranges(self.store, spec, ranges, ["user_id", "event_ts"])
             for spec, _ in self.decl.reads
         ]
-        orders = (
-            self.store.open(ORDER_PAYMENTS)
-            .dataset()
-            .to_table(columns=["order_id", "user_id", "order_ts"])
-        )
-        paid = orders.filter(
-            pc.is_in(orders["order_id"], value_set=touched_orders(self.store, ranges))
+        paid = self.store.open(ORDER_PAYMENTS).scan(
+            ["user_id", "order_ts"], IsIn("order_id", touched_orders(self.store, ranges))
         )
         seen.append(paid.select(["user_id", "order_ts"]).rename_columns(["user_id", "event_ts"]))
         touched = pa.concat_tables(seen, promote_options="permissive")
@@ -388,21 +393,18 @@ class CustomerAnalyticsModel(DerivedModel):
 
     def compute(self, users: pa.Array | None, from_day: date | None = None) -> pa.Table:
         """Rows of ``users`` (None: everyone) for the days from ``from_day`` on."""
-        tables: dict[str, pa.Table] = {}
+        tables: dict[str, pa.Table | TableScan] = {}
         for spec, columns in self.decl.reads:
-            flt = (
-                None if from_day is None else pc.field("event_date") >= from_day - timedelta(days=1)
+            where = all_of(
+                None
+                if from_day is None
+                else Compare("event_date", ">=", from_day - timedelta(days=1)),
+                None if users is None else IsIn("user_id", users),
             )
-            if users is not None:
-                by_user = pc.field("user_id").isin(users)
-                flt = by_user if flt is None else flt & by_user
-            tables[spec.name] = (
-                self.store.open(spec).dataset().to_table(columns=list(columns), filter=flt)
-            )
-        orders = self.store.open(ORDER_PAYMENTS).dataset().to_table()
-        if users is not None:
-            orders = orders.filter(pc.is_in(orders["user_id"], value_set=users))
-        tables[ORDER_PAYMENTS.name] = orders
+            tables[spec.name] = self.input_rows(spec, columns, where)
+        tables[ORDER_PAYMENTS.name] = self.input_rows(
+            ORDER_PAYMENTS, where=None if users is None else IsIn("user_id", users)
+        )
         return self.engine.table_over(
             self.sql,
             {**tables, "rates": self.rates},

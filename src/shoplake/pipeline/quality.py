@@ -47,7 +47,7 @@ class DataQualityModel(DerivedModel):
     uses_local_date = True
 
     def recompute(self, ranges: Ranges, tps: list[TopicPartition]) -> tuple[pa.Table, list[date]]:
-        arrived = read_ranges(self.store.open(RAW_EVENTS).dataset(), ranges, ["ingest_ts"])
+        arrived = read_ranges(self.store, RAW_EVENTS, ranges, ["ingest_ts"])
         days = sorted(_day_set(arrived["ingest_ts"], self.timezone))
         consumed = positions_of(self.store.open(self.spec), tps) | range_ends(ranges)
         return self.compute(days, consumed), days
@@ -80,7 +80,7 @@ class DataQualityModel(DerivedModel):
             return _OUTCOMES.empty_table()
 
         def read(spec: TableSpec, extra: list[str]) -> pa.Table:
-            return read_ranges(self.store.open(spec).dataset(), ranges, [*_LINEAGE, *extra])
+            return read_ranges(self.store, spec, ranges, [*_LINEAGE, *extra])
 
         parts = [_outcome(read(s, ["is_late"]), "valid") for s in ONE_ROW_PER_EVENT]
         parts.append(_outcome(read(QUARANTINE, ["reason"]), "quarantined"))

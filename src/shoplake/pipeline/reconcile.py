@@ -92,13 +92,11 @@ def recomputed_gold(
 
 def current_gold(store: TableStore) -> dict[str, Rows]:
     """The same tables as the incremental pipeline left them."""
-    return {
-        spec.qualified: _stable(store.open(spec).dataset().to_table(), spec.key) for spec in DERIVED
-    }
+    return {spec.qualified: _stable(store.open(spec).scan(), spec.key) for spec in DERIVED}
 
 
 def bronze_partitions(store: TableStore) -> list[TopicPartition]:
     """Every topic partition bronze holds records of."""
-    lineage = store.open(RAW_EVENTS).dataset().to_table(columns=["topic", "partition"])
+    lineage = store.open(RAW_EVENTS).scan(["topic", "partition"])
     pairs = lineage.group_by(["topic", "partition"]).aggregate([]).to_pylist()
     return [TopicPartition(p["topic"], p["partition"]) for p in pairs]

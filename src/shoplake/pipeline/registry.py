@@ -53,7 +53,7 @@ from shoplake.pipeline.positions import Ranges, RecentCommits, range_ends, to_ap
 from shoplake.pipeline.quality import DataQualityModel
 from shoplake.pipeline.silver import SILVER_TABLES
 from shoplake.settings import ReportingSettings
-from shoplake.tables.base import TableStore
+from shoplake.tables.base import Compare, Predicate, TableStore
 
 
 class Write(Enum):
@@ -88,7 +88,7 @@ class ModelDecl(Generic[M]):
     rebuilds_days: bool = False
     # Input tables the model reads by day (or customer), with the columns the SQL uses.
     reads: tuple[tuple[TableSpec, Columns], ...] = ()
-    delete_when: str | None = None  # MERGE: source rows that delete their key instead
+    delete_when: Predicate | None = None  # MERGE: source rows that delete their key instead
 
     def __post_init__(self) -> None:
         if self.rebuilds_days and self.model.rebuild is DerivedModel.rebuild:
@@ -162,7 +162,7 @@ SALES_MINUTE_MODEL = ModelDecl(
     SalesMinuteModel,
     lane=Lane.FAST,
     rebuilds_days=True,
-    delete_when="s.paid_orders = 0",  # a minute left with no paid order
+    delete_when=Compare("paid_orders", "=", 0),  # a minute left with no paid order
 )
 
 

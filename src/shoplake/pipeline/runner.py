@@ -209,6 +209,8 @@ class Pipeline:
         Transient errors (a busy log, a commit conflict) are logged and retried; terminal
         ones propagate."""
         stop = stop or threading.Event()
+        if job in ("ingestion", "both") and self._engine_streams_bronze():
+            return self._run_with_bronze_stream(job, until_idle, stop, on_round)
         stats = RunStats()
         cfg = self.settings.pipeline
         # Running on, an ingestion worker fills its batches (fewer, larger commits); with
@@ -226,6 +228,56 @@ class Pipeline:
                 refresher.close()
         if refresher is not None and refresher.error is not None:
             raise refresher.error
+        return stats
+
+    def _engine_streams_bronze(self) -> bool:
+        """Bronze is the engine's own Kafka stream (Spark Structured Streaming) rather than
+        the Python worker's."""
+        return self._engine.capabilities.streams_bronze and self.settings.transport.kind == "kafka"
+
+    def _run_with_bronze_stream(
+        self,
+        job: Job,
+        until_idle: bool,
+        stop: threading.Event,
+        on_round: Callable[[RunStats], None] | None,
+    ) -> RunStats:
+        """``run`` when the engine streams Kafka into bronze: with ``until_idle`` the stream
+        drains Kafka first, then silver and gold catch up; running on, the stream runs on a
+        thread beside the processing loop (its error is raised here)."""
+        if until_idle:
+            ingested = self._engine.stream_bronze(self.settings, until_idle=True, stop=stop)
+            stats = None
+            if job == "both":
+                stats = self.run("processing", until_idle=True, stop=stop, on_round=on_round)
+        else:
+            outcome: dict[str, int | BaseException] = {}
+
+            def stream() -> None:
+                try:
+                    outcome["ingested"] = self._engine.stream_bronze(
+                        self.settings, until_idle=False, stop=stop
+                    )
+                except BaseException as exc:
+                    outcome["error"] = exc
+                    stop.set()
+
+            streaming = threading.Thread(target=stream, name="bronze-stream")
+            streaming.start()
+            try:
+                stats = self.run("processing", stop=stop) if job == "both" else None
+                while streaming.is_alive():
+                    streaming.join(0.5)
+            finally:
+                stop.set()
+                streaming.join()
+            error = outcome.get("error")
+            if isinstance(error, BaseException):
+                raise error
+            written = outcome.get("ingested", 0)
+            ingested = written if isinstance(written, int) else 0
+        stats = stats or RunStats()
+        stats.ingested = ingested
         return stats
 
     def _loop(
@@ -291,7 +343,7 @@ class GoldRefresher:
         self.tps = pipeline.transport.partitions()
         self.stop = stop
         self.store = open_store(self.settings)
-        self.engine = open_engine(self.settings.engine)
+        self.engine = pipeline._engine.sibling()  # its own views: the main loop runs too
         self.models = build_models(
             self.store, self.settings.reporting, self.engine, lanes=(Lane.REFRESH,)
         )

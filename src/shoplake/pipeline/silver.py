@@ -42,7 +42,7 @@ from shoplake.pipeline.positions import (
     read_ranges,
     to_app_ids,
 )
-from shoplake.tables.base import TableHandle, TableStore
+from shoplake.tables.base import AllOf, Compare, TableHandle, TableStore
 from shoplake.transport.base import TopicPartition
 
 # Silver tables appended from bronze: the engine derives each from the batch.
@@ -208,9 +208,7 @@ class SilverProcessor:
         if kept is None or kept.version != handle.version or since < kept.since:
             # The ids are compared in memory, not in the scan's filter: pyarrow simplifies
             # an isin of thousands of values against every file's statistics, slowly.
-            ids = handle.dataset().to_table(
-                columns=["event_id", "event_date"], filter=pc.field("event_date") >= since
-            )
+            ids = handle.scan(["event_id", "event_date"], Compare("event_date", ">=", since))
             kept = _HeldIds(handle.version, since, ids.cast(_HELD_SCHEMA).combine_chunks())
             self._held[spec] = kept
         elif since > kept.since:  # a new day: ids past the horizon go
@@ -242,10 +240,7 @@ class SilverProcessor:
         if present is None:
             span = lineage_span(valid)
             present = pa.concat_tables(
-                [
-                    read_ranges(self.store.open(s).dataset(), span, _LINEAGE)
-                    for s in ONE_ROW_PER_EVENT
-                ]
+                [read_ranges(self.store, s, span, _LINEAGE) for s in ONE_ROW_PER_EVENT]
             )
         return _with_table_name(valid.join(present, keys=_LINEAGE, join_type="left anti"))
 
@@ -270,13 +265,15 @@ class SilverProcessor:
     def _newest_before(self, tp: TopicPartition, start: int) -> datetime | None:
         if start == 0:
             return None
-        flt = (
-            (pc.field("topic") == tp.topic)
-            & (pc.field("partition") == tp.partition)
-            & (pc.field("offset") < start)
+        before = AllOf(
+            (
+                Compare("topic", "=", tp.topic),
+                Compare("partition", "=", tp.partition),
+                Compare("offset", "<", start),
+            )
         )
         newest = [
-            pc.max(self.store.open(spec).dataset().to_table(columns=["event_ts"], filter=flt)[0])
+            pc.max(self.store.open(spec).scan(["event_ts"], before)[0])
             for spec in (*ONE_ROW_PER_EVENT, DUPLICATES)
         ]
         times = [m.as_py() for m in newest if m.is_valid]

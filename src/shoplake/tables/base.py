@@ -8,13 +8,77 @@ its progress back from its own table, so restarts, replays and compactions are h
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, TypeAlias
 
 import pyarrow as pa
 import pyarrow.dataset as pads
 
 from shoplake.contract.tables import TableSpec
+
+# -- predicates: what a scan keeps, what a merge deletes -------------------------------
+# Structured, so each format translates them its own way (Delta: Arrow expressions and
+# merge SQL; Iceberg: its expressions) and pushes them down to partitions and file stats.
+
+
+@dataclass(frozen=True)
+class Compare:
+    """``column op value``."""
+
+    column: str
+    op: Literal["=", "!=", "<", "<=", ">", ">="]
+    value: object
+
+
+@dataclass(frozen=True)
+class IsIn:
+    """``column`` is one of ``values`` (a sequence or an Arrow array)."""
+
+    column: str
+    values: Sequence[object] | pa.Array | pa.ChunkedArray
+
+
+@dataclass(frozen=True)
+class AllOf:
+    """Every one of ``terms`` holds."""
+
+    terms: tuple[Predicate, ...]
+
+
+Predicate: TypeAlias = "Compare | IsIn | AllOf"
+
+
+def all_of(*terms: Predicate | None) -> Predicate | None:
+    """The conjunction of the terms given (None ones left out; None if none is left)."""
+    kept = tuple(t for t in terms if t is not None)
+    if not kept:
+        return None
+    return kept[0] if len(kept) == 1 else AllOf(kept)
+
+
+@dataclass(frozen=True)
+class TableScan:
+    """A scan for an engine that reads tables itself (Spark): the snapshot to read (its
+    format, location and version) and what to keep of it."""
+
+    format: str  # "delta"
+    location: str
+    version: int
+    columns: tuple[str, ...] | None = None
+    where: Predicate | None = None
+
+
+@dataclass(frozen=True)
+class Commit:
+    """One commit of a table, as ``history`` lists them."""
+
+    version: int
+    timestamp: datetime  # when it was committed (UTC)
+    operation: str  # WRITE, MERGE, OPTIMIZE, DELETE, VACUUM START, ... as the format names it
+    rows_added: int | None  # None: the format does not say
+    rows_removed: int | None  # rows deleted, or rewritten away by an update
+    positions: dict[str, int] = field(default_factory=dict)  # app id → next offset recorded
 
 
 class TableHandle(Protocol):
@@ -28,7 +92,21 @@ class TableHandle(Protocol):
         ...
 
     def dataset(self) -> pads.Dataset:
-        """The snapshot as an Arrow dataset (filters prune files by partition and stats)."""
+        """The snapshot as an Arrow dataset, for readers that stream it lazily (the
+        query layer); the pipeline uses ``scan``."""
+        ...
+
+    def scan(
+        self, columns: Sequence[str] | None = None, where: Predicate | None = None
+    ) -> pa.Table:
+        """The rows for which ``where`` holds (None: all), with ``columns`` (None: all) in
+        the spec's types; the predicate prunes partitions and files before any row is read."""
+        ...
+
+    def described_scan(
+        self, columns: Sequence[str] | None = None, where: Predicate | None = None
+    ) -> TableScan:
+        """The same scan of this snapshot, for an engine to run itself."""
         ...
 
     def count(self) -> int: ...
@@ -66,11 +144,11 @@ class TableStore(Protocol):
         spec: TableSpec,
         data: pa.Table,
         positions: Mapping[str, int] | None = None,
-        delete_when: str | None = None,
+        delete_when: Predicate | None = None,
     ) -> None:
-        """Merge on the spec's key: update matches, insert the rest; rows for which the
-        SQL predicate ``delete_when`` (over source columns, alias ``s``) holds are deleted
-        from the target instead, and not inserted."""
+        """Merge on the spec's key: update matches, insert the rest; source rows for which
+        ``delete_when`` holds delete their key from the target instead, and are not
+        inserted."""
         ...
 
     def replace(
@@ -85,7 +163,9 @@ class TableStore(Protocol):
         (Delta replaceWhere), recording positions in the same commit."""
         ...
 
-    def history(self, spec: TableSpec, limit: int | None = None) -> list[dict[str, Any]]: ...
+    def history(self, spec: TableSpec, limit: int | None = None) -> list[Commit]:
+        """The table's commits, newest first (at most ``limit``)."""
+        ...
 
     def compact(self, spec: TableSpec) -> dict[str, Any]: ...
 

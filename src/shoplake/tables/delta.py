@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import errno
+import functools
 import json
+import operator
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, date, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 from deltalake import (
@@ -26,6 +30,7 @@ from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundErr
 
 from shoplake.contract.tables import TableSpec
 from shoplake.errors import CommitConflict, DamagedTable, DiskFull, TableError, TableNotFound
+from shoplake.tables.base import AllOf, Commit, IsIn, Predicate, TableScan
 
 T = TypeVar("T")
 
@@ -118,11 +123,16 @@ class _Write:
 
 class _SnapshotCache:
     """What is known of one table version: positions {app_id: next offset or None} and
-    its Arrow dataset (building one lists every file: ~50 ms at a few hundred files)."""
+    its Arrow dataset (building one lists every file: ~50 ms at a few hundred files).
+    ``string_views``: the table has files with string_view columns (see DeltaHandle.scan),
+    which stays true for later versions."""
 
-    def __init__(self, version: int, known: dict[str, int | None]) -> None:
+    def __init__(
+        self, version: int, known: dict[str, int | None], string_views: bool = False
+    ) -> None:
         self.version = version
         self.known = known
+        self.string_views = string_views
         self.dataset: pads.Dataset | None = None
 
 
@@ -138,6 +148,65 @@ def _native_filesystem(table_uri: str) -> pafs.FileSystem | None:
         table_uri if "://" in table_uri else Path(table_uri).resolve().as_uri()
     )
     return pafs.SubTreeFileSystem(path, raw)
+
+
+_ARROW_COMPARE: dict[str, Callable[[pc.Expression, pa.Scalar], pc.Expression]] = {
+    "=": lambda f, v: f == v,
+    "!=": lambda f, v: f != v,
+    "<": lambda f, v: f < v,
+    "<=": lambda f, v: f <= v,
+    ">": lambda f, v: f > v,
+    ">=": lambda f, v: f >= v,
+}
+
+
+def _arrow_filter(spec: TableSpec, where: Predicate, cast_strings: bool) -> pc.Expression:
+    """``where`` as an Arrow dataset filter, which prunes partitions and row groups;
+    ``cast_strings``: string columns (but partition values) cast to strings first."""
+    if isinstance(where, AllOf):
+        terms = [_arrow_filter(spec, t, cast_strings) for t in where.terms]
+        return functools.reduce(operator.and_, terms)
+    kind = spec.schema.field(where.column).type
+    column = pc.field(where.column)
+    if cast_strings and pa.types.is_string(kind) and where.column not in spec.partition_by:
+        column = column.cast(kind)
+    if isinstance(where, IsIn):
+        values = where.values
+        if isinstance(values, pa.ChunkedArray):
+            values = values.combine_chunks()
+        return column.isin(
+            values.cast(kind) if isinstance(values, pa.Array) else pa.array(values, kind)
+        )
+    return _ARROW_COMPARE[where.op](column, pa.scalar(where.value, kind))
+
+
+def _sql_literal(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float | Decimal):
+        return str(value)
+    if isinstance(value, datetime):
+        return f"TIMESTAMP '{value.isoformat()}'"
+    if isinstance(value, date):
+        return f"DATE '{value.isoformat()}'"
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    raise TypeError(f"no SQL literal for {value!r}")
+
+
+def _merge_sql(where: Predicate, alias: str) -> str:
+    """``where`` as a predicate of delta-rs's merge SQL over the table aliased ``alias``."""
+    if isinstance(where, AllOf):
+        return " AND ".join(f"({_merge_sql(t, alias)})" for t in where.terms)
+    column = f"{alias}.{where.column}"
+    if isinstance(where, IsIn):
+        values = (
+            where.values.to_pylist()
+            if isinstance(where.values, pa.Array | pa.ChunkedArray)
+            else where.values
+        )
+        return f"{column} IN ({', '.join(_sql_literal(v) for v in values)})"
+    return f"{column} {where.op} {_sql_literal(where.value)}"
 
 
 class DeltaHandle:
@@ -164,6 +233,38 @@ class DeltaHandle:
                 out[app_id] = value
         return out
 
+    def scan(
+        self, columns: Sequence[str] | None = None, where: Predicate | None = None
+    ) -> pa.Table:
+        dataset = self.dataset()
+        wanted = None if columns is None else list(columns)
+        with _translated(self._spec, "reading"):
+            if where is None:
+                return dataset.to_table(columns=wanted)
+            try:
+                flt = _arrow_filter(self._spec, where, self._cache.string_views)
+                return dataset.to_table(columns=wanted, filter=flt)
+            except pa.ArrowNotImplementedError:
+                if self._cache.string_views:
+                    raise
+            # delta-rs's merges write string columns as string_view, which Arrow's filters
+            # cannot compare with strings: compare as strings, though that prunes no file by
+            # its statistics, in every scan of this table from now on.
+            self._cache.string_views = True
+            flt = _arrow_filter(self._spec, where, cast_strings=True)
+            return dataset.to_table(columns=wanted, filter=flt)
+
+    def described_scan(
+        self, columns: Sequence[str] | None = None, where: Predicate | None = None
+    ) -> TableScan:
+        return TableScan(
+            "delta",
+            self._table.table_uri,
+            self.version,
+            None if columns is None else tuple(columns),
+            where,
+        )
+
     def dataset(self) -> pads.Dataset:
         if self._cache.dataset is None:
             with _translated(self._spec, "reading"):
@@ -175,6 +276,84 @@ class DeltaHandle:
     def count(self) -> int:
         with _translated(self._spec, "counting"):
             return int(self._table.count())
+
+
+# Rows a commit added and removed, from its operationMetrics: the first group of metric
+# names present is summed (None: none is). delta-rs writes numbers under snake_case
+# names, Delta on Spark strings under camelCase ones. Updated rows count as removed and
+# added again; the rows a DELETE, UPDATE or MERGE only copies into new files do not count.
+_ROWS_ADDED: tuple[tuple[str, ...], ...] = (
+    ("num_target_rows_inserted", "num_target_rows_updated"),  # MERGE
+    ("num_updated_rows",),  # UPDATE
+    ("num_added_rows",),  # WRITE: append, overwrite (with a predicate too)
+    ("numTargetRowsInserted", "numTargetRowsUpdated"),  # Spark: MERGE
+    ("numUpdatedRows",),  # Spark: UPDATE
+    ("numOutputRows",),  # Spark: WRITE, STREAMING UPDATE
+)
+_ROWS_REMOVED: tuple[tuple[str, ...], ...] = (
+    ("num_target_rows_updated", "num_target_rows_deleted"),  # MERGE
+    ("num_updated_rows",),  # UPDATE
+    ("num_deleted_rows",),  # DELETE
+    ("numTargetRowsUpdated", "numTargetRowsDeleted"),  # Spark: MERGE
+    ("numUpdatedRows",),  # Spark: UPDATE
+    ("numDeletedRows",),  # Spark: DELETE
+)
+
+
+def _rows(metrics: Mapping[str, Any], groups: tuple[tuple[str, ...], ...]) -> int | None:
+    for names in groups:
+        values = [metrics[name] for name in names if metrics.get(name) is not None]
+        if values:
+            try:
+                return sum(int(v) for v in values)
+            except (TypeError, ValueError):
+                return None
+    return None
+
+
+def _log_of(location: str) -> tuple[pafs.FileSystem, str]:
+    """The filesystem of a table's location and the path of its ``_delta_log`` in it."""
+    if "://" in location:
+        fs, path = pafs.FileSystem.from_uri(location)
+    else:
+        fs, path = pafs.LocalFileSystem(), Path(location).resolve().as_posix()
+    return fs, f"{path.rstrip('/')}/_delta_log"
+
+
+def _commit_positions(fs: pafs.FileSystem, log_dir: str, version: int) -> dict[str, int]:
+    """The app transactions (positions) written in one commit, from its log file; ``{}``
+    when that file is gone (log cleanup after a checkpoint). Lines that are not JSON are
+    passed over: delta-rs has read the commits it lists."""
+    try:
+        with fs.open_input_stream(f"{log_dir}/{version:020d}.json") as f:
+            content = f.read()
+    except FileNotFoundError:
+        return {}
+    out: dict[str, int] = {}
+    for line in content.splitlines():
+        if b'"txn"' not in line:
+            continue
+        try:
+            txn = json.loads(line).get("txn")
+            if isinstance(txn, dict):
+                out[str(txn["appId"])] = int(txn["version"])
+        except (ValueError, TypeError, KeyError, AttributeError):
+            continue
+    return out
+
+
+def _commit_of(entry: Mapping[str, Any], fs: pafs.FileSystem, log_dir: str) -> Commit:
+    """One entry of ``DeltaTable.history()`` (its commitInfo) as a Commit."""
+    version = int(entry["version"])
+    metrics = entry.get("operationMetrics") or {}
+    return Commit(
+        version=version,
+        timestamp=datetime.fromtimestamp(int(entry["timestamp"]) / 1000, UTC),
+        operation=str(entry.get("operation") or ""),
+        rows_added=_rows(metrics, _ROWS_ADDED),
+        rows_removed=_rows(metrics, _ROWS_REMOVED),
+        positions=_commit_positions(fs, log_dir, version),
+    )
 
 
 class DeltaStore:
@@ -240,7 +419,7 @@ class DeltaStore:
     def _cache(self, spec: TableSpec, version: int) -> _SnapshotCache:
         cache = self._caches.get(self.location(spec))
         if cache is None or cache.version != version:
-            cache = _SnapshotCache(version, {})
+            cache = _SnapshotCache(version, {}, cache is not None and cache.string_views)
             self._caches[self.location(spec)] = cache
         return cache
 
@@ -275,13 +454,16 @@ class DeltaStore:
         with self._lock, _translated(spec, action, self.location(spec)):
             table = self._loaded(spec)
             before = int(table.version())
-            known = dict(self._cache(spec, before).known)
+            cache = self._cache(spec, before)
+            known = dict(cache.known)
             write = _Write(table)
             yield write
             after = write.version = int(table.version())  # delta-rs moved it to its commit
             if write.committed and after == before + 1:
                 merged: dict[str, int | None] = {**known, **(positions or {})}
-                self._caches[self.location(spec)] = _SnapshotCache(after, merged)
+                self._caches[self.location(spec)] = _SnapshotCache(
+                    after, merged, cache.string_views
+                )
 
     def append(
         self,
@@ -296,7 +478,7 @@ class DeltaStore:
         spec: TableSpec,
         data: pa.Table,
         positions: Mapping[str, int] | None = None,
-        delete_when: str | None = None,
+        delete_when: Predicate | None = None,
     ) -> None:
         if data.num_rows == 0:
             self.append(spec, spec.schema.empty_table(), positions)
@@ -312,11 +494,12 @@ class DeltaStore:
                 target_alias="t",
                 commit_properties=_commit(positions),
             )
-            if delete_when:
-                merger = merger.when_matched_delete(predicate=delete_when)
+            deleting = None if delete_when is None else _merge_sql(delete_when, "s")
+            if deleting:
+                merger = merger.when_matched_delete(predicate=deleting)
             merger = merger.when_matched_update_all()
             merger = merger.when_not_matched_insert_all(
-                predicate=f"NOT ({delete_when})" if delete_when else None
+                predicate=f"NOT ({deleting})" if deleting else None
             )
             metrics = merger.execute()
             write.committed = any(
@@ -369,8 +552,13 @@ class DeltaStore:
                 )
         return write.version
 
-    def history(self, spec: TableSpec, limit: int | None = None) -> list[dict[str, Any]]:
-        return self._with_table(spec, "reading history of", lambda t: t.history(limit))
+    def history(self, spec: TableSpec, limit: int | None = None) -> list[Commit]:
+        def commits(table: DeltaTable) -> list[Commit]:
+            fs, log_dir = _log_of(self.location(spec))
+            entries = sorted(table.history(limit), key=lambda e: int(e["version"]), reverse=True)
+            return [_commit_of(entry, fs, log_dir) for entry in entries]
+
+        return self._with_table(spec, "reading history of", commits)
 
     def compact(self, spec: TableSpec) -> dict[str, Any]:
         return self._with_table(spec, "compacting", lambda t: t.optimize.compact())
