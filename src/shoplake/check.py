@@ -16,7 +16,7 @@ from shoplake.contract.tables import (
     RAW_EVENTS,
     TableSpec,
 )
-from shoplake.errors import ShoplakeError
+from shoplake.errors import ShoplakeError, TableNotFound
 from shoplake.pipeline.gold import rates_table
 from shoplake.pipeline.ingest import bronze_lag
 from shoplake.pipeline.positions import positions_of
@@ -63,20 +63,24 @@ def run_checks(settings: Settings, store: TableStore, limits: Thresholds) -> lis
     except ShoplakeError as exc:
         checks.append(Check("transport reachable", False, str(exc)))
 
-    unreadable = []
+    missing: list[str] = []
+    unreadable: list[str] = []
+    error = ""
     for spec in ALL_TABLES:
         try:
             store.open(spec).count()
-        except ShoplakeError:
+        except TableNotFound:
+            missing.append(spec.qualified)
+        except ShoplakeError as exc:
             unreadable.append(spec.qualified)
-    checks.append(
-        Check(
-            "every table exists and reads",
-            not unreadable,
-            f"{len(ALL_TABLES) - len(unreadable)}/{len(ALL_TABLES)} tables"
-            + (f"; missing: {', '.join(unreadable[:4])}" if unreadable else ""),
-        )
-    )
+            error = error or str(exc)  # one is enough: they tend to share a cause
+    figure = f"{len(ALL_TABLES) - len(missing) - len(unreadable)}/{len(ALL_TABLES)} tables"
+    if missing:
+        figure += f"; missing: {', '.join(missing[:4])}"
+    if unreadable:
+        figure += f"; unreadable: {', '.join(unreadable[:4])} ({error})"
+    checks.append(Check("every table exists and reads", not (missing or unreadable), figure))
+    unreadable += missing
     if unreadable:
         return [*checks, *_disk(settings, limits)]
 

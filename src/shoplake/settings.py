@@ -3,8 +3,8 @@
 Environment keys are ``SHOPLAKE_*`` with ``__`` between nested levels, for example
 ``SHOPLAKE_TRANSPORT__PARTITIONS=6`` or ``SHOPLAKE_REPORTING__CURRENCY=EUR``. The
 variable names of the seed projects are accepted as aliases (``KAFKA_BOOTSTRAP``,
-``LAKEHOUSE_URI``, ``TOPIC_ORDER_EVENTS``, ``TOPIC_PAYMENT_EVENTS``); a ``SHOPLAKE_``
-variable wins over its alias.
+``LAKEHOUSE_URI``, ``TOPIC_ORDER_EVENTS``, ``TOPIC_PAYMENT_EVENTS`` and the AWS_* variables
+of object storage); a ``SHOPLAKE_`` variable wins over its alias.
 """
 
 from __future__ import annotations
@@ -126,6 +126,32 @@ class EngineSettings(BaseModel):
     spark_conf: dict[str, str] = Field(default_factory=dict)
 
 
+class StorageSettings(BaseModel):
+    """Object storage for a lakehouse at ``s3://bucket/prefix`` (AWS S3, MinIO, SeaweedFS…).
+    Unused for a local lakehouse. The seeds' AWS_* variables are aliases."""
+
+    model_config = _FROZEN
+
+    # http://host:9000 for an S3-compatible server; None: AWS S3 itself
+    endpoint: str | None = None
+    region: str = "us-east-1"
+    access_key_id: str | None = None
+    # Secrets: masked in reprs, errors and logs.
+    secret_access_key: SecretStr | None = None
+    session_token: SecretStr | None = None
+    # bucket in the path (http://host/bucket/key), as MinIO and SeaweedFS expect;
+    # False: virtual-hosted (http://bucket.host/key)
+    path_style: bool = True
+    # plain HTTP to the endpoint; None: when the endpoint URL starts with http://
+    allow_http: bool | None = None
+
+    @property
+    def http(self) -> bool:
+        if self.allow_http is not None:
+            return self.allow_http
+        return bool(self.endpoint and self.endpoint.startswith("http://"))
+
+
 class PipelineSettings(BaseModel):
     """Micro-batching: a batch is committed on size or time, whichever comes first."""
 
@@ -205,6 +231,15 @@ class ReportingSettings(BaseModel):
 SEED_ALIASES: dict[str, tuple[str, ...]] = {
     "KAFKA_BOOTSTRAP": ("transport", "kafka_bootstrap"),
     "LAKEHOUSE_URI": ("lakehouse_uri",),
+    # Where two name one setting, the first one set wins.
+    "AWS_ENDPOINT_URL_S3": ("storage", "endpoint"),
+    "AWS_ENDPOINT_URL": ("storage", "endpoint"),
+    "S3_ENDPOINT": ("storage", "endpoint"),
+    "AWS_REGION": ("storage", "region"),
+    "AWS_DEFAULT_REGION": ("storage", "region"),
+    "AWS_ACCESS_KEY_ID": ("storage", "access_key_id"),
+    "AWS_SECRET_ACCESS_KEY": ("storage", "secret_access_key"),
+    "AWS_SESSION_TOKEN": ("storage", "session_token"),
     "TOPIC_ORDER_EVENTS": ("topics", "purchases"),
     "TOPIC_PAYMENT_EVENTS": ("topics", "payments"),
 }
@@ -225,7 +260,7 @@ class _SeedAliasSource(PydanticBaseSettingsSource):
             node = out
             for key in path[:-1]:
                 node = node.setdefault(key, {})
-            node[path[-1]] = value
+            node.setdefault(path[-1], value)
         return out
 
 
@@ -249,6 +284,21 @@ class Settings(BaseSettings):
     pipeline: PipelineSettings = PipelineSettings()
     reporting: ReportingSettings = ReportingSettings()
     engine: EngineSettings = EngineSettings()
+    storage: StorageSettings = StorageSettings()
+
+    @field_validator("lakehouse_uri")
+    @classmethod
+    def _supported_lakehouse(cls, uri: str | None) -> str | None:
+        if uri is None or "://" not in uri:
+            return uri
+        scheme, rest = uri.split("://", 1)
+        if scheme.lower() not in ("file", "s3", "s3a"):
+            raise ValueError(
+                f"lakehouse URI {uri!r}: use a local folder, file://… or s3://bucket/prefix"
+            )
+        if scheme.lower() != "file" and not rest.split("/", 1)[0]:
+            raise ValueError(f"lakehouse URI {uri!r} names no bucket (s3://bucket/prefix)")
+        return uri
 
     @classmethod
     def settings_customise_sources(
@@ -263,7 +313,16 @@ class Settings(BaseSettings):
 
     @property
     def lake_root(self) -> str:
-        return self.lakehouse_uri or str(self.home / "lake")
+        """The tables' root: a local path, or ``s3://bucket/prefix`` (``s3a://`` as Spark
+        writes it is the same place)."""
+        uri = self.lakehouse_uri or str(self.home / "lake")
+        if uri.lower().startswith("s3a://"):
+            return "s3://" + uri[len("s3a://") :]
+        return uri
+
+    @property
+    def on_object_storage(self) -> bool:
+        return self.lake_root.startswith("s3://")
 
     @property
     def log_path(self) -> Path:

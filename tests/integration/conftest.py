@@ -1,4 +1,5 @@
-"""Fixtures of the integration tests: a real Kafka broker and a Spark engine for the session."""
+"""Fixtures of the integration tests: a real Kafka broker, an S3 server and a Spark engine,
+each started once for the session."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from typing import Any
 import pytest
 
 from tests.integration.kafka_broker import KafkaBroker
-from tests.prerequisites import require_kafka_tools, require_spark
+from tests.integration.s3_server import S3Server
+from tests.prerequisites import require_kafka_tools, require_s3_server, require_spark
 
 
 @pytest.fixture(scope="session")
@@ -20,6 +22,16 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
     broker.start()
     yield broker
     broker.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """An S3-compatible server (SeaweedFS from PyPI) on loopback, once per test session."""
+    require_s3_server()  # skips outside CI, fails under CI
+    server = S3Server(Path(tmp_path_factory.mktemp("s3")))
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,8 @@
 """SIGKILL the pipeline at random moments, many times, while events keep arriving.
 
 After a final uninterrupted run, bronze must hold every appended record exactly once,
-and silver and gold must equal what a clean run over the same log produces.
+and silver and gold must equal what a clean run over the same log produces. The tables
+are in a local folder, or on S3 (a real S3-compatible server).
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ from tests.integration.equivalence import (
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def env_for(home: Path) -> dict[str, str]:
+def env_for(home: Path, lake: dict[str, str] | None = None) -> dict[str, str]:
     return {
         **os.environ,
+        **(lake or {}),
         "SHOPLAKE_HOME": str(home),
         # small batches: many commits, so kills land before, during and after them
         "SHOPLAKE_PIPELINE__BATCH_MAX_RECORDS": "2500",
@@ -36,13 +38,23 @@ def env_for(home: Path) -> dict[str, str]:
     }
 
 
-def start(home: Path, *args: str) -> subprocess.Popen[bytes]:
+def start(home: Path, *args: str, lake: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [*SHOPLAKE, *args], env=env_for(home), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+        [*SHOPLAKE, *args], env=env_for(home, lake), stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
 
 
-def test_sigkill_many_times_loses_and_doubles_nothing(tmp_path: Path) -> None:
+@pytest.fixture(params=["local", "s3"])
+def lake(request: pytest.FixtureRequest) -> dict[str, str]:
+    """The environment that puts the tables in a local folder (the default) or on S3."""
+    if request.param == "local":
+        return {}
+    server = request.getfixturevalue("s3_server")
+    return server.env(server.new_lake("crash"))  # type: ignore[no-any-return]
+
+
+def test_sigkill_many_times_loses_and_doubles_nothing(tmp_path: Path, lake: dict[str, str]) -> None:
     rng = random.Random(20261122)
     home = tmp_path / "home"
     producer = start(
@@ -53,7 +65,7 @@ def test_sigkill_many_times_loses_and_doubles_nothing(tmp_path: Path) -> None:
     deadline = time.monotonic() + 240
     while (producer.poll() is None or kills < 24) and time.monotonic() < deadline:
         job = jobs[kills % len(jobs)]
-        proc = start(home, "run", "--job", job)
+        proc = start(home, "run", "--job", job, lake=lake)
         time.sleep(rng.uniform(0.8, 3.0))
         if proc.poll() is not None:  # it must not have died by itself
             raise AssertionError(proc.stderr.read().decode() if proc.stderr else "exited")
@@ -62,9 +74,13 @@ def test_sigkill_many_times_loses_and_doubles_nothing(tmp_path: Path) -> None:
         kills += 1
     assert producer.wait(timeout=120) == 0
     assert kills >= 24
-    run_to_idle(home, env_for(home))
+    run_to_idle(home, env_for(home, lake))
 
-    settings = Settings(home=home)
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in lake.items():
+            env.setenv(name, value)
+        settings = Settings(home=home)
+    assert settings.on_object_storage == bool(lake)
     assert assert_bronze_is_the_log(settings) == 60000
     # silver and gold equal a clean, uninterrupted run over the same log
     assert_equals_a_clean_run(settings, tmp_path)

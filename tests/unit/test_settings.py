@@ -42,6 +42,29 @@ def test_seed_aliases_apply_but_shoplake_variables_win(monkeypatch: pytest.Monke
     assert load_settings().topics.purchases == "mine"
 
 
+def test_object_storage_takes_the_aws_variables_and_hides_the_secret(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("LAKEHOUSE_URI", "s3a://warehouse/shop")  # as the seeds' Spark writes it
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://minio:9000")
+    monkeypatch.setenv("S3_ENDPOINT", "http://ignored:9000")  # the first alias set wins
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "minio")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "minio123-very-secret")
+    s = load_settings()
+    assert (s.lake_root, s.on_object_storage) == ("s3://warehouse/shop", True)
+    assert (s.storage.endpoint, s.storage.region) == ("http://minio:9000", "eu-west-1")
+    assert (s.storage.access_key_id, s.storage.http) == ("minio", True)
+    assert s.storage.secret_access_key is not None
+    assert s.storage.secret_access_key.get_secret_value() == "minio123-very-secret"
+    assert "minio123-very-secret" not in repr(s) + str(s)
+    monkeypatch.setenv("SHOPLAKE_STORAGE__REGION", "us-east-2")
+    assert load_settings().storage.region == "us-east-2"
+    monkeypatch.setenv("SHOPLAKE_LAKEHOUSE_URI", "gs://bucket/lake")
+    with pytest.raises(ConfigError, match="s3://bucket/prefix"):
+        load_settings()
+
+
 def test_invalid_values_are_config_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SHOPLAKE_TRANSPORT__PARTITIONS", "zero")
     with pytest.raises(ConfigError, match=r"transport\.partitions"):

@@ -9,7 +9,8 @@ __all__ = ["TableHandle", "TableStore", "open_store"]
 
 
 def open_store(settings: Settings) -> TableStore:
-    """The table store for these settings (Delta Lake via delta-rs)."""
+    """The table store for these settings (Delta Lake via delta-rs), on a local folder or
+    on S3 (``settings.storage``)."""
     from shoplake.tables.delta import DeltaStore
 
-    return DeltaStore(settings.lake_root)
+    return DeltaStore(settings.lake_root, settings.storage)

@@ -6,6 +6,7 @@ import errno
 import functools
 import json
 import operator
+import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -30,15 +31,35 @@ from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundErr
 
 from shoplake.contract.tables import TableSpec
 from shoplake.errors import CommitConflict, DamagedTable, DiskFull, TableError, TableNotFound
+from shoplake.settings import StorageSettings
 from shoplake.tables.base import AllOf, Commit, IsIn, Predicate, TableScan
+from shoplake.tables.storage import arrow_filesystem, arrow_subtree, delta_options
 
 T = TypeVar("T")
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_XML_ERROR = re.compile(r"<Code>(.*?)</Code>(?:.*?<Message>(.*?)</Message>)?", re.S)
+
+
 def _first_line(exc: BaseException) -> str:
-    """delta-rs appends a Rust backtrace to its messages when RUST_BACKTRACE is set."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    """delta-rs's message on one line. Object-store errors come as a chain of causes, one
+    per line under "↳" (the last one says what went wrong: a refused connection, an S3
+    error code), and a Rust backtrace follows when RUST_BACKTRACE is set."""
+    lines = _ANSI.sub("", str(exc)).strip().splitlines()
+    if not lines:
+        return type(exc).__name__
+    parts = [lines[0].strip()]
+    for n, line in enumerate(lines[1:], start=1):
+        if not line.strip().startswith("↳"):
+            break
+        cause = line.strip().lstrip("↳ ").strip()
+        if cause.startswith("<"):  # an S3 error document: its code and message
+            found = _XML_ERROR.search("".join(lines[n:]))
+            parts.append(": ".join(g for g in found.groups() if g) if found else "")
+            break
+        parts.append(cause)
+    return ": ".join(p for p in parts if p)
 
 
 def _damaged_commit(location: str | None) -> Path | None:
@@ -136,20 +157,6 @@ class _SnapshotCache:
         self.dataset: pads.Dataset | None = None
 
 
-def _native_filesystem(table_uri: str) -> pafs.FileSystem | None:
-    """Arrow's own filesystem rooted at a local table, for its datasets.
-
-    delta-rs's default is a filesystem implemented in Python: Arrow's I/O threads then call
-    into the interpreter, and a scan stopped early (a LIMIT) still running at exit crashes
-    or hangs the process in Arrow's thread-pool shutdown (delta-io/delta-rs#2184)."""
-    if "://" in table_uri and not table_uri.startswith("file://"):
-        return None
-    raw, path = pafs.FileSystem.from_uri(
-        table_uri if "://" in table_uri else Path(table_uri).resolve().as_uri()
-    )
-    return pafs.SubTreeFileSystem(path, raw)
-
-
 _ARROW_COMPARE: dict[str, Callable[[pc.Expression, pa.Scalar], pc.Expression]] = {
     "=": lambda f, v: f == v,
     "!=": lambda f, v: f != v,
@@ -212,10 +219,17 @@ def _merge_sql(where: Predicate, alias: str) -> str:
 class DeltaHandle:
     """A loaded Delta snapshot. Valid until the store reopens the same table."""
 
-    def __init__(self, table: DeltaTable, spec: TableSpec, cache: _SnapshotCache) -> None:
+    def __init__(
+        self,
+        table: DeltaTable,
+        spec: TableSpec,
+        cache: _SnapshotCache,
+        filesystem: Callable[[], pafs.FileSystem],
+    ) -> None:
         self._table = table
         self._spec = spec
         self._cache = cache
+        self._filesystem = filesystem
 
     @property
     def version(self) -> int:
@@ -268,9 +282,10 @@ class DeltaHandle:
     def dataset(self) -> pads.Dataset:
         if self._cache.dataset is None:
             with _translated(self._spec, "reading"):
-                self._cache.dataset = self._table.to_pyarrow_dataset(
-                    filesystem=_native_filesystem(self._table.table_uri)
-                )
+                # Arrow's own filesystem: delta-rs's default is one implemented in Python,
+                # whose calls from Arrow's I/O threads crash or hang the process at exit
+                # when a scan stopped early (a LIMIT) is still running (delta-rs#2184).
+                self._cache.dataset = self._table.to_pyarrow_dataset(filesystem=self._filesystem())
         return self._cache.dataset
 
     def count(self) -> int:
@@ -309,15 +324,6 @@ def _rows(metrics: Mapping[str, Any], groups: tuple[tuple[str, ...], ...]) -> in
             except (TypeError, ValueError):
                 return None
     return None
-
-
-def _log_of(location: str) -> tuple[pafs.FileSystem, str]:
-    """The filesystem of a table's location and the path of its ``_delta_log`` in it."""
-    if "://" in location:
-        fs, path = pafs.FileSystem.from_uri(location)
-    else:
-        fs, path = pafs.LocalFileSystem(), Path(location).resolve().as_posix()
-    return fs, f"{path.rstrip('/')}/_delta_log"
 
 
 def _commit_positions(fs: pafs.FileSystem, log_dir: str, version: int) -> dict[str, int]:
@@ -363,8 +369,11 @@ class DeltaStore:
     go through that same handle, so a commit based on stale positions fails with
     CommitConflict instead of doubling data (the fencing of a zombie writer)."""
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, storage: StorageSettings | None = None) -> None:
         self._root = root.rstrip("/")
+        self._storage = storage or StorageSettings()
+        # delta-rs's storage_options: None for a local root
+        self._options = delta_options(self._root, self._storage)
         self._lock = threading.RLock()
         self._tables: dict[str, DeltaTable] = {}
         self._caches: dict[str, _SnapshotCache] = {}
@@ -379,9 +388,11 @@ class DeltaStore:
             self._caches.clear()
 
     def exists(self, spec: TableSpec) -> bool:
-        return self.location(spec) in self._tables or bool(
-            DeltaTable.is_deltatable(self.location(spec))
-        )
+        uri = self.location(spec)
+        if uri in self._tables:
+            return True
+        with _translated(spec, "looking for"):
+            return bool(DeltaTable.is_deltatable(uri, storage_options=self._options))
 
     def ensure(self, spec: TableSpec) -> None:
         if self.exists(spec):
@@ -396,6 +407,7 @@ class DeltaStore:
             try:
                 DeltaTable.create(
                     uri,
+                    storage_options=self._options,
                     schema=spec.schema,
                     partition_by=list(spec.partition_by) or None,
                     name=spec.qualified,
@@ -410,7 +422,7 @@ class DeltaStore:
         uri = self.location(spec)
         table = self._tables.get(uri)
         if table is None:
-            table = DeltaTable(uri)
+            table = self._table_at(uri)
             self._tables[uri] = table
         else:
             table.update_incremental()
@@ -426,11 +438,18 @@ class DeltaStore:
     def open(self, spec: TableSpec) -> DeltaHandle:
         with self._lock, _translated(spec, "opening", self.location(spec)):
             table = self._loaded(spec)
-            return DeltaHandle(table, spec, self._cache(spec, int(table.version())))
+            return self._handle(table, spec, self._cache(spec, int(table.version())))
+
+    def _table_at(self, uri: str) -> DeltaTable:
+        return DeltaTable(uri, storage_options=self._options)
+
+    def _handle(self, table: DeltaTable, spec: TableSpec, cache: _SnapshotCache) -> DeltaHandle:
+        uri = self.location(spec)
+        return DeltaHandle(table, spec, cache, lambda: arrow_subtree(uri, self._storage))
 
     def open_as_of(self, spec: TableSpec, when: int | datetime) -> DeltaHandle:
         with _translated(spec, f"opening {spec.qualified} as of {when}:", self.location(spec)):
-            table = DeltaTable(self.location(spec))
+            table = self._table_at(self.location(spec))
             if isinstance(when, datetime):
                 # By the commit's own timestamp, as `history` shows it: delta-rs would go
                 # by the log file's modification time, a few ms later.
@@ -443,7 +462,7 @@ class DeltaStore:
                     )
                 when = max(versions)
             table.load_as_version(when)
-            return DeltaHandle(table, spec, _SnapshotCache(int(table.version()), {}))
+            return self._handle(table, spec, _SnapshotCache(int(table.version()), {}))
 
     @contextmanager
     def _writing(
@@ -554,7 +573,8 @@ class DeltaStore:
 
     def history(self, spec: TableSpec, limit: int | None = None) -> list[Commit]:
         def commits(table: DeltaTable) -> list[Commit]:
-            fs, log_dir = _log_of(self.location(spec))
+            fs, path = arrow_filesystem(self.location(spec), self._storage)
+            log_dir = f"{path}/_delta_log"
             entries = sorted(table.history(limit), key=lambda e: int(e["version"]), reverse=True)
             return [_commit_of(entry, fs, log_dir) for entry in entries]
 
@@ -585,4 +605,4 @@ class DeltaStore:
 
     def _with_table(self, spec: TableSpec, action: str, fn: Callable[[DeltaTable], T]) -> T:
         with _translated(spec, action, self.location(spec)):
-            return fn(DeltaTable(self.location(spec)))
+            return fn(self._table_at(self.location(spec)))

