@@ -37,9 +37,11 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
 @pytest.fixture(scope="session")
 def spark_engine() -> Iterator[Any]:
     """The Spark engine on a small local session (2 threads, 2 shuffle partitions, no UI),
-    Delta Lake's jars from Maven Central; started once per test session."""
+    Delta Lake's and S3A's jars from Maven Central; started once per test session (a test
+    on S3 points S3A at its server with ``use_storage``)."""
     require_spark()  # skips outside CI, fails under CI
     from shoplake.engines.spark import SparkEngine
+    from shoplake.settings import StorageSettings
 
     engine = SparkEngine(
         "local[2]",
@@ -50,6 +52,7 @@ def spark_engine() -> Iterator[Any]:
             # Delta replays a table's log in 50 tasks by default: slow on 2 cores.
             "spark.databricks.delta.snapshotPartitions": "2",
         },
+        storage=StorageSettings(),
     )
     yield engine
     engine.close()

@@ -43,6 +43,7 @@ from shoplake.pipeline.runner import Pipeline
 from shoplake.settings import Settings
 from shoplake.tables import TableStore, open_store
 from tests.conftest import feed
+from tests.integration.s3_server import S3Server
 from tests.unit.test_gold_marts import SHOP
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -77,14 +78,19 @@ def fed_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return home
 
 
-def processed(fed: Path, to: Path, engine: str, timezone: str) -> Pipeline:
-    """A copy of the fed home, run until idle on ``engine``."""
+def processed(
+    fed: Path, to: Path, engine: str, timezone: str, s3: S3Server | None = None
+) -> Pipeline:
+    """A copy of the fed home, run until idle on ``engine``; its tables on ``s3``'s
+    server if given."""
     shutil.copytree(fed, to)
+    lake = {} if s3 is None else {"lakehouse_uri": s3.new_lake(), "storage": s3.storage()}
     settings = Settings(
         home=to,
         engine={"kind": engine},
         reporting={"timezone": timezone},
         pipeline={"batch_max_records": BATCH},
+        **lake,
     )
     pipeline = Pipeline(settings)
     pipeline.run("both", until_idle=True)
@@ -223,6 +229,25 @@ def test_a_continuous_spark_run_keeps_every_table_equal_to_duckdb(
         assert stats.silver_written > 0
         assert_same_tables(duck, spark)  # and nothing moved after the stop
         assert spark_engine.spark.range(3).count() == 3
+    finally:
+        duck.close()
+        spark.close()
+
+
+def test_the_spark_runtime_on_s3_gives_the_same_tables(
+    fed_home: Path, spark_engine: Any, s3_server: S3Server, tmp_path: Path
+) -> None:
+    """Silver and gold written by Spark through S3A, bronze by the Python worker through
+    delta-rs, all in one bucket: the same rows as the embedded runtime on a local folder."""
+    duck = processed(fed_home, tmp_path / "duckdb", "duckdb", "UTC")
+    spark = processed(fed_home, tmp_path / "spark", "spark", "UTC", s3=s3_server)
+    try:
+        assert spark.settings.on_object_storage
+        assert_same_tables(duck, spark)
+        orders = spark.store.location(ORDERS)
+        assert orders.startswith("s3://")
+        read = spark_engine.spark.read.format("delta").load(orders).count()
+        assert read == duck.store.open(ORDERS).count()
     finally:
         duck.close()
         spark.close()

@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
     from sqlglot import exp
 
-    from shoplake.settings import Settings
+    from shoplake.settings import Settings, StorageSettings
 
 _INLINE_VALUES_MAX = 1000  # an IN list longer than this is a semi-join (see _kept)
 _MISSING = "the Spark engine needs pyspark: pip install 'shoplake[spark]'"
@@ -101,12 +101,49 @@ def delta_package(spark_version: str) -> str:
     return f"io.delta:delta-spark_{minor}_2.13:{DELTA_VERSIONS[minor]}"
 
 
-def spark_packages(spark_version: str) -> str:
+def spark_packages(spark_version: str, object_storage: bool = False) -> str:
     """spark.jars.packages of every session shoplake builds: Delta Lake and the Kafka
-    source (one JVM serves silver, gold and the bronze stream; jars load only at start)."""
+    source (one JVM serves silver, gold and the bronze stream; jars load only at start),
+    and S3A (hadoop-aws) for tables on object storage."""
     minor = ".".join(spark_version.split(".")[:2])
     kafka = f"org.apache.spark:spark-sql-kafka-0-10_2.13:{KAFKA_VERSIONS.get(minor, spark_version)}"
-    return f"{delta_package(spark_version)},{kafka}"
+    packages = f"{delta_package(spark_version)},{kafka}"
+    return f"{packages},{hadoop_aws_package()}" if object_storage else packages
+
+
+def hadoop_aws_package() -> str:
+    """hadoop-aws (the S3A filesystem) of the Hadoop release that pyspark ships: the two
+    must match. It brings the AWS SDK's bundle (~640 MB, downloaded once)."""
+    import pyspark
+
+    jars = sorted((Path(pyspark.__file__).parent / "jars").glob("hadoop-client-api-*.jar"))
+    if not jars:
+        raise ConfigError("pyspark ships no hadoop-client-api jar: cannot pick hadoop-aws")
+    version = jars[0].name.removeprefix("hadoop-client-api-").removesuffix(".jar")
+    return f"org.apache.hadoop:hadoop-aws:{version}"
+
+
+def s3a_conf(storage: StorageSettings) -> dict[str, str]:
+    """Hadoop settings that let Spark read and write ``s3://`` paths through S3A, the way
+    shoplake's StorageSettings describe the store."""
+    conf = {
+        # shoplake's URIs say s3://; S3A serves that scheme too (s3a:// works as well)
+        "fs.s3.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
+        "fs.s3a.endpoint.region": storage.region,
+        "fs.s3a.path.style.access": "true" if storage.path_style else "false",
+        "fs.s3a.connection.ssl.enabled": "false" if storage.http else "true",
+    }
+    if storage.endpoint:
+        conf["fs.s3a.endpoint"] = storage.endpoint
+    if storage.access_key_id and storage.secret_access_key is not None:
+        conf["fs.s3a.access.key"] = storage.access_key_id
+        conf["fs.s3a.secret.key"] = storage.secret_access_key.get_secret_value()
+        provider = "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider"
+        if storage.session_token is not None:
+            conf["fs.s3a.session.token"] = storage.session_token.get_secret_value()
+            provider = "org.apache.hadoop.fs.s3a.TemporaryAWSCredentialsProvider"
+        conf["fs.s3a.aws.credentials.provider"] = provider
+    return conf
 
 
 class SparkEngine:
@@ -115,7 +152,8 @@ class SparkEngine:
     ``session``: an existing session to use (it is left running on ``close``); otherwise
     one is built from ``master`` and ``conf``, with Delta Lake's jars from Maven Central
     (cached under ~/.cache/shoplake/ivy), and the Kafka source's with them (see
-    ``spark_packages``), unless ``delta`` is False.
+    ``spark_packages``), unless ``delta`` is False. ``storage``: the tables are on S3,
+    reached through S3A with these settings (see ``use_storage``).
     """
 
     name = "spark"
@@ -133,6 +171,7 @@ class SparkEngine:
         session: SparkSession | None = None,
         app_name: str = "shoplake",
         delta: bool = True,
+        storage: StorageSettings | None = None,
     ) -> None:
         try:
             import pyspark
@@ -161,7 +200,9 @@ class SparkEngine:
             }
             if delta:
                 settings |= {
-                    "spark.jars.packages": spark_packages(pyspark.__version__),
+                    "spark.jars.packages": spark_packages(
+                        pyspark.__version__, object_storage=storage is not None
+                    ),
                     "spark.jars.ivy": str(cache_dir() / "ivy"),
                     "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
                     "spark.sql.catalog.spark_catalog": (
@@ -182,6 +223,16 @@ class SparkEngine:
             ROUND_DOUBLE,
             udf(_round_half_away(), DoubleType(), useArrow=False),  # no pandas
         )
+        if storage is not None:
+            self.use_storage(storage)
+
+    def use_storage(self, storage: StorageSettings) -> None:
+        """Reach S3 with these settings from now on. They go into the session's Hadoop
+        configuration, not its Spark conf, so the secret stays out of Spark's environment
+        listings and event logs."""
+        hadoop = self.spark.sparkContext._jsc.hadoopConfiguration()
+        for key, value in s3a_conf(storage).items():
+            hadoop.set(key, value)
 
     def define_local_date(self, timezone: str) -> None:
         """``local_date(ts)`` in the models: the calendar day of a UTC timestamp in

@@ -77,7 +77,9 @@ class Pipeline:
         self.store = store or open_store(settings)
         # Ingestion parses records in this process; silver and gold run on the engine.
         self._ingest_engine = open_engine(EngineSettings())
-        self._engine = open_engine(settings.engine)
+        self._engine = open_engine(
+            settings.engine, settings.storage if settings.on_object_storage else None
+        )
         self._recent = RecentCommits()  # each stage's last commit, for the next stage
         self._ingest: BronzeIngest | None = None
         self._silver: SilverProcessor | None = None
