@@ -502,7 +502,7 @@ def query(ctx: click.Context, sql: str, as_json: bool, limit: int, as_of: str | 
         click.echo(f"… {len(rows) - limit} more rows (use --limit or --json)", err=True)
 
 
-def _version_or_time(value: str | None) -> int | datetime | None:
+def _version_or_time(value: str | None, option: str = "--as-of") -> int | datetime | None:
     if value is None:
         return None
     if value.isdigit():
@@ -511,7 +511,7 @@ def _version_or_time(value: str | None) -> int | datetime | None:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise click.BadParameter(
-            f"{value!r} is neither a version number nor an ISO timestamp", param_hint="--as-of"
+            f"{value!r} is neither a version number nor an ISO timestamp", param_hint=option
         ) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
@@ -633,6 +633,43 @@ def history(ctx: click.Context, table: str, limit: int, as_json: bool) -> None:
             }
             for c in commits
         ],
+    )
+
+
+@cli.command()
+@click.argument("table")
+@click.option(
+    "--to",
+    "to",
+    required=True,
+    metavar="VERSION|TIMESTAMP",
+    help="The version to go back to (see `shoplake history`), or an ISO time: the table as "
+    "it was then (UTC if no offset).",
+)
+@click.pass_context
+def restore(ctx: click.Context, table: str, to: str) -> None:
+    """Roll TABLE back to an earlier version (seed 004's rollback), in a new commit.
+
+    Its recorded positions go back with it, so the next `run` redoes what came after from
+    the layer below: restoring silver.orders makes the pipeline re-read bronze from there.
+    Derived tables are not rolled back with it: rebuild their days with `run --date`.
+    Files removed by vacuum (older than SHOPLAKE_PIPELINE__VACUUM_RETENTION_HOURS) cannot
+    be restored."""
+    from shoplake.contract.tables import TABLES_BY_NAME
+    from shoplake.tables import open_store
+
+    settings = _settings(ctx)
+    _existing_home(settings)
+    spec = TABLES_BY_NAME.get(table)
+    if spec is None:
+        raise InputError(f"unknown table {table!r}; tables: {', '.join(sorted(TABLES_BY_NAME))}")
+    when = _version_or_time(to, "--to")
+    assert when is not None
+    commit = open_store(settings).restore(spec, when)
+    rewound = " ".join(f"{app}={offset}" for app, offset in sorted(commit.positions.items()))
+    click.echo(
+        f"restored {spec.qualified} to {to} as version {commit.version}"
+        + (f"; positions now {rewound}" if rewound else "")
     )
 
 

@@ -210,3 +210,34 @@ def test_a_stale_ingest_worker_is_fenced(settings: Settings) -> None:
     from tests.unit.test_ingest import test_a_stale_worker_is_fenced_and_resumes_from_bronze
 
     test_a_stale_worker_is_fenced_and_resumes_from_bronze(settings)
+
+
+def test_restore_rolls_back_rows_and_positions(settings: Settings) -> None:
+    store = open_store(settings)
+    store.ensure(PROBE)
+    store.append(PROBE, rows([1], ["a"], [1]), {"app/t/0": 3})
+    store.append(PROBE, rows([2], ["b"], [1]), {"app/t/0": 6, "app/t/1": 2})
+    store.upsert(PROBE, rows([1], ["a"], [9]))
+    with pytest.raises(TableError, match="at version 3 already"):
+        store.restore(PROBE, 3)
+
+    commit = store.restore(PROBE, 1)
+
+    assert (commit.version, commit.operation) == (4, "RESTORE")
+    assert commit.positions == {"app/t/0": 3, "app/t/1": 0}  # a later reader starts over
+    assert content(settings) == [(1, "a", 1)]
+    fresh = open_store(settings).open(PROBE)
+    assert fresh.positions(["app/t/0", "app/t/1"]) == {"app/t/0": 3, "app/t/1": 0}
+    # the versions after the restored one stay readable
+    assert sorted(store.open_as_of(PROBE, 3).scan()["v"].to_pylist()) == [1, 9]
+
+
+def test_restore_refuses_a_version_whose_files_were_vacuumed(settings: Settings) -> None:
+    store = open_store(settings)
+    store.ensure(PROBE)
+    store.append(PROBE, rows([1], ["a"], [1]))
+    store.replace(PROBE, rows([1], ["a"], [2]), "day", ["a"])
+    store.vacuum(PROBE, retention_hours=0)
+    with pytest.raises(TableError, match="vacuumed"):
+        store.restore(PROBE, 1)
+    assert content(settings) == [(1, "a", 2)]

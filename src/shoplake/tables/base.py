@@ -167,6 +167,12 @@ class TableStore(Protocol):
         """The table's commits, newest first (at most ``limit``)."""
         ...
 
+    def restore(self, spec: TableSpec, when: int | datetime) -> Commit:
+        """Roll the table back to its content as of a version or a time, in a new commit
+        that also sets every recorded position back to what it was then (0 for a reader
+        that had none), so the pipeline redoes what came after. Returns that commit."""
+        ...
+
     def compact(self, spec: TableSpec) -> dict[str, Any]: ...
 
     def excess_files(self, spec: TableSpec) -> int:

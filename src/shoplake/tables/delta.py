@@ -580,6 +580,26 @@ class DeltaStore:
 
         return self._with_table(spec, "reading history of", commits)
 
+    def restore(self, spec: TableSpec, when: int | datetime) -> Commit:
+        target = self.open_as_of(spec, when)
+        current = self.open(spec).version
+        if target.version == current:
+            raise TableError(f"{spec.qualified} is at version {current} already")
+        readers = {app for commit in self.history(spec) for app in commit.positions}
+        positions = dict.fromkeys(readers, 0) | target.positions(readers)
+        with self._writing(spec, "restoring", positions) as write:
+            try:
+                write.table.restore(target.version, commit_properties=_commit(positions))
+            except DeltaError as exc:
+                if "missing file" in str(exc).lower():
+                    raise TableError(
+                        f"cannot restore {spec.qualified} to version {target.version}: "
+                        "files of that version were vacuumed (older than "
+                        "SHOPLAKE_PIPELINE__VACUUM_RETENTION_HOURS)"
+                    ) from exc
+                raise
+        return self.history(spec, 1)[0]
+
     def compact(self, spec: TableSpec) -> dict[str, Any]:
         return self._with_table(spec, "compacting", lambda t: t.optimize.compact())
 
