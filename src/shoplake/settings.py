@@ -152,6 +152,19 @@ class StorageSettings(BaseModel):
         return bool(self.endpoint and self.endpoint.startswith("http://"))
 
 
+class TableSettings(BaseModel):
+    """The tables' format, and for Iceberg its catalog."""
+
+    model_config = _FROZEN
+
+    format: Literal["delta", "iceberg"] = "delta"
+    # Iceberg's catalog: a SQLAlchemy URL of a SQL catalog (default: SQLite at
+    # HOME/iceberg-catalog.sqlite; postgresql://… for one several machines share), or
+    # the http(s):// URL of a REST catalog.
+    catalog_uri: str | None = None
+    catalog_name: str = "shoplake"
+
+
 class PipelineSettings(BaseModel):
     """Micro-batching: a batch is committed on size or time, whichever comes first."""
 
@@ -285,6 +298,7 @@ class Settings(BaseSettings):
     reporting: ReportingSettings = ReportingSettings()
     engine: EngineSettings = EngineSettings()
     storage: StorageSettings = StorageSettings()
+    tables: TableSettings = TableSettings()
 
     @field_validator("lakehouse_uri")
     @classmethod
@@ -319,6 +333,11 @@ class Settings(BaseSettings):
         if uri.lower().startswith("s3a://"):
             return "s3://" + uri[len("s3a://") :]
         return uri
+
+    @property
+    def iceberg_catalog_uri(self) -> str:
+        default = f"sqlite:///{(self.home / 'iceberg-catalog.sqlite').resolve()}"
+        return self.tables.catalog_uri or default
 
     @property
     def on_object_storage(self) -> bool:

@@ -45,11 +45,14 @@ def start(home: Path, *args: str, lake: dict[str, str] | None = None) -> subproc
     )  # fmt: skip
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", "s3", "iceberg"])
 def lake(request: pytest.FixtureRequest) -> dict[str, str]:
-    """The environment that puts the tables in a local folder (the default) or on S3."""
+    """The environment that puts the tables in a local folder (the default), on S3, or
+    in Iceberg tables (in a local folder)."""
     if request.param == "local":
         return {}
+    if request.param == "iceberg":
+        return {"SHOPLAKE_TABLES__FORMAT": "iceberg"}
     server = request.getfixturevalue("s3_server")
     return server.env(server.new_lake("crash"))  # type: ignore[no-any-return]
 
@@ -80,7 +83,7 @@ def test_sigkill_many_times_loses_and_doubles_nothing(tmp_path: Path, lake: dict
         for name, value in lake.items():
             env.setenv(name, value)
         settings = Settings(home=home)
-    assert settings.on_object_storage == bool(lake)
+    assert settings.on_object_storage == ("SHOPLAKE_LAKEHOUSE_URI" in lake)
     assert assert_bronze_is_the_log(settings) == 60000
     # silver and gold equal a clean, uninterrupted run over the same log
     assert_equals_a_clean_run(settings, tmp_path)

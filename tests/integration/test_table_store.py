@@ -18,15 +18,17 @@ from shoplake.tables import open_store
 from shoplake.tables.base import Compare, IsIn
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["delta-local", "delta-s3", "iceberg-local", "iceberg-s3"])
 def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
-    """A shoplake home whose tables are in a local folder, or under a prefix of their own
-    in the test session's S3 bucket."""
-    if request.param == "local":
-        return Settings(home=tmp_path / "home")
+    """A shoplake home whose tables are Delta or Iceberg tables, in a local folder or under
+    a prefix of their own in the test session's S3 bucket."""
+    table_format, where = request.param.split("-")
+    tables = {"format": table_format}
+    if where == "local":
+        return Settings(home=tmp_path / "home", tables=tables)
     server = request.getfixturevalue("s3_server")
     return Settings(home=tmp_path / "home", lakehouse_uri=server.new_lake(),
-                    storage=server.storage())  # fmt: skip
+                    storage=server.storage(), tables=tables)  # fmt: skip
 
 
 def sales(minutes: list[int], orders: list[int]) -> pa.Table:
@@ -83,6 +85,10 @@ def test_history_and_missing_tables(settings: Settings) -> None:
     store.ensure(RAW_EVENTS)
     store.ensure(RAW_EVENTS)  # idempotent
     assert store.open(RAW_EVENTS).version == 0
+    assert store.open(RAW_EVENTS).scan().num_rows == 0
+    if settings.tables.format == "iceberg":
+        assert store.history(RAW_EVENTS) == []  # Iceberg: no snapshot until a write
+        return
     [created] = store.history(RAW_EVENTS)
     assert (created.version, created.operation) == (0, "CREATE TABLE")
     assert (created.rows_added, created.rows_removed, created.positions) == (None, None, {})
@@ -117,7 +123,24 @@ def test_history_lists_typed_commits_with_their_own_positions(settings: Settings
     store.replace(spec, rows([7], ["a"], [1]), "day", ["a"], {"app/t/0": 9})
     store.compact(spec)
     got = store.history(spec)
-    assert [(c.version, c.operation, c.rows_added, c.rows_removed, c.positions) for c in got] == [
+    listed = [(c.version, c.operation, c.rows_added, c.rows_removed, c.positions) for c in got]
+    if settings.tables.format == "iceberg":
+        # one snapshot per step of a commit: an upsert deletes (copy-on-write) then
+        # appends, a replace or a compaction deletes then appends; no snapshot at creation
+        assert listed == [
+            (9, "APPEND", 4, None, {}),  # compaction: the partition's files as one
+            (8, "DELETE", 0, 4, {}),
+            (7, "APPEND", 1, None, {"app/t/0": 9}),  # replace
+            (6, "DELETE", 0, 2, {"app/t/0": 9}),
+            (5, "APPEND", 0, None, {"app/t/1": 4}),  # positions only
+            (4, "APPEND", 2, None, {"app/t/0": 6, "app/t/1": 2}),  # upsert: 1 updated + 1 new
+            (3, "OVERWRITE", 1, 2, {}),  # ...its file of day a rewritten without row 2
+            (2, "APPEND", 2, None, {}),
+            (1, "APPEND", 3, None, {"app/t/0": 3}),
+        ]
+        assert [c.version for c in store.history(spec, 2)] == [9, 8]
+        return
+    assert listed == [
         (6, "OPTIMIZE", None, None, {}),
         (5, "WRITE", 1, None, {"app/t/0": 9}),  # replaceWhere: delta-rs counts no removed rows
         (4, "WRITE", 0, None, {"app/t/1": 4}),
@@ -168,14 +191,14 @@ def test_compaction_and_vacuum_keep_rows_and_positions(settings: Settings) -> No
     store.compact(PROBE)
     assert store.excess_files(PROBE) == 0
     removed = store.vacuum(PROBE, retention_hours=0)
-    assert len(removed) == 6  # the small files no version needs any more
+    # the small files no version needs any more (Iceberg: with old snapshots' metadata)
+    assert len([r for r in removed if r.endswith(".parquet")]) == 6
     assert content(settings) == before
     assert open_store(settings).open(PROBE).positions(["app/t/0"]) == {"app/t/0": 6}
 
 
-def _append_many(lake: str, storage: dict[str, object], writer: str, times: int) -> None:
+def _append_many(settings: Settings, writer: str, times: int) -> None:
     """One writer process: ``times`` appends of one row, each with its position."""
-    settings = Settings(home=Path("unused"), lakehouse_uri=lake, storage=storage)
     store = open_store(settings)
     for n in range(times):
         store.append(PROBE, rows([n], [writer], [n]), {f"app/{writer}/0": n + 1})
@@ -185,16 +208,8 @@ def test_concurrent_writers_never_overwrite_each_other(settings: Settings) -> No
     """Two processes append to one table at once: every commit of each lands (a writer
     that lost the race for a version commits after it, never over it)."""
     open_store(settings).ensure(PROBE)
-    storage = settings.storage.model_dump()
-    storage["secret_access_key"] = (
-        None if settings.storage.secret_access_key is None
-        else settings.storage.secret_access_key.get_secret_value()
-    )  # fmt: skip
     spawn = multiprocessing.get_context("spawn")
-    workers = [
-        spawn.Process(target=_append_many, args=(settings.lake_root, storage, w, 8))
-        for w in ("a", "b")
-    ]
+    workers = [spawn.Process(target=_append_many, args=(settings, w, 8)) for w in ("a", "b")]
     for w in workers:
         w.start()
     for w in workers:
@@ -203,7 +218,8 @@ def test_concurrent_writers_never_overwrite_each_other(settings: Settings) -> No
     store = open_store(settings)
     assert content(settings) == sorted((n, w, n) for w in ("a", "b") for n in range(8))
     assert store.open(PROBE).positions(["app/a/0", "app/b/0"]) == {"app/a/0": 8, "app/b/0": 8}
-    assert [c.version for c in store.history(PROBE)] == list(range(16, -1, -1))
+    first = 1 if settings.tables.format == "iceberg" else 0  # Delta: 0 is the creation
+    assert [c.version for c in store.history(PROBE)] == list(range(16, first - 1, -1))
 
 
 def test_a_stale_ingest_worker_is_fenced(settings: Settings) -> None:
@@ -218,18 +234,20 @@ def test_restore_rolls_back_rows_and_positions(settings: Settings) -> None:
     store.append(PROBE, rows([1], ["a"], [1]), {"app/t/0": 3})
     store.append(PROBE, rows([2], ["b"], [1]), {"app/t/0": 6, "app/t/1": 2})
     store.upsert(PROBE, rows([1], ["a"], [9]))
-    with pytest.raises(TableError, match="at version 3 already"):
-        store.restore(PROBE, 3)
+    newest = store.open(PROBE).version
+    with pytest.raises(TableError, match=f"at version {newest} already"):
+        store.restore(PROBE, newest)
 
     commit = store.restore(PROBE, 1)
 
-    assert (commit.version, commit.operation) == (4, "RESTORE")
+    restored = "APPEND" if settings.tables.format == "iceberg" else "RESTORE"  # after a DELETE
+    assert (commit.version, commit.operation) == (store.open(PROBE).version, restored)
     assert commit.positions == {"app/t/0": 3, "app/t/1": 0}  # a later reader starts over
     assert content(settings) == [(1, "a", 1)]
     fresh = open_store(settings).open(PROBE)
     assert fresh.positions(["app/t/0", "app/t/1"]) == {"app/t/0": 3, "app/t/1": 0}
     # the versions after the restored one stay readable
-    assert sorted(store.open_as_of(PROBE, 3).scan()["v"].to_pylist()) == [1, 9]
+    assert sorted(store.open_as_of(PROBE, newest).scan()["v"].to_pylist()) == [1, 9]
 
 
 def test_restore_refuses_a_version_whose_files_were_vacuumed(settings: Settings) -> None:

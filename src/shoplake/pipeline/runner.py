@@ -12,7 +12,7 @@ from typing import Literal, Protocol
 
 from shoplake.contract.tables import RAW_EVENTS
 from shoplake.engines import open_engine
-from shoplake.errors import ShoplakeError
+from shoplake.errors import ConfigError, ShoplakeError
 from shoplake.pipeline.gold import DerivedModel
 from shoplake.pipeline.ingest import BronzeIngest
 from shoplake.pipeline.maintenance import TableMaintenance
@@ -72,6 +72,12 @@ class Pipeline:
         transport: Transport | None = None,
         store: TableStore | None = None,
     ) -> None:
+        if settings.engine.kind == "spark" and settings.tables.format == "iceberg":
+            raise ConfigError(
+                "the Spark engine reads and writes Delta tables only, for now: run Iceberg "
+                "tables on the embedded engine (SHOPLAKE_ENGINE__KIND=duckdb), or Spark on "
+                "SHOPLAKE_TABLES__FORMAT=delta"
+            )
         self.settings = settings
         self.transport = transport or open_transport(settings)
         self.store = store or open_store(settings)

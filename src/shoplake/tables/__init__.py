@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from shoplake.errors import ConfigError
 from shoplake.settings import Settings
 from shoplake.tables.base import TableHandle, TableStore
 
@@ -9,8 +10,21 @@ __all__ = ["TableHandle", "TableStore", "open_store"]
 
 
 def open_store(settings: Settings) -> TableStore:
-    """The table store for these settings (Delta Lake via delta-rs), on a local folder or
-    on S3 (``settings.storage``)."""
+    """The table store for these settings: Delta Lake (delta-rs) or Iceberg (PyIceberg,
+    with its catalog), on a local folder or on S3 (``settings.storage``)."""
+    if settings.tables.format == "iceberg":
+        try:
+            from shoplake.tables.iceberg import IcebergStore
+        except ImportError:
+            raise ConfigError(
+                "Iceberg tables need PyIceberg: pip install 'shoplake[iceberg]'"
+            ) from None
+        return IcebergStore(
+            settings.lake_root,
+            settings.iceberg_catalog_uri,
+            settings.storage,
+            settings.tables.catalog_name,
+        )
     from shoplake.tables.delta import DeltaStore
 
     return DeltaStore(settings.lake_root, settings.storage)

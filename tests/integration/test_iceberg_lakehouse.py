@@ -1,0 +1,81 @@
+"""The pipeline on Iceberg tables (SHOPLAKE_TABLES__FORMAT=iceberg), in a local folder
+and on S3: the same numbers as on Delta, and the commands that read, time-travel,
+restore and maintain the tables work on them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from shoplake.errors import ConfigError
+from shoplake.pipeline.runner import Pipeline
+from shoplake.settings import Settings
+from tests.conftest import SHOPLAKE
+from tests.integration.equivalence import assert_same_tables, run_to_idle
+from tests.integration.s3_server import S3Server
+
+pytestmark = [pytest.mark.integration]
+
+
+def shoplake(home: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [*SHOPLAKE, *args],
+        env={**os.environ, **env, "SHOPLAKE_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    return proc
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_iceberg_tables_give_what_delta_tables_give(
+    where: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    env = {"SHOPLAKE_TABLES__FORMAT": "iceberg", "SHOPLAKE_PIPELINE__BATCH_MAX_RECORDS": "700"}
+    lake: dict[str, object] = {}
+    if where == "s3":
+        server: S3Server = request.getfixturevalue("s3_server")
+        env |= server.env(server.new_lake("iceberg"))
+        lake = {"lakehouse_uri": env["SHOPLAKE_LAKEHOUSE_URI"], "storage": server.storage()}
+    home = tmp_path / "iceberg"
+    shoplake(home, env, "generate", "-n", "5000", "--seed", "21", "--bad-ratio", "0.05")
+    shoplake(home, env, "run", "--until-idle")
+
+    def orders(*args: str) -> int:
+        sql = "SELECT count(*) AS n FROM silver.orders"
+        return int(json.loads(shoplake(home, env, "query", "--json", *args, sql).stdout)["n"])
+
+    newest = json.loads(shoplake(home, env, "history", "silver.orders", "--limit", "1",
+                                 "--json").stdout)  # fmt: skip
+    assert newest["operation"] == "APPEND" and newest["positions"]
+    everything = orders()
+    assert 0 < orders("--as-of", "1") < everything  # several commits: time travel sees one
+    shoplake(home, env, "maintain")
+    shoplake(home, env, "restore", "silver.orders", "--to", "1")
+    assert orders() < everything
+    shoplake(home, env, "run", "--until-idle")  # redone from bronze
+    assert orders() == everything
+    assert "7/7 checks passed" in shoplake(home, env, "check").stdout
+
+    # the same rows as Delta tables over the same log
+    delta_home = tmp_path / "delta"
+    (delta_home / "transport").mkdir(parents=True)
+    (delta_home / "transport" / "log.sqlite").write_bytes(
+        (home / "transport" / "log.sqlite").read_bytes()
+    )
+    run_to_idle(delta_home)
+    on_iceberg = Settings(home=home, tables={"format": "iceberg"}, **lake)
+    assert_same_tables(on_iceberg, Settings(home=delta_home))
+
+
+def test_the_spark_engine_says_it_needs_delta(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path, tables={"format": "iceberg"}, engine={"kind": "spark"})
+    with pytest.raises(ConfigError, match="Delta tables only"):
+        Pipeline(settings)
