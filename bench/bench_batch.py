@@ -4,6 +4,7 @@ Three jobs over the same NDJSON file (2M events by default, the demo's bad-data 
 each timed as a whole process from a cold start, one after the other:
 
 - shoplake: ``shoplake ingest FILE`` then ``shoplake run --until-idle`` (Delta tables);
+- shoplake on Iceberg tables (``--iceberg``): the same with SHOPLAKE_TABLES__FORMAT=iceberg;
 - shoplake on Spark (local[*]): the same two commands with ``run --engine spark``:
   ingestion in the Python worker, silver and gold as Spark jobs (``.[spark]``, Java 17+);
 - PySpark local mode doing the same silver + gold work (bench/reference_spark.py), the
@@ -11,7 +12,8 @@ each timed as a whole process from a cold start, one after the other:
 - one hand-written DuckDB script doing the same work (bench/reference_duckdb.py): the
   practical limit on this machine.
 
-Run:  .venv/bin/python bench/bench_batch.py [--events N] [--skip-spark] [--baseline DIR]
+Run:  .venv/bin/python bench/bench_batch.py [--events N] [--skip-spark] [--iceberg]
+      [--baseline DIR]
 
 --baseline DIR times shoplake from another source tree too (a ``git worktree`` of an
 older commit), on the same input in the same run: before and after, side by side.
@@ -75,6 +77,9 @@ def main() -> None:
     parser.add_argument(
         "--baseline", type=Path, help="A source tree (git worktree) to time shoplake from too."
     )
+    parser.add_argument(
+        "--iceberg", action="store_true", help="Time shoplake on Iceberg tables too."
+    )
     args = parser.parse_args()
 
     source = simulated_ndjson(args.events, bad_ratio=args.bad_ratio)
@@ -87,6 +92,8 @@ def main() -> None:
         runs = {"shoplake": ["run", "--until-idle"]}
         if args.baseline:
             runs[f"shoplake @ {args.baseline.name}"] = runs["shoplake"]
+        if args.iceberg:
+            runs["shoplake on Iceberg tables"] = runs["shoplake"]
         if not args.skip_spark:
             runs["shoplake on Spark (local[*])"] = ["run", "--until-idle", "--engine", "spark"]
         for name, run in runs.items():
@@ -94,6 +101,8 @@ def main() -> None:
             env = {**os.environ, "SHOPLAKE_HOME": str(home)}
             if name.startswith("shoplake @"):
                 env["PYTHONPATH"] = str(args.baseline.resolve() / "src")
+            if name == "shoplake on Iceberg tables":
+                env["SHOPLAKE_TABLES__FORMAT"] = "iceberg"
             results[name] = measured([[*SHOPLAKE, "ingest", str(source)], [*SHOPLAKE, *run]], env)
             results[name].pop("stdout")
             counts[name] = shoplake_counts(home, env)
