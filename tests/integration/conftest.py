@@ -37,8 +37,9 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
 @pytest.fixture(scope="session")
 def spark_engine() -> Iterator[Any]:
     """The Spark engine on a small local session (2 threads, 2 shuffle partitions, no UI),
-    Delta Lake's and S3A's jars from Maven Central; started once per test session (a test
-    on S3 points S3A at its server with ``use_storage``)."""
+    Delta Lake's, S3A's and Iceberg's jars from Maven Central; started once per test
+    session (a test on S3 points S3A at its server with ``use_storage``; a pipeline on
+    Iceberg tables registers its catalog with ``use_iceberg``)."""
     require_spark()  # skips outside CI, fails under CI
     from shoplake.engines.spark import SparkEngine
     from shoplake.settings import StorageSettings
@@ -53,6 +54,7 @@ def spark_engine() -> Iterator[Any]:
             "spark.databricks.delta.snapshotPartitions": "2",
         },
         storage=StorageSettings(),
+        iceberg_jars=True,
     )
     yield engine
     engine.close()

@@ -5,33 +5,16 @@ restore and maintain the tables work on them."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from shoplake.errors import ConfigError
-from shoplake.pipeline.runner import Pipeline
 from shoplake.settings import Settings
-from tests.conftest import SHOPLAKE
 from tests.integration.equivalence import assert_same_tables, run_to_idle
 from tests.integration.s3_server import S3Server
+from tests.integration.test_s3_lakehouse import shoplake
 
 pytestmark = [pytest.mark.integration]
-
-
-def shoplake(home: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [*SHOPLAKE, *args],
-        env={**os.environ, **env, "SHOPLAKE_HOME": str(home)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert "Traceback" not in proc.stderr
-    return proc
 
 
 @pytest.mark.parametrize("where", ["local", "s3"])
@@ -73,9 +56,3 @@ def test_iceberg_tables_give_what_delta_tables_give(
     run_to_idle(delta_home)
     on_iceberg = Settings(home=home, tables={"format": "iceberg"}, **lake)
     assert_same_tables(on_iceberg, Settings(home=delta_home))
-
-
-def test_the_spark_engine_says_it_needs_delta(tmp_path: Path) -> None:
-    settings = Settings(home=tmp_path, tables={"format": "iceberg"}, engine={"kind": "spark"})
-    with pytest.raises(ConfigError, match="Delta tables only"):
-        Pipeline(settings)

@@ -21,6 +21,15 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
+class IcebergCatalog:
+    """The Iceberg catalog the tables are in, for an engine that reads them itself."""
+
+    name: str
+    uri: str  # a SQLAlchemy URL (sqlite:///…, postgresql://…) or a REST catalog's http(s)://
+    warehouse: str  # the lakehouse root
+
+
+@dataclass(frozen=True)
 class Capabilities:
     """Where engines differ, so callers ask instead of checking the engine's class."""
 

@@ -29,6 +29,7 @@ import contextlib
 import os
 import sys
 from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from functools import lru_cache
@@ -39,7 +40,13 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-from shoplake.engines.base import Capabilities, Engine, ParsedEvents, RawEventRules
+from shoplake.engines.base import (
+    Capabilities,
+    Engine,
+    IcebergCatalog,
+    ParsedEvents,
+    RawEventRules,
+)
 from shoplake.errors import ConfigError, QueryError
 from shoplake.tables.base import AllOf, IsIn, Predicate, TableScan
 
@@ -58,6 +65,13 @@ DELTA_VERSIONS = {"4.0": "4.4.0", "4.1": "4.4.0", "4.2": "4.4.0"}
 # spark-sql-kafka-0-10 (the bronze stream's Kafka source) for each Spark minor version: a
 # release whose jars all resolve from Maven Central (a minor's patch releases interchange).
 KAFKA_VERSIONS = {"4.0": "4.0.0", "4.1": "4.1.1", "4.2": "4.2.0"}
+# iceberg-spark-runtime-<spark minor>_2.13 on Maven Central; checked against pyspark 4.1.
+ICEBERG_VERSIONS = {"4.0": "1.10.1", "4.1": "1.12.0"}
+# The SQL catalogs' JDBC drivers (Iceberg's JDBC catalog reads PyIceberg's SQL catalog).
+JDBC_DRIVERS = {
+    "sqlite": "org.xerial:sqlite-jdbc:3.51.1.0",
+    "postgresql": "org.postgresql:postgresql:42.7.8",
+}
 
 
 # The UDF the ROUND rewrite calls.
@@ -101,14 +115,81 @@ def delta_package(spark_version: str) -> str:
     return f"io.delta:delta-spark_{minor}_2.13:{DELTA_VERSIONS[minor]}"
 
 
-def spark_packages(spark_version: str, object_storage: bool = False) -> str:
+def spark_packages(spark_version: str, object_storage: bool = False, iceberg: bool = False) -> str:
     """spark.jars.packages of every session shoplake builds: Delta Lake and the Kafka
     source (one JVM serves silver, gold and the bronze stream; jars load only at start),
-    and S3A (hadoop-aws) for tables on object storage."""
+    S3A (hadoop-aws) for tables on object storage, Iceberg's runtime and the JDBC drivers
+    of its SQL catalogs for Iceberg tables."""
     minor = ".".join(spark_version.split(".")[:2])
     kafka = f"org.apache.spark:spark-sql-kafka-0-10_2.13:{KAFKA_VERSIONS.get(minor, spark_version)}"
-    packages = f"{delta_package(spark_version)},{kafka}"
-    return f"{packages},{hadoop_aws_package()}" if object_storage else packages
+    packages = [delta_package(spark_version), kafka]
+    if object_storage:
+        packages.append(hadoop_aws_package())
+    if iceberg:
+        if minor not in ICEBERG_VERSIONS:
+            raise ConfigError(f"no known iceberg-spark-runtime release for Spark {spark_version}")
+        packages += [
+            f"org.apache.iceberg:iceberg-spark-runtime-{minor}_2.13:{ICEBERG_VERSIONS[minor]}",
+            *JDBC_DRIVERS.values(),
+        ]
+    return ",".join(packages)
+
+
+def _catalog_taken(session: SparkSession, catalog: IcebergCatalog) -> bool:
+    """Whether ``session`` already names another catalog ``catalog.name``."""
+    prefix = f"spark.sql.catalog.{catalog.name}"
+    wanted = iceberg_catalog_conf(catalog, catalog.name)
+    return session.conf.get(prefix, None) is not None and any(
+        session.conf.get(key, None) != value for key, value in wanted.items()
+    )
+
+
+def iceberg_catalog_conf(catalog: IcebergCatalog, alias: str) -> dict[str, str]:
+    """Spark SQL properties that make ``alias`` the Iceberg catalog ``catalog`` describes:
+    Iceberg's JDBC catalog over the same database as PyIceberg's SQL catalog (the same
+    tables), or the same REST catalog."""
+    prefix = f"spark.sql.catalog.{alias}"
+    conf = {
+        prefix: "org.apache.iceberg.spark.SparkCatalog",
+        f"{prefix}.warehouse": catalog.warehouse,
+        # the tables change under Spark (PyIceberg commits them): no cached metadata
+        f"{prefix}.cache-enabled": "false",
+    }
+    if catalog.uri.startswith(("http://", "https://")):
+        return conf | {f"{prefix}.type": "rest", f"{prefix}.uri": catalog.uri}
+    url = make_url_jdbc(catalog.uri)
+    conf |= {f"{prefix}.type": "jdbc", f"{prefix}.uri": url.url}
+    if url.user:
+        conf[f"{prefix}.jdbc.user"] = url.user
+    if url.password:
+        conf[f"{prefix}.jdbc.password"] = url.password
+    return conf
+
+
+@dataclass(frozen=True)
+class _JdbcUrl:
+    url: str
+    user: str | None = None
+    password: str | None = None
+
+
+def make_url_jdbc(uri: str) -> _JdbcUrl:
+    """A SQLAlchemy URL of a SQL catalog as a JDBC URL (SQLite and PostgreSQL)."""
+    from urllib.parse import unquote, urlsplit
+
+    if uri.startswith("sqlite:///"):
+        return _JdbcUrl(f"jdbc:sqlite:{uri[len('sqlite:///') :]}")
+    parts = urlsplit(uri)
+    if parts.scheme.split("+")[0] in ("postgresql", "postgres"):
+        port = f":{parts.port}" if parts.port else ""
+        return _JdbcUrl(
+            f"jdbc:postgresql://{parts.hostname}{port}{parts.path}",
+            unquote(parts.username) if parts.username else None,
+            unquote(parts.password) if parts.password else None,
+        )
+    raise ConfigError(
+        f"the Spark engine reads Iceberg catalogs on SQLite, PostgreSQL or REST, not {uri}"
+    )
 
 
 def hadoop_aws_package() -> str:
@@ -172,6 +253,8 @@ class SparkEngine:
         app_name: str = "shoplake",
         delta: bool = True,
         storage: StorageSettings | None = None,
+        iceberg: IcebergCatalog | None = None,
+        iceberg_jars: bool = False,
     ) -> None:
         try:
             import pyspark
@@ -201,7 +284,9 @@ class SparkEngine:
             if delta:
                 settings |= {
                     "spark.jars.packages": spark_packages(
-                        pyspark.__version__, object_storage=storage is not None
+                        pyspark.__version__,
+                        object_storage=storage is not None,
+                        iceberg=iceberg is not None or iceberg_jars,
                     ),
                     "spark.jars.ivy": str(cache_dir() / "ivy"),
                     "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
@@ -215,6 +300,9 @@ class SparkEngine:
             session = builder.getOrCreate()
             session.sparkContext.setLogLevel("ERROR")
         # Timestamps are instants: UTC in, UTC out, whatever the machine's zone.
+        if iceberg is not None and _catalog_taken(session, iceberg):
+            # a session keeps a catalog once loaded: another home's needs a session of its own
+            session = session.newSession()
         session.conf.set("spark.sql.session.timeZone", "UTC")
         self.spark: SparkSession = session
         from pyspark.sql.types import DoubleType
@@ -223,8 +311,20 @@ class SparkEngine:
             ROUND_DOUBLE,
             udf(_round_half_away(), DoubleType(), useArrow=False),  # no pandas
         )
+        self._iceberg_alias: str | None = None
+        self._iceberg = iceberg
         if storage is not None:
             self.use_storage(storage)
+        if iceberg is not None:
+            self.use_iceberg(iceberg)
+
+    def use_iceberg(self, catalog: IcebergCatalog) -> None:
+        """Read Iceberg tables through this catalog from now on, under its own name (which
+        Iceberg's JDBC catalog also keys its rows by, as PyIceberg's does)."""
+        for key, value in iceberg_catalog_conf(catalog, catalog.name).items():
+            self.spark.conf.set(key, value)
+        self._iceberg_alias = catalog.name
+        self._iceberg = catalog
 
     def use_storage(self, storage: StorageSettings) -> None:
         """Reach S3 with these settings from now on. They go into the session's Hadoop
@@ -262,14 +362,28 @@ class SparkEngine:
     def _scanned(self, scan: TableScan) -> DataFrame:
         """The snapshot ``scan`` names, read by Spark (Delta prunes files by partition and
         statistics), with its columns and predicate."""
-        if scan.format != "delta":
-            raise ConfigError(f"the Spark engine reads Delta tables, not {scan.format}")
-        frame = (
-            self.spark.read.format("delta").option("versionAsOf", scan.version).load(scan.location)
-        )
+        if scan.format == "iceberg":
+            frame = self._iceberg_scanned(scan)
+        elif scan.format == "delta":
+            frame = (
+                self.spark.read.format("delta")
+                .option("versionAsOf", scan.version)
+                .load(scan.location)
+            )
+        else:
+            raise ConfigError(f"the Spark engine reads Delta or Iceberg tables, not {scan.format}")
         if scan.where is not None:
             frame = self._kept(frame, scan.where)
         return frame if scan.columns is None else frame.select(*scan.columns)
+
+    def _iceberg_scanned(self, scan: TableScan) -> DataFrame:
+        if self._iceberg_alias is None or scan.name is None:
+            raise ConfigError("an Iceberg table scan needs the engine's catalog (use_iceberg)")
+        table = f"{self._iceberg_alias}.{scan.name.split('.', 1)[1]}"
+        reader = self.spark.read.format("iceberg")
+        if scan.snapshot_id is not None:
+            reader = reader.option("versionAsOf", scan.snapshot_id)  # Iceberg: a snapshot id
+        return reader.load(table)
 
     def _kept(self, frame: DataFrame, where: Predicate) -> DataFrame:
         """The rows of ``frame`` for which ``where`` holds. A long IN list is a broadcast
@@ -396,7 +510,7 @@ class SparkEngine:
     def sibling(self) -> SparkEngine:
         """An engine on a new session of the same Spark application: its own temporary
         views and SQL settings, the same executors. Closing it leaves the session running."""
-        return SparkEngine(session=self.spark.newSession())
+        return SparkEngine(session=self.spark.newSession(), iceberg=self._iceberg)
 
     def stream_bronze(self, settings: Settings, *, until_idle: bool, stop: Event) -> int:
         """Kafka → bronze as a Structured Streaming query on a session of its own

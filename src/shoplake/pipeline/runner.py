@@ -8,11 +8,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
+from pathlib import Path
 from typing import Literal, Protocol
 
 from shoplake.contract.tables import RAW_EVENTS
-from shoplake.engines import open_engine
-from shoplake.errors import ConfigError, ShoplakeError
+from shoplake.engines import IcebergCatalog, open_engine
+from shoplake.errors import ShoplakeError
 from shoplake.pipeline.gold import DerivedModel
 from shoplake.pipeline.ingest import BronzeIngest
 from shoplake.pipeline.maintenance import TableMaintenance
@@ -72,19 +73,24 @@ class Pipeline:
         transport: Transport | None = None,
         store: TableStore | None = None,
     ) -> None:
-        if settings.engine.kind == "spark" and settings.tables.format == "iceberg":
-            raise ConfigError(
-                "the Spark engine reads and writes Delta tables only, for now: run Iceberg "
-                "tables on the embedded engine (SHOPLAKE_ENGINE__KIND=duckdb), or Spark on "
-                "SHOPLAKE_TABLES__FORMAT=delta"
-            )
         self.settings = settings
         self.transport = transport or open_transport(settings)
         self.store = store or open_store(settings)
         # Ingestion parses records in this process; silver and gold run on the engine.
         self._ingest_engine = open_engine(EngineSettings())
+        iceberg = (
+            IcebergCatalog(
+                settings.tables.catalog_name,
+                settings.iceberg_catalog_uri,
+                settings.lake_root
+                if "://" in settings.lake_root
+                else Path(settings.lake_root).resolve().as_posix(),
+            )
+            if settings.tables.format == "iceberg"
+            else None
+        )
         self._engine = open_engine(
-            settings.engine, settings.storage if settings.on_object_storage else None
+            settings.engine, settings.storage if settings.on_object_storage else None, iceberg
         )
         self._recent = RecentCommits()  # each stage's last commit, for the next stage
         self._ingest: BronzeIngest | None = None
@@ -240,8 +246,12 @@ class Pipeline:
 
     def _engine_streams_bronze(self) -> bool:
         """Bronze is the engine's own Kafka stream (Spark Structured Streaming) rather than
-        the Python worker's."""
-        return self._engine.capabilities.streams_bronze and self.settings.transport.kind == "kafka"
+        the Python worker's. The stream writes Delta: Iceberg's bronze is the worker's."""
+        return (
+            self._engine.capabilities.streams_bronze
+            and self.settings.transport.kind == "kafka"
+            and self.settings.tables.format == "delta"
+        )
 
     def _run_with_bronze_stream(
         self,

@@ -15,7 +15,9 @@ def open_store(settings: Settings) -> TableStore:
     if settings.tables.format == "iceberg":
         try:
             from shoplake.tables.iceberg import IcebergStore
-        except ImportError:
+        except ModuleNotFoundError as exc:
+            if not (exc.name or "").startswith("pyiceberg"):
+                raise
             raise ConfigError(
                 "Iceberg tables need PyIceberg: pip install 'shoplake[iceberg]'"
             ) from None

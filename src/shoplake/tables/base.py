@@ -62,11 +62,15 @@ class TableScan:
     """A scan for an engine that reads tables itself (Spark): the snapshot to read (its
     format, location and version) and what to keep of it."""
 
-    format: str  # "delta"
+    format: str  # "delta" or "iceberg"
     location: str
     version: int
     columns: tuple[str, ...] | None = None
     where: Predicate | None = None
+    # Iceberg: the table's name in its catalog (catalog.layer.table) and the snapshot id
+    # (None: the table has no snapshot yet)
+    name: str | None = None
+    snapshot_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,13 @@ class Commit:
     rows_added: int | None  # None: the format does not say
     rows_removed: int | None  # rows deleted, or rewritten away by an update
     positions: dict[str, int] = field(default_factory=dict)  # app id → next offset recorded
+
+
+def rewound_positions(history: Iterable[Commit], target: TableHandle) -> dict[str, int]:
+    """The positions to restore ``target`` with: each reader that ever recorded one in
+    ``history`` set back to where it stood at ``target`` (0 if it had none then)."""
+    readers = {app for commit in history for app in commit.positions}
+    return dict.fromkeys(readers, 0) | target.positions(readers)
 
 
 class TableHandle(Protocol):

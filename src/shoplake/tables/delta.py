@@ -32,7 +32,7 @@ from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundErr
 from shoplake.contract.tables import TableSpec
 from shoplake.errors import CommitConflict, DamagedTable, DiskFull, TableError, TableNotFound
 from shoplake.settings import StorageSettings
-from shoplake.tables.base import AllOf, Commit, IsIn, Predicate, TableScan
+from shoplake.tables.base import AllOf, Commit, IsIn, Predicate, TableScan, rewound_positions
 from shoplake.tables.storage import arrow_filesystem, arrow_subtree, delta_options
 
 T = TypeVar("T")
@@ -585,8 +585,7 @@ class DeltaStore:
         current = self.open(spec).version
         if target.version == current:
             raise TableError(f"{spec.qualified} is at version {current} already")
-        readers = {app for commit in self.history(spec) for app in commit.positions}
-        positions = dict.fromkeys(readers, 0) | target.positions(readers)
+        positions = rewound_positions(self.history(spec), target)
         with self._writing(spec, "restoring", positions) as write:
             try:
                 write.table.restore(target.version, commit_properties=_commit(positions))

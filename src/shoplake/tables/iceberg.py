@@ -55,7 +55,7 @@ from pyiceberg.table.snapshots import Snapshot
 from shoplake.contract.tables import TableSpec
 from shoplake.errors import CommitConflict, TableError, TableNotFound
 from shoplake.settings import StorageSettings
-from shoplake.tables.base import AllOf, Commit, IsIn, Predicate, TableScan
+from shoplake.tables.base import AllOf, Commit, IsIn, Predicate, TableScan, rewound_positions
 from shoplake.tables.storage import arrow_filesystem, on_object_storage
 
 POSITIONS = "shoplake.positions"
@@ -145,11 +145,13 @@ class IcebergHandle:
         spec: TableSpec,
         snapshot: Snapshot | None,
         storage: StorageSettings,
+        catalog_name: str,
     ) -> None:
         self._table = table
         self._spec = spec
         self._snapshot = snapshot
         self._storage = storage
+        self._catalog_name = catalog_name
 
     @property
     def version(self) -> int:
@@ -189,6 +191,8 @@ class IcebergHandle:
             self.version,
             None if columns is None else tuple(columns),
             where,
+            name=f"{self._catalog_name}.{self._spec.layer}.{self._spec.name}",
+            snapshot_id=None if self._snapshot is None else self._snapshot.snapshot_id,
         )
 
     def dataset(self) -> pads.Dataset:
@@ -229,7 +233,8 @@ class IcebergStore:
         storage: StorageSettings | None = None,
         catalog_name: str = "shoplake",
     ) -> None:
-        self._root = root.rstrip("/")
+        # a local root is made absolute: the catalog keeps the paths it is given
+        self._root = root.rstrip("/") if "://" in root else Path(root).resolve().as_posix()
         self._storage = storage or StorageSettings()
         self._catalog_uri = catalog_uri
         self._catalog_name = catalog_name
@@ -324,7 +329,7 @@ class IcebergStore:
         return table
 
     def _handle(self, table: Table, spec: TableSpec, snapshot: Snapshot | None) -> IcebergHandle:
-        return IcebergHandle(table, spec, snapshot, self._storage)
+        return IcebergHandle(table, spec, snapshot, self._storage, self._catalog_name)
 
     def open(self, spec: TableSpec) -> IcebergHandle:
         with self._lock, _translated(spec, "opening"):
@@ -492,8 +497,7 @@ class IcebergStore:
         current = self.open(spec).version
         if target.version == current:
             raise TableError(f"{spec.qualified} is at version {current} already")
-        readers = {app for commit in self.history(spec) for app in commit.positions}
-        positions = dict.fromkeys(readers, 0) | target.positions(readers)
+        positions = rewound_positions(self.history(spec), target)
         try:
             rows = target.scan()
         except TableError as exc:
