@@ -820,6 +820,28 @@ def check(
         ctx.exit(1)
 
 
+# -- dagster ----------------------------------------------------------------------
+@cli.command()
+@click.option("--port", type=click.IntRange(1, 65535), default=3000, show_default=True)
+@click.pass_context
+def dagster(ctx: click.Context, port: int) -> None:
+    """Dagster's UI on this home: every table an asset with its lineage, the daily gold
+    partitions, the checks, schedules and the bronze sensor (`pip install
+    'shoplake[dagster]'`). Runs `dagster dev -m shoplake.orchestration.dagster`."""
+    import shutil
+    import subprocess
+
+    settings = _settings(ctx)
+    found = shutil.which("dagster", path=str(Path(sys.executable).parent)) or shutil.which(
+        "dagster"
+    )
+    if found is None:
+        raise ConfigError("Dagster is not installed: pip install 'shoplake[dagster]'")
+    env = {**os.environ, "SHOPLAKE_HOME": str(settings.home.resolve())}
+    command = [found, "dev", "-m", "shoplake.orchestration.dagster", "-p", str(port)]
+    ctx.exit(subprocess.call(command, env=env))
+
+
 # -- serve ------------------------------------------------------------------------
 @cli.command()
 @click.option("--host", default=None, help="Address to listen on [default: settings, 127.0.0.1].")

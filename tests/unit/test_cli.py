@@ -39,6 +39,7 @@ def test_every_command_explains_itself(tmp_path: Path) -> None:
         "maintain",
         "check",
         "serve",
+        "dagster",
     ):
         assert command in top
         assert "Usage:" in shoplake(tmp_path, command, "--help").stdout

@@ -193,6 +193,38 @@ class Pipeline:
             self._awaiting_gold.clear()
         return work + derived
 
+    def step_silver(self) -> int:
+        """One silver step (bronze → the silver tables) of up to a batch, without the
+        derived tables; the bronze rows read (0: silver is up to date)."""
+        if not self.store.exists(RAW_EVENTS):
+            return 0
+        silver, _ = self._processing_stages()
+        with step("silver"):
+            result = silver.step(
+                self.transport.partitions(), self.settings.pipeline.batch_max_records
+            )
+        return result.rows_in
+
+    def model_of(self, table: str) -> DerivedModel:
+        """The runnable model of the derived table named ``table`` (layer.name)."""
+        _, models = self._processing_stages()
+        for model in models:
+            if model.spec.qualified == table:
+                return model
+        raise KeyError(table)
+
+    def step_table(self, table: str) -> int:
+        """One incremental step of the derived table ``table``; the rows written."""
+        if not self.store.exists(RAW_EVENTS):
+            return 0
+        return step_models([self.model_of(table)], self.transport.partitions())
+
+    def rebuild_table_days(self, table: str, days: list[date]) -> int:
+        """Recompute ``days`` of the derived table ``table`` from silver."""
+        if not self.store.exists(RAW_EVENTS):
+            return 0
+        return self.model_of(table).rebuild(days, self.transport.partitions())
+
     def rebuild_days(self, days: list[date]) -> int:
         """Recompute ``days`` of every table whose declaration says it rebuilds days, from
         silver (``run --date``)."""

@@ -1,0 +1,1 @@
+"""Orchestrators over the pipeline: Dagster (shoplake.orchestration.dagster)."""

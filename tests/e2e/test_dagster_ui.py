@@ -1,0 +1,55 @@
+"""`shoplake dagster` opens Dagster's UI on the home: its asset graph shows every layer's
+tables, in Debian's chromium; a screenshot is kept in test-artifacts/."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import SHOPLAKE
+from tests.e2e.test_dashboard_browser import ARTIFACTS, browser  # noqa: F401  (fixture)
+from tests.integration.kafka_broker import free_port
+
+
+def test_the_asset_graph_shows_the_pipeline(browser: Any, tmp_path: Path) -> None:  # noqa: F811
+    home = tmp_path / "home"
+    port = free_port()
+    env = {**os.environ, "SHOPLAKE_HOME": str(home), "DAGSTER_HOME": str(tmp_path)}
+    subprocess.run([*SHOPLAKE, "generate", "-n", "500"], env=env, check=True,
+                   capture_output=True)  # fmt: skip
+    ui = subprocess.Popen(
+        [*SHOPLAKE, "dagster", "--port", str(port)], env=env, cwd=tmp_path,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=5)
+                break
+            except OSError:
+                assert ui.poll() is None, ui.stderr.read().decode() if ui.stderr else ""
+                assert time.monotonic() < deadline, "the Dagster UI did not start"
+                time.sleep(1)
+        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        # the lineage of gold.fct_sales_minute, every table upstream of it expanded
+        lineage = "assets/gold/fct_sales_minute?view=lineage&lineageScope=upstream"
+        page.goto(f"http://127.0.0.1:{port}/{lineage}", wait_until="networkidle")
+        ARTIFACTS.mkdir(exist_ok=True)
+        try:
+            skip = page.get_by_role("button", name="Skip")  # Dagster's newsletter prompt
+            if skip.count():
+                skip.click()
+            page.get_by_role("button", name="All", exact=True).click()  # graph depth: all
+            for name in ("raw_events", "orders", "payments", "order_payments"):
+                page.get_by_text(name, exact=True).first.wait_for(timeout=60_000)
+        finally:
+            page.screenshot(path=str(ARTIFACTS / "dagster-asset-graph.png"), full_page=True)
+    finally:
+        os.killpg(ui.pid, signal.SIGTERM)
+        ui.wait(timeout=30)
