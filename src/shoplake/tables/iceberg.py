@@ -298,8 +298,8 @@ class IcebergStore:
         with self._lock, _translated(spec, "creating"):
             with suppress(NamespaceAlreadyExistsError):
                 catalog.create_namespace(spec.layer)
-            try:
-                table = catalog.create_table(
+            try:  # the table and its partitioning in one commit
+                with catalog.create_table_transaction(
                     (spec.layer, spec.name),
                     schema=spec.schema,
                     location=self.location(spec),
@@ -309,14 +309,14 @@ class IcebergStore:
                         # properties (positions) computed before the race: _commit retries
                         "commit.retry.num-retries": "0",
                     },
-                )
+                ) as creating:
+                    if spec.partition_by:
+                        # bronze by ingest date and event type, silver by event date (seed 004)
+                        with creating.update_spec() as update:
+                            for column in spec.partition_by:
+                                update.add_identity(column)
             except TableAlreadyExistsError:
                 return  # another process created it first: fine
-            if spec.partition_by:
-                # bronze by ingest date and event type, silver by event date (seed 004)
-                with table.update_spec() as update:
-                    for column in spec.partition_by:
-                        update.add_identity(column)
 
     def _loaded(self, spec: TableSpec) -> Table:
         """The held table, brought up to date from the catalog."""
