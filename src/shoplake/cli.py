@@ -842,6 +842,15 @@ def dagster(ctx: click.Context, port: int) -> None:
     ctx.exit(subprocess.call(command, env=env))
 
 
+@cli.command("airflow-dags")
+def airflow_dags() -> None:
+    """Print the folder of shoplake's Airflow DAGs (bronze_streams_raw, silver_jobs, gold),
+    for AIRFLOW__CORE__DAGS_FOLDER."""
+    from shoplake.orchestration import airflow_dags as dags
+
+    click.echo(Path(dags.__file__).resolve().parent)
+
+
 # -- serve ------------------------------------------------------------------------
 @cli.command()
 @click.option("--host", default=None, help="Address to listen on [default: settings, 127.0.0.1].")

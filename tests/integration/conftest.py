@@ -3,15 +3,17 @@ each started once for the session."""
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.integration.airflow_env import Airflow, airflow_venv
 from tests.integration.kafka_broker import KafkaBroker
 from tests.integration.s3_server import S3Server
-from tests.prerequisites import require_kafka_tools, require_s3_server, require_spark
+from tests.prerequisites import require, require_kafka_tools, require_s3_server, require_spark
 
 
 @pytest.fixture(scope="session")
@@ -32,6 +34,18 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def airflow(tmp_path_factory: pytest.TempPathFactory) -> Airflow:
+    """Apache Airflow in its own virtual environment (cached), with a metadata database
+    for the session."""
+    try:
+        venv = airflow_venv()
+    except (OSError, subprocess.SubprocessError) as exc:
+        require(f"Airflow's environment could not be built ({exc})", "reach PyPI")
+        raise
+    return Airflow(venv, Path(tmp_path_factory.mktemp("airflow")))
 
 
 @pytest.fixture(scope="session")
