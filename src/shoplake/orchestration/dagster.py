@@ -23,8 +23,9 @@ from typing import Any
 
 import dagster as dg
 
-from shoplake.check import Thresholds, run_checks
+from shoplake.check import Check, Thresholds, run_checks
 from shoplake.contract.tables import DATA_QUALITY_REPORT, RAW_EVENTS, TableSpec
+from shoplake.orchestration import steps
 from shoplake.pipeline.maintenance import TableMaintenance
 from shoplake.pipeline.reconcile import VOLATILE, current_gold, recomputed_gold
 from shoplake.pipeline.registry import MODELS, ModelDecl
@@ -186,6 +187,12 @@ def _health_checks() -> dg.AssetChecksDefinition:
             results = {c.name: c for c in run_checks(settings, store, Thresholds())}
         finally:
             store.close()
+        # lag needs bronze only: check runs it after every table reads, so ask for it alone
+        try:
+            lag = steps.ingestion_health(settings)["lag"]
+            results["lag"] = Check("lag", True, lag)
+        except steps.CheckFailed as exc:
+            results["lag"] = Check("lag", False, str(exc).removeprefix("check failed: lag: "))
         for name, spec in _HEALTH.items():
             found = results.get(name)
             yield dg.AssetCheckResult(
