@@ -7,12 +7,15 @@ its progress back from its own table, so restarts, replays and compactions are h
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import functools
+import operator
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol, TypeAlias
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from shoplake.contract.tables import TableSpec
@@ -55,6 +58,37 @@ def all_of(*terms: Predicate | None) -> Predicate | None:
     if not kept:
         return None
     return kept[0] if len(kept) == 1 else AllOf(kept)
+
+
+_ARROW_COMPARE: dict[str, Callable[[pc.Expression, pa.Scalar], pc.Expression]] = {
+    "=": lambda f, v: f == v,
+    "!=": lambda f, v: f != v,
+    "<": lambda f, v: f < v,
+    "<=": lambda f, v: f <= v,
+    ">": lambda f, v: f > v,
+    ">=": lambda f, v: f >= v,
+}
+
+
+def arrow_filter(spec: TableSpec, where: Predicate, cast_strings: bool = False) -> pc.Expression:
+    """``where`` as an Arrow filter, values in the spec's types: over a dataset it prunes
+    partitions and row groups. ``cast_strings``: string columns (but partition values)
+    cast to strings first (delta-rs's string_view files, see DeltaHandle.scan)."""
+    if isinstance(where, AllOf):
+        terms = [arrow_filter(spec, t, cast_strings) for t in where.terms]
+        return functools.reduce(operator.and_, terms)
+    kind = spec.schema.field(where.column).type
+    column = pc.field(where.column)
+    if cast_strings and pa.types.is_string(kind) and where.column not in spec.partition_by:
+        column = column.cast(kind)
+    if isinstance(where, IsIn):
+        values = where.values
+        if isinstance(values, pa.ChunkedArray):
+            values = values.combine_chunks()
+        return column.isin(
+            values.cast(kind) if isinstance(values, pa.Array) else pa.array(values, kind)
+        )
+    return _ARROW_COMPARE[where.op](column, pa.scalar(where.value, kind))
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import errno
-import functools
 import json
-import operator
 import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -16,7 +14,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 from deltalake import (
@@ -32,7 +29,15 @@ from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundErr
 from shoplake.contract.tables import TableSpec
 from shoplake.errors import CommitConflict, DamagedTable, DiskFull, TableError, TableNotFound
 from shoplake.settings import StorageSettings
-from shoplake.tables.base import AllOf, Commit, IsIn, Predicate, TableScan, rewound_positions
+from shoplake.tables.base import (
+    AllOf,
+    Commit,
+    IsIn,
+    Predicate,
+    TableScan,
+    arrow_filter,
+    rewound_positions,
+)
 from shoplake.tables.storage import arrow_filesystem, arrow_subtree, delta_options
 
 T = TypeVar("T")
@@ -157,36 +162,6 @@ class _SnapshotCache:
         self.dataset: pads.Dataset | None = None
 
 
-_ARROW_COMPARE: dict[str, Callable[[pc.Expression, pa.Scalar], pc.Expression]] = {
-    "=": lambda f, v: f == v,
-    "!=": lambda f, v: f != v,
-    "<": lambda f, v: f < v,
-    "<=": lambda f, v: f <= v,
-    ">": lambda f, v: f > v,
-    ">=": lambda f, v: f >= v,
-}
-
-
-def _arrow_filter(spec: TableSpec, where: Predicate, cast_strings: bool) -> pc.Expression:
-    """``where`` as an Arrow dataset filter, which prunes partitions and row groups;
-    ``cast_strings``: string columns (but partition values) cast to strings first."""
-    if isinstance(where, AllOf):
-        terms = [_arrow_filter(spec, t, cast_strings) for t in where.terms]
-        return functools.reduce(operator.and_, terms)
-    kind = spec.schema.field(where.column).type
-    column = pc.field(where.column)
-    if cast_strings and pa.types.is_string(kind) and where.column not in spec.partition_by:
-        column = column.cast(kind)
-    if isinstance(where, IsIn):
-        values = where.values
-        if isinstance(values, pa.ChunkedArray):
-            values = values.combine_chunks()
-        return column.isin(
-            values.cast(kind) if isinstance(values, pa.Array) else pa.array(values, kind)
-        )
-    return _ARROW_COMPARE[where.op](column, pa.scalar(where.value, kind))
-
-
 def _sql_literal(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -256,7 +231,7 @@ class DeltaHandle:
             if where is None:
                 return dataset.to_table(columns=wanted)
             try:
-                flt = _arrow_filter(self._spec, where, self._cache.string_views)
+                flt = arrow_filter(self._spec, where, self._cache.string_views)
                 return dataset.to_table(columns=wanted, filter=flt)
             except pa.ArrowNotImplementedError:
                 if self._cache.string_views:
@@ -265,7 +240,7 @@ class DeltaHandle:
             # cannot compare with strings: compare as strings, though that prunes no file by
             # its statistics, in every scan of this table from now on.
             self._cache.string_views = True
-            flt = _arrow_filter(self._spec, where, cast_strings=True)
+            flt = arrow_filter(self._spec, where, cast_strings=True)
             return dataset.to_table(columns=wanted, filter=flt)
 
     def described_scan(

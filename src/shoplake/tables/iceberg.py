@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import json
-import operator
 import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -55,7 +54,15 @@ from pyiceberg.table.snapshots import Snapshot
 from shoplake.contract.tables import TableSpec
 from shoplake.errors import CommitConflict, TableError, TableNotFound
 from shoplake.settings import StorageSettings
-from shoplake.tables.base import AllOf, Commit, IsIn, Predicate, TableScan, rewound_positions
+from shoplake.tables.base import (
+    AllOf,
+    Commit,
+    IsIn,
+    Predicate,
+    TableScan,
+    arrow_filter,
+    rewound_positions,
+)
 from shoplake.tables.storage import arrow_filesystem, on_object_storage
 
 POSITIONS = "shoplake.positions"
@@ -85,25 +92,6 @@ def _expression(where: Predicate | None) -> BooleanExpression:
         return In(where.column, kept)  # type: ignore[call-arg]  # pyiceberg's __new__
     compared: BooleanExpression = _COMPARE[where.op](where.column, where.value)
     return compared
-
-
-def _arrow_filter(where: Predicate) -> pc.Expression:
-    """``where`` over Arrow rows (for rows already read)."""
-    if isinstance(where, AllOf):
-        return functools.reduce(operator.and_, (_arrow_filter(t) for t in where.terms))
-    column = pc.field(where.column)
-    if isinstance(where, IsIn):
-        values = where.values
-        return column.isin(values.to_pylist() if isinstance(values, pa.ChunkedArray) else values)
-    compare: dict[str, Callable[[pc.Expression, Any], pc.Expression]] = {
-        "=": operator.eq,
-        "!=": operator.ne,
-        "<": operator.lt,
-        "<=": operator.le,
-        ">": operator.gt,
-        ">=": operator.ge,
-    }
-    return compare[where.op](column, pa.scalar(where.value))
 
 
 def _positions_of(snapshot: Snapshot | None, key: str = POSITIONS) -> dict[str, int]:
@@ -437,7 +425,9 @@ class IcebergStore:
         if not spec.key:
             raise TableError(f"{spec.qualified} has no key to merge on")
         source = _conform(spec, data)
-        inserted = source if delete_when is None else source.filter(~_arrow_filter(delete_when))
+        inserted = source
+        if delete_when is not None:  # those rows delete their key and are not inserted
+            inserted = source.filter(~arrow_filter(spec, delete_when))
         # Copy-on-write by key: the files holding any row whose key columns each take one
         # of the source's values are rewritten without the rows the source replaces.
         candidates: Predicate = AllOf(
