@@ -44,15 +44,20 @@ class Check:
     figure: str
 
 
+def transport_ends(settings: Settings) -> dict[TopicPartition, int]:
+    """The transport's end offset per partition (ShoplakeError when it does not answer)."""
+    transport = open_transport(settings, create=False)
+    try:
+        return transport.end_offsets()
+    finally:
+        transport.close()
+
+
 def run_checks(settings: Settings, store: TableStore, limits: Thresholds) -> list[Check]:
     checks: list[Check] = []
     ends: dict[TopicPartition, int] | None = None
     try:
-        transport = open_transport(settings, create=False)
-        try:
-            ends = transport.end_offsets()
-        finally:
-            transport.close()
+        ends = transport_ends(settings)
         checks.append(
             Check(
                 "transport reachable",

@@ -60,13 +60,6 @@ def _table_metadata(settings: Settings, spec: TableSpec) -> dict[str, Any]:
         store.close()
 
 
-def _until_idle(step: Any) -> int:
-    total = 0
-    while done := step():
-        total += done
-    return total
-
-
 def _bronze_asset() -> dg.AssetsDefinition:
     @dg.asset(
         key=key_of(RAW_EVENTS),
@@ -106,7 +99,7 @@ def _silver_asset() -> dg.AssetsDefinition:
         settings = load_settings()
         pipeline = Pipeline(settings)
         try:
-            rows = _until_idle(pipeline.step_silver)
+            rows = steps.until_idle(pipeline.step_silver)
         finally:
             pipeline.close()
         context.log.info(f"silver read {rows} bronze rows")
@@ -145,7 +138,7 @@ def _derived_asset(decl: ModelDecl[Any], days: dg.PartitionsDefinition) -> dg.As
                 rows = pipeline.rebuild_table_days(spec.qualified, [day])
                 context.log.info(f"{spec.qualified}: rebuilt {day} ({rows} rows)")
             else:
-                rows = _until_idle(lambda: pipeline.step_table(spec.qualified))
+                rows = steps.until_idle(lambda: pipeline.step_table(spec.qualified))
                 context.log.info(f"{spec.qualified}: {rows} rows written")
         finally:
             pipeline.close()

@@ -4,9 +4,11 @@ A failed check raises CheckFailed, whose message names the check and its figure.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
-from shoplake.check import Check, Thresholds, run_checks
+from shoplake.check import Check, Thresholds, run_checks, transport_ends
 from shoplake.contract.tables import RAW_EVENTS
 from shoplake.errors import ShoplakeError
 from shoplake.pipeline.ingest import bronze_lag
@@ -14,7 +16,6 @@ from shoplake.pipeline.registry import MODELS
 from shoplake.pipeline.runner import Pipeline
 from shoplake.settings import Settings, load_settings
 from shoplake.tables import open_store
-from shoplake.transport import open_transport
 
 
 class CheckFailed(ShoplakeError):
@@ -49,11 +50,7 @@ def ingestion_health(settings: Settings | None = None) -> dict[str, str]:
     settings = settings or load_settings()
     limit = Thresholds().max_lag
     try:
-        transport = open_transport(settings, create=False)
-        try:
-            ends = transport.end_offsets()
-        finally:
-            transport.close()
+        ends = transport_ends(settings)
     except ShoplakeError as exc:
         raise CheckFailed(f"check failed: transport reachable: {exc}") from exc
     store = open_store(settings)
@@ -74,9 +71,7 @@ def silver_catch_up(settings: Settings | None = None) -> dict[str, Any]:
     dimensions) up to silver."""
     pipeline = Pipeline(settings or load_settings())
     try:
-        rows = 0
-        while done := pipeline.step_silver():
-            rows += done
+        rows = until_idle(pipeline.step_silver)
         derived = _step_until_idle(pipeline, "silver")
     finally:
         pipeline.close()
@@ -97,9 +92,18 @@ def gold_checks(settings: Settings | None = None) -> dict[str, str]:
     return require(settings or load_settings(), ("gold is fresh", "gold reconciles with silver"))
 
 
-def _step_until_idle(pipeline: Pipeline, layer: str) -> int:
+def until_idle(step: Callable[[], int]) -> int:
+    """Call ``step`` until it does nothing; the sum of what it did."""
     total = 0
-    for decl in (d for d in MODELS if d.spec.layer == layer):
-        while done := pipeline.step_table(decl.spec.qualified):
-            total += done
+    while done := step():
+        total += done
     return total
+
+
+def _step_until_idle(pipeline: Pipeline, layer: str) -> int:
+    """Each derived table of ``layer``, in the registry's order, until it is up to date."""
+    return sum(
+        until_idle(partial(pipeline.step_table, d.spec.qualified))
+        for d in MODELS
+        if d.spec.layer == layer
+    )
