@@ -28,7 +28,7 @@ browser:
 	  || echo "chromium is not installed: the browser test will be skipped (apt-get install chromium)"
 
 test: install lint browser
-	$(BIN)/pytest --durations=25
+	$(BIN)/pytest -n 2 --dist loadgroup --durations=25
 
 clean:
 	rm -rf $(VENV) shoplake-data .pytest_cache .mypy_cache .ruff_cache

@@ -14,7 +14,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-from tests.integration.kafka_broker import CACHE, REPO
+from tests.integration.kafka_broker import CACHE, REPO, cache_lock
 
 AIRFLOW = "apache-airflow>=3.1,<4"
 
@@ -24,14 +24,15 @@ def airflow_venv() -> Path:
     deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
     key = hashlib.sha1(json.dumps([AIRFLOW, deps, sys.version_info[:2]]).encode()).hexdigest()
     root = CACHE / f"airflow-{key[:12]}"
-    if not (root / ".complete").exists():
-        shutil.rmtree(root, ignore_errors=True)
-        subprocess.run([sys.executable, "-m", "venv", str(root)], check=True)
-        subprocess.run(
-            [str(root / "bin" / "python"), "-m", "pip", "install", "-q", AIRFLOW, *deps],
-            check=True, timeout=1800,
-        )  # fmt: skip
-        (root / ".complete").touch()
+    with cache_lock(root.name):
+        if not (root / ".complete").exists():
+            shutil.rmtree(root, ignore_errors=True)
+            subprocess.run([sys.executable, "-m", "venv", str(root)], check=True)
+            subprocess.run(
+                [str(root / "bin" / "python"), "-m", "pip", "install", "-q", AIRFLOW, *deps],
+                check=True, timeout=1800,
+            )  # fmt: skip
+            (root / ".complete").touch()
     return root
 
 

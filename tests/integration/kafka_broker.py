@@ -8,11 +8,14 @@ loopback ports with its data in a temporary directory.
 from __future__ import annotations
 
 import base64
+import fcntl
 import os
 import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -30,21 +33,35 @@ rootLogger.appenderRef.console.ref = console
 """
 
 
+@contextmanager
+def cache_lock(name: str) -> Iterator[None]:
+    """Held while a cache entry is built: parallel test workers (pytest -n) build it once."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / f".{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def kafka_libs() -> Path:
     """The broker's class path directory, fetched from Maven Central on first use."""
     version = POM.read_text().split("<kafka.version>")[1].split("<")[0]
     libs = CACHE / f"kafka-{version}" / "libs"
-    if not (libs / ".complete").exists():
-        libs.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            [
-                "mvn", "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
-                f"-DoutputDirectory={libs}", "-DincludeScope=runtime",
-            ],
-            check=True,
-        )  # fmt: skip
-        (libs / ".complete").touch()
+    with cache_lock(f"kafka-{version}"):
+        if not (libs / ".complete").exists():
+            _fetch_kafka_libs(libs)
     return libs
+
+
+def _fetch_kafka_libs(libs: Path) -> None:
+    libs.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [
+            "mvn", "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
+            f"-DoutputDirectory={libs}", "-DincludeScope=runtime",
+        ],
+        check=True,
+    )  # fmt: skip
+    (libs / ".complete").touch()
 
 
 # The SASL/PLAIN listener's one user, for tests of credentials (right and wrong).

@@ -19,7 +19,7 @@ from tests.conftest import SHOPLAKE
 from tests.integration.airflow_env import Airflow
 from tests.integration.equivalence import assert_same_tables, run_to_idle
 
-pytestmark = [pytest.mark.integration]
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("airflow")]
 
 
 def shoplake(home: Path, *args: str) -> None:

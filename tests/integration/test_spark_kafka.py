@@ -30,7 +30,8 @@ from tests.integration.kafka_broker import KafkaBroker
 from tests.integration.test_kafka_exactly_once import kafka_env
 from tests.prerequisites import require_spark
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# one worker runs every Spark test (pytest -n): one session, one ivy resolution at a time
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.xdist_group("spark")]
 
 # A small local Spark: each driver start costs ~15-25 s of JVM on 2 cores.
 _SPARK_CONF = {

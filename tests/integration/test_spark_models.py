@@ -37,7 +37,8 @@ from shoplake.settings import ReportingSettings, Settings
 from tests.conftest import feed
 from tests.unit.test_gold_marts import SHOP
 
-pytestmark = pytest.mark.integration
+# one worker runs every Spark test (pytest -n): one session, one ivy resolution at a time
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("spark")]
 
 ZONES = ("UTC", "America/New_York", "Asia/Kolkata")
 # Two minutes before midnight in UTC (twice), Kolkata (UTC+5:30) and New York (UTC-5), and

@@ -46,7 +46,8 @@ from tests.conftest import feed
 from tests.integration.s3_server import S3Server
 from tests.unit.test_gold_marts import SHOP
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# one worker runs every Spark test (pytest -n): one session, one ivy resolution at a time
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.xdist_group("spark")]
 
 # Stamped when a row is written: the two runtimes ran at different moments.
 PROCESSING_TIME = {

@@ -24,7 +24,8 @@ from tests.unit.test_events import event
 from tests.unit.test_rules_parity import CURRENCIES, EDGES
 from tests.unit.test_silver import CASES
 
-pytestmark = pytest.mark.integration
+# one worker runs every Spark test (pytest -n): one session, one ivy resolution at a time
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("spark")]
 
 Verdict = tuple[str, int, int, str, str | None, str | None]
 
