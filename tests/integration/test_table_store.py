@@ -259,3 +259,35 @@ def test_restore_refuses_a_version_whose_files_were_vacuumed(settings: Settings)
     with pytest.raises(TableError, match="vacuumed"):
         store.restore(PROBE, 1)
     assert content(settings) == [(1, "a", 2)]
+
+
+def test_a_table_made_before_a_new_column_gains_it(settings: Settings) -> None:
+    """A table an older shoplake made (no processed_ts) takes the spec's new nullable
+    column on ``ensure``: its rows read NULL there, new rows carry it. A new column that
+    may not be NULL cannot be added: the error says to rebuild."""
+    new = FCT_SALES_MINUTE
+    old = TableSpec(
+        new.layer, new.name, new.schema.remove(new.schema.get_field_index("processed_ts")),
+        key=new.key, description=new.description,
+    )  # fmt: skip
+    store = open_store(settings)
+    store.ensure(old)
+    store.append(old, sales([0], [1]).drop_columns(["processed_ts"]), {"p": 1})
+    nullable = TableSpec(
+        new.layer, new.name,
+        new.schema.set(new.schema.get_field_index("processed_ts"),
+                       new.schema.field("processed_ts").with_nullable(True)),
+        key=new.key, description=new.description,
+    )  # fmt: skip
+    store.ensure(nullable)
+    store.append(nullable, sales([1], [2]), {"p": 2})
+    got = store.open(nullable).dataset().to_table().sort_by("minute_bucket").to_pylist()
+    assert [(r["paid_orders"], r["processed_ts"] is None) for r in got] == [(1, True), (2, False)]
+    assert store.open(nullable).positions(["p"]) == {"p": 2}
+
+    other = TableSpec(
+        new.layer, new.name, nullable.schema.append(pa.field("required", pa.int64(), False)),
+        key=new.key, description=new.description,
+    )  # fmt: skip
+    with pytest.raises(TableError, match=r"lacks the column.*required.*rebuild"):
+        open_store(settings).ensure(other)

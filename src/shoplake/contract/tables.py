@@ -81,6 +81,9 @@ def _event_table(name: str, columns: list[pa.Field], description: str) -> TableS
                 *EVENT_TIME,
                 # behind the watermark of its topic partition when it arrived
                 pa.field("is_late", pa.bool_(), nullable=False),
+                # when silver wrote the row (seeds: processing_time); NULL in rows written
+                # before the column existed
+                pa.field("processed_ts", TS),
                 *LINEAGE,
             ]
         ),

@@ -199,7 +199,8 @@ ORDER BY topic, "partition", "offset"
 
 def _event_select(event_types: tuple[str, ...], columns: list[tuple[str, str]]) -> str:
     """One silver row per valid event of ``event_types``: event_id, ``columns``, the
-    unknown fields as ``properties`` JSON, event_ts (UTC), event_date and lineage."""
+    unknown fields as ``properties`` JSON, event_ts (UTC), event_date, is_late, the time
+    silver wrote it (``$now``) and lineage."""
     known = sorted({r.name for t in event_types for r in RULES[t]} | {"event_type"})
     known_sql = ", ".join(_lit(k) for k in known)
     # Most events have no unknown field: the cheap key check spares them the map.
@@ -216,6 +217,7 @@ def _event_select(event_types: tuple[str, ...], columns: list[tuple[str, str]]) 
         ("event_ts", "valid_ts"),
         ("event_date", "CAST(valid_ts AS DATE)"),
         ("is_late", "is_late"),
+        ("processed_ts", "CAST($now AS TIMESTAMPTZ)"),
     ]
     types = ", ".join(_lit(t) for t in event_types)
     return (

@@ -320,10 +320,15 @@ _PROPERTIES = (
 )
 
 
+# Stands for the step's time in the event tables' SQL, built once at import (table_sql
+# puts the literal in).
+_NOW = "__shoplake_now__"
+
+
 def _event_select(event_types: tuple[str, ...], columns: list[tuple[str, str]]) -> str:
     """One silver row per valid event of ``event_types``, as DuckDB's ``_event_select``:
     event_id, ``columns``, the unknown fields as ``properties`` JSON, event_ts (UTC),
-    event_date, is_late and lineage."""
+    event_date, is_late, the time silver wrote it (``_NOW``) and lineage."""
     known = sorted({r.name for t in event_types for r in RULES[t]} | {"event_type"})
     known_sql = ", ".join(_lit(k) for k in known)
     types = ", ".join(_lit(t) for t in event_types)
@@ -334,6 +339,7 @@ def _event_select(event_types: tuple[str, ...], columns: list[tuple[str, str]]) 
         ("event_ts", "valid_ts"),
         ("event_date", "to_date(valid_ts)"),
         ("is_late", "is_late"),
+        ("processed_ts", _NOW),
     ]
     # Subqueries, not CTEs: Spark 4.1's InlineCTE rule breaks this plan ("previously
     # resolved and now became unresolved").
@@ -395,9 +401,9 @@ FROM lines
 
 def table_sql(name: str, now: datetime) -> str:
     """The Spark SQL that derives silver table ``name``'s rows from ``late``
-    (quarantined rows stamped ``now``), in no order: see SORT_KEYS."""
+    (quarantined and event rows stamped ``now``), in no order: see SORT_KEYS."""
     if name == QUARANTINE.name:
         return quarantine_sql(now)
     if name == ORDER_ITEMS.name:
         return ORDER_ITEMS_SQL
-    return _EVENT_TABLES[name]
+    return _EVENT_TABLES[name].replace(_NOW, timestamp_literal(now))

@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from shoplake.contract.tables import TableSpec
+from shoplake.errors import TableError
 
 # -- predicates: what a scan keeps, what a merge deletes -------------------------------
 # Structured, so each format translates them its own way (Delta: Arrow expressions and
@@ -126,6 +127,22 @@ def rewound_positions(history: Iterable[Commit], target: TableHandle) -> dict[st
     return dict.fromkeys(readers, 0) | target.positions(readers)
 
 
+def columns_to_add(spec: TableSpec, present: Iterable[str]) -> list[pa.Field]:
+    """The columns of ``spec`` a table made by an older shoplake lacks: ``ensure`` adds
+    them (rows written before read NULL). A missing column that may not be NULL cannot
+    be added that way: TableError."""
+    have = set(present)
+    missing = [f for f in spec.schema if f.name not in have]
+    required = [f.name for f in missing if not f.nullable]
+    if required:
+        raise TableError(
+            f"table {spec.qualified} lacks the column(s) {', '.join(required)}, which this "
+            "version of shoplake needs and cannot add to existing rows: rebuild it "
+            "(move the table away and run the pipeline over the log again)"
+        )
+    return missing
+
+
 class TableHandle(Protocol):
     """One consistent snapshot of a table: its rows and positions agree."""
 
@@ -163,7 +180,8 @@ class TableStore(Protocol):
     def exists(self, spec: TableSpec) -> bool: ...
 
     def ensure(self, spec: TableSpec) -> None:
-        """Create the table from its spec if it does not exist."""
+        """Create the table from its spec if it does not exist; add the nullable columns
+        the spec has gained since an existing table was made (``columns_to_add``)."""
         ...
 
     def open(self, spec: TableSpec) -> TableHandle:

@@ -20,6 +20,7 @@ from deltalake import (
     ColumnProperties,
     CommitProperties,
     DeltaTable,
+    Field,
     Transaction,
     WriterProperties,
     write_deltalake,
@@ -36,6 +37,7 @@ from shoplake.tables.base import (
     Predicate,
     TableScan,
     arrow_filter,
+    columns_to_add,
     rewound_positions,
 )
 from shoplake.tables.storage import arrow_filesystem, arrow_subtree, delta_options
@@ -371,6 +373,7 @@ class DeltaStore:
 
     def ensure(self, spec: TableSpec) -> None:
         if self.exists(spec):
+            self._add_new_columns(spec)
             return
         uri = self.location(spec)
         if "://" not in uri:
@@ -391,6 +394,13 @@ class DeltaStore:
             except DeltaError:
                 if not self.exists(spec):  # another process created it first: fine
                     raise
+
+    def _add_new_columns(self, spec: TableSpec) -> None:
+        with self._lock, _translated(spec, "adding columns to", self.location(spec)):
+            table = self._loaded(spec)
+            missing = columns_to_add(spec, (f.name for f in table.schema().fields))
+            if missing:
+                table.alter.add_columns([Field.from_arrow(f) for f in missing])
 
     def _loaded(self, spec: TableSpec) -> DeltaTable:
         """The held table, brought up to date."""

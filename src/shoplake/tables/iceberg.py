@@ -61,6 +61,7 @@ from shoplake.tables.base import (
     Predicate,
     TableScan,
     arrow_filter,
+    columns_to_add,
     rewound_positions,
 )
 from shoplake.tables.storage import arrow_filesystem, on_object_storage
@@ -281,6 +282,7 @@ class IcebergStore:
 
     def ensure(self, spec: TableSpec) -> None:
         if self.exists(spec):
+            self._add_new_columns(spec)
             return
         catalog = self._get_catalog()
         with self._lock, _translated(spec, "creating"):
@@ -305,6 +307,14 @@ class IcebergStore:
                                 update.add_identity(column)
             except TableAlreadyExistsError:
                 return  # another process created it first: fine
+
+    def _add_new_columns(self, spec: TableSpec) -> None:
+        with self._lock, _translated(spec, "adding columns to"):
+            table = self._loaded(spec)
+            missing = columns_to_add(spec, (f.name for f in table.schema().fields))
+            if missing:
+                with table.update_schema() as update:
+                    update.union_by_name(pa.schema(missing))
 
     def _loaded(self, spec: TableSpec) -> Table:
         """The held table, brought up to date from the catalog."""
