@@ -12,7 +12,7 @@ from collections import Counter
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO, cast
 
 import click
 
@@ -292,7 +292,9 @@ def generate(
     click.echo(f"sent {total} events to {target}  {_by_topic(counts, settings)}", err=True)
     if isinstance(sink, HttpSink):
         rejected = ", ".join(f"{r} {n}" for r, n in sink.rejected.most_common()) or "none"
-        click.echo(f"gateway accepted {sink.accepted}; rejected: {rejected}", err=True)
+        kept = ", ".join(f"{r} {n}" for r, n in sink.quarantined.most_common())
+        kept = f" ({sum(sink.quarantined.values())} kept for quarantine: {kept})" if kept else ""
+        click.echo(f"gateway accepted {sink.accepted}{kept}; rejected: {rejected}", err=True)
 
 
 def _by_topic(per_type: Counter[str], settings: Settings) -> str:
@@ -466,8 +468,28 @@ def _pipeline_bars(bars: Any, pipeline: Any, job: str) -> Any:
 
 
 # -- reading ------------------------------------------------------------------------
-@cli.command()
-@click.argument("sql")
+# query.DIALECTS, spelled out here: importing shoplake.query costs the CLI 0.4 s to start
+QUERY_DIALECTS = ("auto", "duckdb", "spark", "trino")
+
+
+# ignore_unknown_options: SQL that starts with a `--` comment is SQL, not an option
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.argument("sql", nargs=-1)
+@click.option(
+    "-f",
+    "--file",
+    "sql_file",
+    type=click.File("r"),
+    help="Read the SQL from this file (`-` for stdin) instead of the argument.",
+)
+@click.option(
+    "--dialect",
+    type=click.Choice(QUERY_DIALECTS),
+    default="auto",
+    show_default=True,
+    help="The SQL's dialect: Spark's and Trino's are transpiled to DuckDB's with sqlglot; "
+    "auto runs DuckDB SQL and reads what DuckDB cannot parse as Spark SQL.",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per row.")
 @click.option(
     "--limit",
@@ -485,13 +507,30 @@ def _pipeline_bars(bars: Any, pipeline: Any, job: str) -> Any:
     "at this ISO time, e.g. 2026-11-22T10:00:00+00:00 (UTC if no offset).",
 )
 @click.pass_context
-def query(ctx: click.Context, sql: str, as_json: bool, limit: int, as_of: str | None) -> None:
-    """Run DuckDB SQL; every table is `layer.table`, e.g. gold.fct_sales_minute."""
-    from shoplake.query import Lakehouse
+def query(
+    ctx: click.Context,
+    sql: tuple[str, ...],
+    sql_file: TextIO | None,
+    dialect: str,
+    as_json: bool,
+    limit: int,
+    as_of: str | None,
+) -> None:
+    """Run SQL over the lakehouse; SQL is an argument, `-` (stdin) or `-f FILE`.
 
+    Every table is `layer.table` (gold.fct_sales_minute). The seed systems' names work
+    too: `delta.gold.…`, `iceberg.silver.…`, `local.bronze_events`,
+    `bronze_raw.orders_raw`, `silver.orders_clean`, seed 003's `gold.sales_performance`
+    and `gold.select_sales`, with the columns the seeds select under their names (see
+    the README, "Coming from …"). `SHOW TABLES [IN namespace]` lists them."""
+    from shoplake.query import Dialect, Lakehouse
+
+    text = _sql_text(sql, sql_file)
     settings = _settings(ctx)
     _existing_home(settings)
-    result = Lakehouse(settings).query(sql, as_of=_version_or_time(as_of))
+    result = Lakehouse(settings).query(
+        text, as_of=_version_or_time(as_of), dialect=cast("Dialect", dialect)
+    )
     rows = result.to_pylist()
     if as_json:
         for row in rows:
@@ -500,6 +539,29 @@ def query(ctx: click.Context, sql: str, as_json: bool, limit: int, as_of: str | 
     _print_table(result.column_names, rows[:limit])
     if len(rows) > limit:
         click.echo(f"… {len(rows) - limit} more rows (use --limit or --json)", err=True)
+
+
+def _sql_text(args: tuple[str, ...], sql_file: TextIO | None) -> str:
+    """The SQL of `shoplake query`'s argument (``-``: stdin) or file."""
+    for arg in args:  # unknown options arrive as arguments (see the command's settings)
+        if arg.startswith("-") and arg != "-" and not arg.startswith("-- ") and "\n" not in arg:
+            raise click.UsageError(f"no such option: {arg.split('=')[0]}")
+    if len(args) > 1:
+        raise click.UsageError("give the SQL as one argument: quote it")
+    sql = args[0] if args else None
+    if sql_file is not None and sql is not None:
+        raise click.UsageError("give the SQL as an argument or with -f, not both")
+    if sql_file is not None:
+        text = sql_file.read()
+    elif sql == "-":
+        text = sys.stdin.read()
+    elif sql is None:
+        raise click.UsageError("no SQL: give it as an argument, `-` (stdin) or -f FILE")
+    else:
+        text = sql
+    if not text.strip():
+        raise click.UsageError("the SQL is empty")
+    return text
 
 
 def _version_or_time(value: str | None, option: str = "--as-of") -> int | datetime | None:

@@ -1,7 +1,7 @@
 """Spark engine: runs the same SQL models as the DuckDB engine, on Apache Spark.
 
-The only module that imports ``pyspark`` (and ``sqlglot``), both lazily: shoplake works
-without the ``spark`` extra, and asking for this engine without it is a ConfigError.
+The only module that imports ``pyspark``, lazily: shoplake works without the ``spark``
+extra, and asking for this engine without it is a ConfigError.
 
 The models are written once, in DuckDB's dialect. Before Spark runs one, sqlglot
 transpiles it (``read="duckdb", write="spark"``) and a few rewrites keep the two engines'
@@ -258,7 +258,6 @@ class SparkEngine:
     ) -> None:
         try:
             import pyspark
-            import sqlglot  # noqa: F401  (the transpiler is part of the extra too)
             from pyspark.sql import SparkSession
             from pyspark.sql.functions import udf
         except ImportError:
