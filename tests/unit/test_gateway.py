@@ -57,7 +57,7 @@ def test_one_event_is_made_durable_and_routed(client: TestClient, transport: Tra
     e = event("payment", extra_field={"kept": True})
     r = client.post("/v1/events", json=e, headers=AUTH)
     assert r.status_code == 202
-    assert r.json() == {"accepted": 1, "rejected": []}
+    assert r.json() == {"accepted": 1, "rejected": [], "quarantined": []}
     (got,) = in_log(transport)
     assert got["topic"] == "payments"
     assert got["key"] == e["order_id"].encode()  # payments are keyed by order
@@ -67,7 +67,7 @@ def test_one_event_is_made_durable_and_routed(client: TestClient, transport: Tra
 def test_every_event_type_is_accepted(client: TestClient, transport: Transport) -> None:
     events = [event(kind, event_id=f"e{i}") for i, kind in enumerate(EVENT_TYPES)]
     r = client.post("/v1/events", json=events, headers=AUTH)
-    assert r.json() == {"accepted": len(EVENT_TYPES), "rejected": []}
+    assert r.json() == {"accepted": len(EVENT_TYPES), "rejected": [], "quarantined": []}
     assert sorted(g["event"]["event_id"] for g in in_log(transport)) == sorted(
         e["event_id"] for e in events
     )
@@ -86,14 +86,15 @@ def test_a_batch_lists_each_rejection_and_keeps_the_valid(
     r = client.post("/v1/events", json=batch, headers=AUTH)
     assert r.status_code == 202
     body = r.json()
-    assert body["accepted"] == 2
+    assert body["accepted"] == 3
     assert [(x["index"], x["reason"]) for x in body["rejected"]] == [
         (1, "negative_amount"),
         (2, "invalid_json"),
-        (3, "unknown_event_type"),
     ]
-    assert all(x["detail"] for x in body["rejected"])
-    assert sorted(g["event"]["event_id"] for g in in_log(transport)) == ["ok1", "ok2"]
+    # a type shoplake does not know is kept (dead-letter topic) for silver to quarantine
+    assert [(x["index"], x["reason"]) for x in body["quarantined"]] == [(3, "unknown_event_type")]
+    assert all(x["detail"] for x in body["rejected"] + body["quarantined"])
+    assert sorted(g["event"]["event_id"] for g in in_log(transport)) == ["e-1", "ok1", "ok2"]
 
 
 def test_ndjson_lines_keep_their_bytes_and_a_bad_line_is_rejected(
@@ -190,8 +191,12 @@ def test_gateway_reasons_match_silver_quarantine(
     client: TestClient, record: dict[str, Any], reason: str
 ) -> None:
     r = client.post("/v1/events", json=record, headers=AUTH)
-    assert r.status_code == 422
-    assert r.json()["rejected"][0]["reason"] == reason
+    if reason == "unknown_event_type":  # kept, and the answer says silver quarantines it
+        assert r.status_code == 202
+        assert r.json()["quarantined"][0]["reason"] == reason
+    else:
+        assert r.status_code == 422
+        assert r.json()["rejected"][0]["reason"] == reason
     assert sql_verdicts([orjson.dumps(record)]) == [reason]
 
 
@@ -204,8 +209,8 @@ def test_health_readiness_and_metrics(client: TestClient) -> None:
         headers=AUTH,
     )
     text = client.get("/metrics", headers=AUTH).text
-    assert "shoplake_events_accepted_total 1.0" in text
-    assert 'shoplake_events_rejected_total{reason="unknown_event_type"} 1.0' in text
+    assert "shoplake_events_accepted_total 2.0" in text  # the unknown type is kept
+    assert 'shoplake_events_rejected_total{reason="unknown_event_type"}' not in text
     assert 'shoplake_gateway_requests_total{status="202"} 1.0' in text
 
 
@@ -276,3 +281,57 @@ def test_concurrent_requests_share_durable_appends(
     appender.close()
     assert sum(calls) == 200 and len(calls) < 200  # every event, in fewer appends
     assert sorted(int(g["event"]["event_id"]) for g in in_log(transport)) == list(range(200))
+
+
+def seed_004_event(n: int, event_type: str) -> dict[str, Any]:
+    """An event as seed 004's producers send it: its own device names, a location, and
+    types of its own next to shoplake's."""
+    base = event("page_view") if event_type not in EVENT_TYPES else event(event_type)
+    return {
+        **base,
+        "event_id": f"s4-{n}",
+        "event_type": event_type,
+        "device": ["iPhone 15", "Android", "desktop"][n % 3],
+        "location": {"city": "Lyon", "country": "FR", "lat": 45.76},
+    }
+
+
+def test_a_seed_004_producer_posts_to_events_and_nothing_is_lost(
+    gw_settings: Settings, client: TestClient, transport: Transport
+) -> None:
+    from shoplake.pipeline.runner import Pipeline
+    from tests.conftest import rows
+
+    kinds = ["page_view", "add_to_cart", "purchase", "view_item", "wishlist_add"]
+    sent = [seed_004_event(n, kinds[n % len(kinds)]) for n in range(20)]
+    r = client.post("/events", json=sent, headers=AUTH)  # seed 004's path
+    assert r.status_code == 202
+    body = r.json()
+    unknown = [i for i, e in enumerate(sent) if e["event_type"] not in EVENT_TYPES]
+    assert body["accepted"] == len(sent) and body["rejected"] == []
+    assert [q["index"] for q in body["quarantined"]] == unknown
+    assert all(q["reason"] == "unknown_event_type" for q in body["quarantined"])
+    # the alias is the same endpoint: it needs the key too
+    assert client.post("/events", json=sent[:1]).status_code == 401
+
+    pipeline = Pipeline(gw_settings)
+    try:
+        pipeline.run("both", until_idle=True)
+
+        def ids(sql: str) -> set[str]:
+            return {r["i"] for r in rows(pipeline, sql)}
+
+        valid = ids(
+            "SELECT event_id AS i FROM silver.page_views UNION ALL "
+            "SELECT event_id FROM silver.cart_events UNION ALL SELECT event_id FROM silver.orders"
+        )
+        quarantined = ids("SELECT raw_value ->> '$.event_id' AS i FROM silver.quarantine")
+        assert valid | quarantined == {e["event_id"] for e in sent}
+        assert quarantined == {sent[i]["event_id"] for i in unknown}
+        (pv,) = rows(
+            pipeline, "SELECT device, properties FROM silver.page_views ORDER BY event_id LIMIT 1"
+        )
+        assert pv["device"] == "iPhone 15"  # free, as sent
+        assert orjson.loads(pv["properties"])["location"]["city"] == "Lyon"  # kept
+    finally:
+        pipeline.close()

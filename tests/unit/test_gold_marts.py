@@ -183,7 +183,7 @@ IN_ORDER: list[Any] = [
 # Sent after everything: 14 minutes and more behind its partition, so late.
 LATE = [view(t("09:50"), "alice", "home", "paid")]
 BAD = [
-    {**view(t("16:00"), "zed", "home", "direct"), "device": "fridge"},
+    {**view(t("16:00"), "zed", "home", "direct"), "country": "Narnia"},
     b"not json at all",
 ]
 SHOP = [*IN_ORDER, *LATE, *BAD]

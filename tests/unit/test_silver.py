@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
@@ -54,7 +55,7 @@ CASES: list[tuple[bytes | dict[str, Any], str]] = [
     (good_order(timestamp="2026-02-01T10:00:00"), "bad_timestamp"),
     (good_order(currency="usd"), "bad_value"),
     (good_order(currency="CHF"), "unknown_currency"),
-    (good_order(device="fridge"), "bad_value"),
+    (good_order(country="France"), "bad_value"),
     (good_payment(amount_cents=10.5), "bad_type"),
     (good_payment(amount_cents=-100), "negative_amount"),
     (good_payment(status="stolen"), "bad_value"),
@@ -254,3 +255,22 @@ def test_dedupe_sees_rows_another_writer_added_between_steps(
     ids = rows(pipeline, "SELECT event_id FROM silver.orders ORDER BY 1")
     assert [r["event_id"] for r in ids] == ["a", "b", "c"]
     assert stats.duplicates_dropped == 1
+
+
+def test_each_silver_row_carries_when_silver_wrote_it(
+    settings: Settings, pipeline: Pipeline
+) -> None:
+    before = datetime.now(UTC)
+    feed(settings, [good_order(), good_payment()])
+    pipeline.run("both", until_idle=True)
+    later = datetime.now(UTC)
+    feed(settings, [good_payment(event_id="p2", payment_id="P2")])
+    pipeline.run("both", until_idle=True)
+    stamps = {
+        r["event_id"]: r["processed_ts"]
+        for t in ("orders", "payments")
+        for r in rows(pipeline, f"SELECT event_id, processed_ts FROM silver.{t}")
+    }
+    assert len(stamps) == 3
+    assert all(before <= ts for ts in stamps.values())
+    assert stamps["p2"] >= later > max(ts for e, ts in stamps.items() if e != "p2")

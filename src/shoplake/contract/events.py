@@ -13,7 +13,6 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter
 
 from shoplake.settings import TopicSettings
 
-Device = Literal["desktop", "mobile", "tablet"]
 PageType = Literal["home", "category", "product", "search", "cart", "checkout"]
 TrafficSource = Literal["direct", "organic", "paid", "email", "social"]
 PaymentStatus = Literal["authorized", "captured", "failed", "refunded"]
@@ -54,7 +53,7 @@ class _Envelope(BaseModel):
 
     event_id: NonEmpty
     timestamp: Timestamp
-    device: Device | None = None
+    device: NonEmpty | None = None  # free text: desktop, mobile, tablet, or a client's own
     country: CountryCode | None = None
     schema_version: Integer = 1
 

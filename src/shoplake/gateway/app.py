@@ -59,10 +59,13 @@ class RejectedItem(BaseModel):
 
 
 class Accepted(BaseModel):
-    """What became of each event of a request."""
+    """What became of each event of a request: ``accepted`` counts the events made
+    durable, ``quarantined`` those of them silver will quarantine (an event type shoplake
+    does not know: kept in bronze), ``rejected`` the events refused."""
 
     accepted: int
     rejected: list[RejectedItem]
+    quarantined: list[RejectedItem]
 
 
 class ErrorBody(BaseModel):
@@ -154,7 +157,7 @@ def create_app(
     )
 
     def count_refusal(path: str, status: int) -> None:
-        if path == "/v1/events":
+        if path in WRITE_PATHS:
             metrics.requests.labels(str(status)).inc()
 
     docs_html = get_swagger_ui_html(openapi_url="/openapi.json", title="shoplake gateway")
@@ -175,6 +178,14 @@ def create_app(
         response_model=Accepted,
         responses=_ERRORS,
         openapi_extra={"requestBody": _request_body()},
+    )
+    @app.post(
+        "/events",
+        status_code=202,
+        response_model=Accepted,
+        responses=_ERRORS,
+        openapi_extra={"requestBody": _request_body()},
+        summary="Post Events (seed 004's path: the same as /v1/events)",
     )
     async def post_events(request: Request) -> Response:
         """Accept one event (a JSON object), a JSON array of events, or NDJSON (one event
@@ -252,6 +263,7 @@ def create_app(
             {
                 "accepted": len(verdicts.messages),
                 "rejected": [r.__dict__ for r in verdicts.rejections],
+                "quarantined": [r.__dict__ for r in verdicts.quarantined],
             },
             status_code=status,
         )

@@ -32,7 +32,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 # Probes stay open: orchestrators call them without credentials.
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
-WRITE_PATHS = frozenset({"/v1/events"})
+WRITE_PATHS = frozenset({"/v1/events", "/events"})  # /events: seed 004's path
 
 
 def _digest(secret: bytes) -> bytes:

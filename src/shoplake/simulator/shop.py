@@ -160,7 +160,7 @@ class ShopSimulator:
         elif choice == 4 and "quantity" in event:
             event["quantity"] = 0
         else:
-            event["currency" if "currency" in event else "device"] = "???"
+            event["currency" if "currency" in event else "country"] = "???"
 
     # -- the funnel -----------------------------------------------------------
     def _session(self, start: datetime) -> Iterator[tuple[datetime, Event]]:

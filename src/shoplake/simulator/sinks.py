@@ -86,6 +86,7 @@ class HttpSink:
         self.attempts = attempts
         self.accepted = 0
         self.rejected: Counter[str] = Counter()
+        self.quarantined: Counter[str] = Counter()  # accepted, for silver to quarantine
 
     def send(self, batch: list[Emitted]) -> None:
         body = b"\n".join(e.value for e in batch)
@@ -102,6 +103,7 @@ class HttpSink:
                     verdict = orjson.loads(answer)
                     self.accepted += verdict["accepted"]
                     self.rejected.update(r["reason"] for r in verdict["rejected"])
+                    self.quarantined.update(r["reason"] for r in verdict.get("quarantined", []))
                     return
                 if response.status != 503:
                     raise InputError(
