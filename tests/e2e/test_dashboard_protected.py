@@ -64,7 +64,7 @@ def gateway(tmp_path: Path) -> Iterator[str]:
 def browser() -> Iterator[Any]:
     if CHROMIUM is None:
         if os.environ.get("CI") == "true":
-            pytest.fail("CI=true but Debian's chromium is missing (make browser installs it)")
+            pytest.fail("CI=true but Debian's chromium is missing (make debs installs it)")
         pytest.skip("the browser test needs Debian's chromium (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
 

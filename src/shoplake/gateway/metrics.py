@@ -115,7 +115,8 @@ class PipelineMetrics:
 
 
 class TableState(Collector):
-    """``shoplake_table_version{table}`` and ``shoplake_quarantined_records{reason}``,
+    """``shoplake_table_version{table}``, ``shoplake_table_last_commit_timestamp_seconds
+    {table}`` (freshness: ``time() - …``) and ``shoplake_quarantined_records{reason}``,
     read from the tables at scrape time."""
 
     def __init__(self, store: TableStore) -> None:
@@ -130,10 +131,18 @@ class TableState(Collector):
             "Records in silver.quarantine, by reason code.",
             labels=["reason"],
         )
+        committed = GaugeMetricFamily(
+            "shoplake_table_last_commit_timestamp_seconds",
+            "When each table's newest commit was made (Unix time).",
+            labels=["table"],
+        )
         try:
             for spec in ALL_TABLES:
                 if self.store.exists(spec):
                     versions.add_metric([spec.qualified], self.store.open(spec).version)
+                    newest = self.store.history(spec, 1)
+                    if newest:
+                        committed.add_metric([spec.qualified], newest[0].timestamp.timestamp())
             if self.store.exists(QUARANTINE):
                 column = self.store.open(QUARANTINE).scan(["reason"])
                 for pair in pc.value_counts(column["reason"]).to_pylist():
@@ -141,4 +150,5 @@ class TableState(Collector):
         except ShoplakeError:
             return
         yield versions
+        yield committed
         yield reasons
