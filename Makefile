@@ -22,14 +22,17 @@ lint: install
 	$(BIN)/mypy
 
 # Debian's packages the tests use (needs root; the tests that need one skip without it):
-# chromium for the browser tests, prometheus for promtool (without the node exporter it
-# recommends).
+# chromium for the browser tests, PostgreSQL for the warehouse's, prometheus for promtool
+# (without the node exporter it recommends).
 APT_INSTALL := apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
 
 debs:
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
 	  && $(APT_INSTALL) chromium >/dev/null; } \
 	  || echo "chromium is not installed: the browser tests will be skipped (apt-get install chromium)"
+	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && $(APT_INSTALL) --no-install-recommends postgresql >/dev/null; } \
+	  || echo "PostgreSQL is not installed: the warehouse tests will be skipped (apt-get install postgresql)"
 	@command -v promtool >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
 	  && $(APT_INSTALL) --no-install-recommends prometheus >/dev/null; } \
 	  || echo "promtool is not installed: its tests will be skipped (apt-get install prometheus)"

@@ -127,3 +127,17 @@ def require_promtool() -> str:
     )
     assert path is not None
     return path
+
+
+def require_postgres() -> None:
+    """Debian's PostgreSQL server binaries and psycopg: fail under CI, skip elsewhere,
+    without them."""
+    from tests.integration.postgres_server import postgres_bin
+
+    problem = None if postgres_bin() else "PostgreSQL's server (pg_ctl) is missing"
+    if problem is None:
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:
+            problem = "psycopg is not installed"
+    require(problem, "make debs (apt-get install postgresql) and pip install 'shoplake[warehouse]'")

@@ -904,6 +904,67 @@ def dagster(ctx: click.Context, port: int) -> None:
     ctx.exit(subprocess.call(command, env=env))
 
 
+@cli.command()
+@click.option(
+    "--to",
+    "url",
+    default=None,
+    metavar="postgresql://USER:PASSWORD@HOST:PORT/DB",
+    help="The PostgreSQL database (default: SHOPLAKE_WAREHOUSE__URL, else seed 003's "
+    "POSTGRES_HOST, _PORT, _DB, _USER, _PASSWORD and _SSLMODE, from the environment or ./.env).",
+)
+@click.option(
+    "--until-idle", is_flag=True, help="One catch-up: stop once PostgreSQL has everything."
+)
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Seconds between rounds of the continuous worker (default: "
+    "SHOPLAKE_WAREHOUSE__INTERVAL_S, 5).",
+)
+@click.pass_context
+def warehouse(
+    ctx: click.Context, url: str | None, until_idle: bool, interval: float | None
+) -> None:
+    """Keep a PostgreSQL warehouse in step with the lakehouse (seed 003), exactly once.
+
+    Schema `silver` holds a star schema — dim_date, dim_customers and dim_products with
+    surrogate keys, fact_orders, fact_order_items and fact_payments with a date_key, and
+    order_payments — and schema `gold` every gold table and seed 003's marts
+    (sales_performance, select_sales, items_category_performance). Each round is one
+    PostgreSQL transaction with the positions it reached: a kill at any point leaves
+    nothing doubled or missing. Runs until Ctrl-C, or once with --until-idle."""
+    from shoplake.warehouse.postgres import run_warehouse
+
+    settings = _settings(ctx)
+    _existing_home(settings)
+    if interval is not None:
+        settings = settings.model_copy(
+            update={"warehouse": settings.warehouse.model_copy(update={"interval_s": interval})}
+        )
+    if url is not None:
+        from pydantic import SecretStr
+
+        settings = settings.model_copy(
+            update={"warehouse": settings.warehouse.model_copy(update={"url": SecretStr(url)})}
+        )
+    where = settings.warehouse.display()
+    stop = threading.Event()
+    written: dict[str, int] = {}
+
+    def on_round(result: Any) -> None:
+        for table, rows in result.rows.items():
+            written[table] = written.get(table, 0) + rows
+        if result.total and not until_idle:
+            click.echo(f"warehouse: {result.total} rows to {where}", err=True)
+
+    with stop_on_signals(stop):
+        total = run_warehouse(settings, until_idle=until_idle, stop=stop, on_round=on_round)
+    tables = ", ".join(f"{t} {n}" for t, n in sorted(written.items())) or "nothing new"
+    click.echo(f"warehouse {where}: {total} rows written ({tables})", err=True)
+
+
 @cli.command("airflow-dags")
 def airflow_dags() -> None:
     """Print the folder of shoplake's Airflow DAGs (bronze_streams_raw, silver_jobs, gold),

@@ -72,7 +72,8 @@ SELECT s.partition_date, s.orders_placed, s.paid_orders, s.gross_revenue, s.tota
        m.peak_minute, m.peak_minute_gmv
 FROM memory.gold.daily_sales_summary s
 LEFT JOIN (
-    SELECT local_date(minute_bucket) AS day, arg_max(minute_bucket, gmv) AS peak_minute,
+    SELECT local_date(minute_bucket) AS day,
+           first(minute_bucket ORDER BY gmv DESC, minute_bucket) AS peak_minute,
            max(gmv) AS peak_minute_gmv
     FROM memory.gold.fct_sales_minute
     GROUP BY 1

@@ -13,6 +13,7 @@ import os
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -165,6 +166,51 @@ class TableSettings(BaseModel):
     catalog_name: str = "shoplake"
 
 
+class WarehouseSettings(BaseModel):
+    """The PostgreSQL warehouse `shoplake warehouse` keeps in step (seed 003): a URL, or
+    its parts (the seed's POSTGRES_* variables)."""
+
+    model_config = _FROZEN
+
+    url: SecretStr | None = None  # postgresql://user:password@host:port/db; wins over parts
+    host: str = "localhost"
+    port: int = Field(5432, ge=1, le=65535)
+    db: str = "postgres"
+    user: str = "postgres"
+    password: SecretStr | None = None
+    sslmode: str = "prefer"
+    interval_s: float = Field(5.0, gt=0)  # between rounds of the continuous worker
+
+    def conninfo(self) -> str:
+        """A libpq connection string (secret inside: never log it)."""
+        if self.url is not None:
+            return self.url.get_secret_value()
+        parts = {
+            "host": self.host,
+            "port": str(self.port),
+            "dbname": self.db,
+            "user": self.user,
+            "sslmode": self.sslmode,
+        }
+        if self.password is not None:
+            parts["password"] = self.password.get_secret_value()
+        return " ".join(f"{k}='{_libpq_quoted(v)}'" for k, v in parts.items())
+
+    def display(self) -> str:
+        """Where it is, without the password."""
+        if self.url is None:
+            return f"postgresql://{self.user}@{self.host}:{self.port}/{self.db}"
+        parts = urlsplit(self.url.get_secret_value())
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+        user = f"{parts.username}@" if parts.username else ""
+        return f"{parts.scheme}://{user}{host}{port}{parts.path}"
+
+
+def _libpq_quoted(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("'", "\\'")
+
+
 class PipelineSettings(BaseModel):
     """Micro-batching: a batch is committed on size or time, whichever comes first."""
 
@@ -240,6 +286,8 @@ class ReportingSettings(BaseModel):
         return self.rates[currency] / self.rates[self.currency]
 
 
+ENV_FILE = ".env"  # in the working directory, as the seeds' docker compose reads it
+
 # Seed variable → nested settings path. Applied only where SHOPLAKE_* left the value unset.
 SEED_ALIASES: dict[str, tuple[str, ...]] = {
     "KAFKA_BOOTSTRAP": ("transport", "kafka_bootstrap"),
@@ -255,7 +303,23 @@ SEED_ALIASES: dict[str, tuple[str, ...]] = {
     "AWS_SESSION_TOKEN": ("storage", "session_token"),
     "TOPIC_ORDER_EVENTS": ("topics", "purchases"),
     "TOPIC_PAYMENT_EVENTS": ("topics", "payments"),
+    # seed 003's warehouse
+    "POSTGRES_HOST": ("warehouse", "host"),
+    "POSTGRES_PORT": ("warehouse", "port"),
+    "POSTGRES_DB": ("warehouse", "db"),
+    "POSTGRES_USER": ("warehouse", "user"),
+    "POSTGRES_PASSWORD": ("warehouse", "password"),
+    "POSTGRES_SSLMODE": ("warehouse", "sslmode"),
 }
+
+
+def _dotenv_values() -> dict[str, str]:
+    """The variables of ./.env (the seeds keep theirs there), below the environment."""
+    if not Path(ENV_FILE).is_file():
+        return {}
+    from dotenv import dotenv_values  # pydantic-settings' own dependency
+
+    return {k: v for k, v in dotenv_values(ENV_FILE).items() if v is not None}
 
 
 class _SeedAliasSource(PydanticBaseSettingsSource):
@@ -266,8 +330,9 @@ class _SeedAliasSource(PydanticBaseSettingsSource):
 
     def __call__(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
+        dotenv = _dotenv_values()
         for var, path in SEED_ALIASES.items():
-            value = os.environ.get(var)
+            value = os.environ.get(var, dotenv.get(var))
             if value is None:
                 continue
             node = out
@@ -283,6 +348,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SHOPLAKE_",
         env_nested_delimiter="__",
+        env_file=ENV_FILE,  # SHOPLAKE_* and the seeds' names, below the environment
         frozen=True,
         extra="ignore",
     )
@@ -299,6 +365,7 @@ class Settings(BaseSettings):
     engine: EngineSettings = EngineSettings()
     storage: StorageSettings = StorageSettings()
     tables: TableSettings = TableSettings()
+    warehouse: WarehouseSettings = WarehouseSettings()
 
     @field_validator("lakehouse_uri")
     @classmethod

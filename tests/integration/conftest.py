@@ -1,5 +1,5 @@
-"""Fixtures of the integration tests: a real Kafka broker, an S3 server and a Spark engine,
-each started once for the session."""
+"""Fixtures of the integration tests: a real Kafka broker, an S3 server, PostgreSQL and a
+Spark engine, each started once for the session."""
 
 from __future__ import annotations
 
@@ -12,8 +12,15 @@ import pytest
 
 from tests.integration.airflow_env import Airflow, airflow_venv
 from tests.integration.kafka_broker import KafkaBroker
+from tests.integration.postgres_server import PostgresServer
 from tests.integration.s3_server import S3Server
-from tests.prerequisites import require, require_kafka_tools, require_s3_server, require_spark
+from tests.prerequisites import (
+    require,
+    require_kafka_tools,
+    require_postgres,
+    require_s3_server,
+    require_spark,
+)
 
 
 @pytest.fixture(scope="session")
@@ -31,6 +38,16 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     """An S3-compatible server (SeaweedFS from PyPI) on loopback, once per test session."""
     require_s3_server()  # skips outside CI, fails under CI
     server = S3Server(Path(tmp_path_factory.mktemp("s3")))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL server (Debian's package) on loopback, once per test session."""
+    require_postgres()  # skips outside CI, fails under CI
+    server = PostgresServer()
     server.start()
     yield server
     server.stop()
