@@ -130,13 +130,18 @@ def seed_views(settings: Settings) -> dict[str, SeedView]:
     plain["silver.orders_clean"] = (*orders, "silver.orders")
     plain["silver.purchases"] = (*orders, "silver.orders")
     plain["silver.orders"] = (*orders, "silver.orders")
-    for name, topic in (
-        ("bronze_raw.orders_raw", settings.topics.purchases),
-        ("bronze_raw.payments_raw", settings.topics.payments),
+    topics = settings.topics
+    for name, topic, event_type in (
+        ("bronze_raw.orders_raw", topics.purchases, "purchase"),
+        ("bronze_raw.payments_raw", topics.payments, "payment"),
     ):
         sql, reads = _of("bronze.raw_events")
-        quoted = topic.replace("'", "''")
-        plain[name] = (f"{sql} WHERE topic = '{quoted}'", reads, "bronze.raw_events")
+        # its topic's records; with one topic for all events, that topic's of its type
+        quoted = (topics.single or topic).replace("'", "''")
+        where = f"topic = '{quoted}'"
+        if topics.single:
+            where += f" AND event_type = '{event_type}'"
+        plain[name] = (f"{sql} WHERE {where}", reads, "bronze.raw_events")
     plain["gold.sales_performance"] = (
         _SALES_PERFORMANCE,
         frozenset({"gold.daily_sales_summary", "gold.fct_sales_minute"}),

@@ -48,8 +48,17 @@ class TopicSettings(BaseModel):
     user_sessions: str = "user-sessions"
     product_updates: str = "product-updates"
     dead_letter: str = "dead-letter"  # records whose event type cannot be read
+    # One topic for every event type instead (seed 003's KAFKA_TOPIC, seed 004's
+    # ecommerce_events): silver routes by event_type either way.
+    single: str | None = None
+    # Also write every event to this topic (seed 001's raw-events), for other consumers;
+    # bronze does not read it.
+    all_events: str | None = None
 
     def all(self) -> list[str]:
+        """The topics bronze reads."""
+        if self.single:
+            return [self.single, self.dead_letter]
         return [
             self.page_views,
             self.cart_events,
@@ -60,13 +69,27 @@ class TopicSettings(BaseModel):
             self.dead_letter,
         ]
 
+    def written(self) -> list[str]:
+        """Every topic shoplake writes: those bronze reads, and the all-events copy."""
+        return [*self.all(), *([self.all_events] if self.all_events else [])]
+
 
 class TransportSettings(BaseModel):
     model_config = _FROZEN
 
     kind: Literal["embedded", "kafka"] = "embedded"
     partitions: int = Field(3, ge=1, le=256, description="Partitions per topic when created.")
+    replication_factor: int = Field(
+        1, ge=1, description="Replicas of each Kafka topic shoplake creates (3 in production)."
+    )
     kafka_bootstrap: str = "localhost:9092"
+    # Kafka security (librdkafka's names in kafka_config win over these)
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] | None = None
+    sasl_mechanism: str | None = None  # PLAIN, SCRAM-SHA-256, SCRAM-SHA-512
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: str | None = None  # the CA certificate file that signed the brokers'
+
     kafka_transactional_id: str | None = Field(
         None,
         description="The producer's transactional.id (default shoplake-HOST-PID). A fixed "
@@ -79,6 +102,20 @@ class TransportSettings(BaseModel):
         description="Extra librdkafka properties for every Kafka client, e.g. "
         '{"security.protocol": "SASL_SSL", "sasl.mechanism": "PLAIN", ...}.',
     )
+
+    def librdkafka_config(self) -> dict[str, str]:
+        """The clients' security and extra properties, in librdkafka's names (secrets in
+        clear: for the client only)."""
+        password = self.sasl_password.get_secret_value() if self.sasl_password else None
+        named = {
+            "security.protocol": self.security_protocol,
+            "sasl.mechanism": self.sasl_mechanism,
+            "sasl.username": self.sasl_username,
+            "sasl.password": password,
+            "ssl.ca.location": self.ssl_ca_location,
+        }
+        extra = {k: v.get_secret_value() for k, v in self.kafka_config.items()}
+        return {**{k: v for k, v in named.items() if v is not None}, **extra}
 
 
 class GatewaySettings(BaseModel):
@@ -301,6 +338,7 @@ SEED_ALIASES: dict[str, tuple[str, ...]] = {
     "AWS_ACCESS_KEY_ID": ("storage", "access_key_id"),
     "AWS_SECRET_ACCESS_KEY": ("storage", "secret_access_key"),
     "AWS_SESSION_TOKEN": ("storage", "session_token"),
+    "KAFKA_TOPIC": ("topics", "single"),  # seed 003: one topic for every event
     "TOPIC_ORDER_EVENTS": ("topics", "purchases"),
     "TOPIC_PAYMENT_EVENTS": ("topics", "payments"),
     # seed 003's warehouse

@@ -12,12 +12,13 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer
 from fastapi.testclient import TestClient
 
 from shoplake.errors import TransportError
 from shoplake.gateway.app import create_app
 from shoplake.pipeline.ingest import bronze_lag
+from shoplake.pipeline.reconcile import current_gold
 from shoplake.pipeline.runner import Pipeline
 from shoplake.settings import Settings
 from shoplake.simulator import ShopSimulator
@@ -35,7 +36,7 @@ _run = itertools.count()
 def kafka_settings(tmp_path: Path, kafka: KafkaBroker) -> Settings:
     """Settings on the broker, with topic names of their own (tests share the broker)."""
     prefix = f"t{next(_run)}-"
-    names = Settings().topics.model_dump()
+    names = Settings().topics.model_dump(exclude_none=True)
     return Settings(
         home=tmp_path / "home",
         transport={"kind": "kafka", "kafka_bootstrap": kafka.bootstrap, "partitions": 3},
@@ -198,3 +199,49 @@ def test_poison_messages_on_a_topic_are_quarantined(tmp_path: Path, kafka: Kafka
     assert TopicPartition(s.topics.page_views, 0) in t.partitions()
     p.close()
     t.close()
+
+
+def test_one_topic_on_kafka_gives_the_same_gold_as_a_topic_per_type(
+    tmp_path: Path, kafka: KafkaBroker
+) -> None:
+    """Seed 003's KAFKA_TOPIC / seed 004's ecommerce_events: every event type on one
+    topic, silver routing by event_type; and seed 001's all-events raw-events copy."""
+    lines = events(3000, seed=8)
+    per_type = kafka_settings(tmp_path / "multi", kafka)
+    one = kafka_settings(tmp_path / "single", kafka)
+    prefix = one.topics.page_views.split("-")[0]
+    one = one.model_copy(
+        update={
+            "topics": one.topics.model_copy(
+                update={"single": f"{prefix}-ecommerce_events", "all_events": f"{prefix}-raw"}
+            ),
+            "transport": one.transport.model_copy(update={"replication_factor": 1}),
+        }
+    )
+    golds = []
+    for s in (per_type, one):
+        producer = open_transport(s)
+        producer.append([route(v, s.topics) for v in lines])
+        p = Pipeline(s)
+        p.run("both", until_idle=True)
+        assert rows(p, "SELECT count(*) AS n FROM bronze.raw_events")[0]["n"] == len(lines)
+        golds.append(current_gold(p.store))
+        topics = set(rows(p, "SELECT DISTINCT topic FROM bronze.raw_events")[0].values())
+        p.close()
+        producer.close()
+    for gold in golds:  # lateness is per topic partition: see tests/unit/test_topics.py
+        for row in gold["gold.data_quality_report"]:
+            del row["late_events"]
+    assert golds[0] == golds[1] and any(golds[0].values())
+    assert topics == {f"{prefix}-ecommerce_events"}
+    # the all-events topic holds a copy of every event; bronze did not read it
+    reader = Consumer(
+        {"bootstrap.servers": kafka.bootstrap, "group.id": f"{prefix}-check",
+         "auto.offset.reset": "earliest", "isolation.level": "read_committed"}
+    )  # fmt: skip
+    reader.subscribe([f"{prefix}-raw"])
+    copies, deadline = 0, time.monotonic() + 30
+    while copies < len(lines) and time.monotonic() < deadline:
+        copies += sum(1 for m in reader.consume(1000, 1.0) if m.error() is None)
+    reader.close()
+    assert copies == len(lines)

@@ -49,7 +49,7 @@ def shoplake_on_kafka(
         "SHOPLAKE_TRANSPORT__KAFKA_BOOTSTRAP": bootstrap,
         "SHOPLAKE_TRANSPORT__KAFKA_CONFIG": json.dumps(config),
     }
-    for name, topic in Settings().topics.model_dump().items():
+    for name, topic in Settings().topics.model_dump(exclude_none=True).items():
         env[f"SHOPLAKE_TOPICS__{name.upper()}"] = prefix + topic
     started = time.monotonic()
     done = subprocess.run(
@@ -117,7 +117,7 @@ def test_gateway_with_wrong_credentials_answers_transport_failed(
     transport = open_transport(settings)
     try:
         client = TestClient(create_app(settings, transport))
-        r = client.post("/v1/events", json={"event_type": "nope"})
+        r = client.post("/v1/events", json={"event_type": "page_view"})
         assert r.status_code == 422  # nothing valid: the transport is not asked
         r = client.post("/v1/events", content=b"\n".join(events(3)), headers=NDJSON)
         assert r.status_code == 503 and "retry-after" not in r.headers
@@ -127,3 +127,33 @@ def test_gateway_with_wrong_credentials_answers_transport_failed(
         assert (ready.status_code, ready.json()["error"]) == (503, "transport_failed")
     finally:
         transport.close()
+
+
+def test_the_sasl_settings_reach_the_broker(tmp_path: Path, kafka: KafkaBroker) -> None:
+    """SHOPLAKE_TRANSPORT__SECURITY_PROTOCOL, __SASL_MECHANISM, __SASL_USERNAME and
+    __SASL_PASSWORD, instead of librdkafka's names in KAFKA_CONFIG."""
+    prefix = f"named{next(_run)}-"
+    env = {
+        **os.environ,
+        "SHOPLAKE_HOME": str(tmp_path / "home"),
+        "SHOPLAKE_TRANSPORT__KIND": "kafka",
+        "SHOPLAKE_TRANSPORT__KAFKA_BOOTSTRAP": kafka.sasl_bootstrap,
+        "SHOPLAKE_TRANSPORT__SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "SHOPLAKE_TRANSPORT__SASL_MECHANISM": "PLAIN",
+        "SHOPLAKE_TRANSPORT__SASL_USERNAME": SASL_USER,
+        "SHOPLAKE_TRANSPORT__SASL_PASSWORD": SASL_PASSWORD,
+    }
+    for name, topic in Settings().topics.model_dump(exclude_none=True).items():
+        env[f"SHOPLAKE_TOPICS__{name.upper()}"] = prefix + topic
+
+    def shoplake(*args: str, **changes: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*SHOPLAKE, *args], env={**env, **changes}, capture_output=True,
+                              text=True, timeout=60)  # fmt: skip
+
+    sent = shoplake("generate", "-n", "30", "--to", "kafka")
+    assert sent.returncode == 0, sent.stderr
+    done = shoplake("run", "--job", "ingestion", "--until-idle")
+    assert done.returncode == 0 and "ingested 30 records" in done.stderr, done.stderr
+    wrong = shoplake("run", "--job", "ingestion", SHOPLAKE_TRANSPORT__SASL_PASSWORD=WRONG)
+    assert "Invalid username or password" in one_error_line(wrong)
+    assert WRONG not in wrong.stderr

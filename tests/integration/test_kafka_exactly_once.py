@@ -38,7 +38,7 @@ def kafka_env(home: Path, kafka: KafkaBroker) -> dict[str, str]:
         "SHOPLAKE_PIPELINE__BATCH_MAX_RECORDS": "700",
         "SHOPLAKE_PIPELINE__BATCH_MAX_SECONDS": "0.2",
     }
-    for name, topic in Settings().topics.model_dump().items():
+    for name, topic in Settings().topics.model_dump(exclude_none=True).items():
         env[f"SHOPLAKE_TOPICS__{name.upper()}"] = prefix + topic
     return env
 

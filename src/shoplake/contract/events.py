@@ -163,9 +163,12 @@ _TOPIC_FIELD = {
 
 
 def topic_for(event_type: str, topics: TopicSettings) -> str | None:
-    """The topic an event type is routed to, or None for an unknown type."""
+    """The topic an event type is routed to (the single topic, when there is one), or None
+    for an unknown type."""
     attr = _TOPIC_FIELD.get(event_type)
-    return None if attr is None else str(getattr(topics, attr))
+    if attr is None:
+        return None
+    return topics.single or str(getattr(topics, attr))
 
 
 def key_for(event: dict[str, Any]) -> str | None:

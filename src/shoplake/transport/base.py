@@ -19,6 +19,18 @@ class OutgoingMessage(NamedTuple):
     value: bytes
 
 
+def with_all_events_copy(
+    messages: Sequence[OutgoingMessage], all_events: str | None, dead_letter: str
+) -> Sequence[OutgoingMessage]:
+    """``messages``, and with an all-events topic (seed 001's raw-events) a copy of each
+    event on it too, appended with them in the same transaction; records that are not
+    events (the dead-letter topic's) are not copied."""
+    if not all_events:
+        return messages
+    copies = [m._replace(topic=all_events) for m in messages if m.topic != dead_letter]
+    return [*messages, *copies]
+
+
 # What read() returns: one row per record, in offset order within each partition.
 RECORD_SCHEMA = pa.schema(
     [

@@ -24,7 +24,13 @@ import pyarrow as pa
 
 from shoplake.errors import ConfigError, DamagedLog, TransportError
 from shoplake.settings import Settings
-from shoplake.transport.base import RECORD_SCHEMA, OutgoingMessage, ReadBatch, TopicPartition
+from shoplake.transport.base import (
+    RECORD_SCHEMA,
+    OutgoingMessage,
+    ReadBatch,
+    TopicPartition,
+    with_all_events_copy,
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS partitions (
@@ -108,6 +114,8 @@ class EmbeddedLog:
         self._lock = threading.Lock()
         self._default_partitions = default_partitions
         self._round_robin = 0
+        self._all_events: str | None = None  # written, never read by bronze
+        self._dead_letter = "dead-letter"
 
     @classmethod
     def open(cls, path: Path, settings: Settings, *, create: bool = True) -> EmbeddedLog:
@@ -129,7 +137,9 @@ class EmbeddedLog:
                 raise err from exc
             raise ConfigError(f"cannot open the log at {path}: {exc}") from exc
         log = cls(conn, settings.transport.partitions, path)
-        log.ensure_topics(settings.topics.all(), settings.transport.partitions)
+        log._all_events = settings.topics.all_events
+        log._dead_letter = settings.topics.dead_letter
+        log.ensure_topics(settings.topics.written(), settings.transport.partitions)
         return log
 
     # -- topics ---------------------------------------------------------------
@@ -167,7 +177,7 @@ class EmbeddedLog:
             rows = self._conn.execute(
                 "SELECT topic, partition FROM partitions ORDER BY topic, partition"
             ).fetchall()
-        return [TopicPartition(t, p) for t, p in rows]
+        return [TopicPartition(t, p) for t, p in rows if t != self._all_events]
 
     def assigned(self, group: str) -> list[TopicPartition]:
         return self.partitions()  # one process owns the local log
@@ -176,6 +186,7 @@ class EmbeddedLog:
     def append(self, messages: Sequence[OutgoingMessage]) -> None:
         if not messages:
             return
+        messages = with_all_events_copy(messages, self._all_events, self._dead_letter)
         now_ms = time.time_ns() // 1_000_000
         with self._lock, self._txn():
             parts = self._partition_ids()

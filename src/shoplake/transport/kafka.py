@@ -20,7 +20,13 @@ import pyarrow as pa
 
 from shoplake.errors import ConfigError, ErrorKind, TransportError
 from shoplake.settings import Settings
-from shoplake.transport.base import RECORD_SCHEMA, OutgoingMessage, ReadBatch, TopicPartition
+from shoplake.transport.base import (
+    RECORD_SCHEMA,
+    OutgoingMessage,
+    ReadBatch,
+    TopicPartition,
+    with_all_events_copy,
+)
 
 try:
     from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
@@ -105,8 +111,11 @@ class KafkaTransport:
         self.create = create
         # a terminal error librdkafka reported in the background (bad credentials)
         self._terminal: KafkaError | None = None
+        self.all_events = settings.topics.all_events
+        self.dead_letter = settings.topics.dead_letter
+        self.replication_factor = settings.transport.replication_factor
         self._common: dict[str, Any] = {
-            **{k: v.get_secret_value() for k, v in settings.transport.kafka_config.items()},
+            **settings.transport.librdkafka_config(),
             "bootstrap.servers": self.bootstrap,
             "client.id": "shoplake",
             "logger": _Quieter(log),  # librdkafka's own lines go through logging
@@ -170,7 +179,8 @@ class KafkaTransport:
     def _discover(self) -> list[TopicPartition]:
         try:
             meta = self._admin.list_topics(timeout=_TIMEOUT_S)
-            missing = [t for t in self.topics if t not in meta.topics]
+            written = [*self.topics, *([self.all_events] if self.all_events else [])]
+            missing = [t for t in written if t not in meta.topics]
             if missing and self.create:
                 self._create(missing)
                 deadline = time.monotonic() + _TIMEOUT_S
@@ -187,8 +197,12 @@ class KafkaTransport:
         return out
 
     def _create(self, topics: list[str]) -> None:
+        replicas = self.replication_factor
         futures = self._admin.create_topics(
-            [NewTopic(t, num_partitions=self.partition_count, replication_factor=1) for t in topics]
+            [
+                NewTopic(t, num_partitions=self.partition_count, replication_factor=replicas)
+                for t in topics
+            ]
         )
         for topic, future in futures.items():
             try:
@@ -216,6 +230,7 @@ class KafkaTransport:
         aborted and TransportError raised: none of the records becomes readable."""
         if not messages:
             return
+        messages = with_all_events_copy(messages, self.all_events, self.dead_letter)
         self.partitions()  # topics exist before the first produce
         with self._lock:
             producer = self._transactional_producer()
