@@ -172,21 +172,15 @@ def create_app(
     def docs() -> HTMLResponse:
         return docs_html
 
-    @app.post(
-        "/v1/events",
-        status_code=202,
-        response_model=Accepted,
-        responses=_ERRORS,
-        openapi_extra={"requestBody": _request_body()},
-    )
-    @app.post(
-        "/events",
-        status_code=202,
-        response_model=Accepted,
-        responses=_ERRORS,
-        openapi_extra={"requestBody": _request_body()},
-        summary="Post Events (seed 004's path: the same as /v1/events)",
-    )
+    posting: dict[str, Any] = {
+        "status_code": 202,
+        "response_model": Accepted,
+        "responses": _ERRORS,
+        "openapi_extra": {"requestBody": _request_body()},
+    }
+
+    @app.post("/v1/events", **posting)
+    @app.post("/events", summary="Post Events (seed 004's path: as /v1/events)", **posting)
     async def post_events(request: Request) -> Response:
         """Accept one event (a JSON object), a JSON array of events, or NDJSON (one event
         per line). Valid events are routed to their topic; each invalid one is listed
