@@ -18,6 +18,24 @@ from shoplake.transport import open_transport
 SHOPLAKE = [sys.executable, "-m", "shoplake.cli"]
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Under pytest -n, a run in which fewer tests reported than were collected fails:
+    a slice of the suite that never ran must not pass as green."""
+    if not session.config.pluginmanager.has_plugin("dsession"):  # not the -n controller
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    outcomes = ("passed", "failed", "skipped", "xfailed", "xpassed", "error")
+    reported = {r.nodeid for key in outcomes for r in reporter.stats.get(key, [])}
+    missing = session.testscollected - len(reported)
+    if missing > 0 and exitstatus == pytest.ExitCode.OK:
+        reporter.write_line(
+            f"{missing} of {session.testscollected} collected tests never reported an outcome",
+            red=True,
+        )
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return Settings(home=tmp_path / "home")

@@ -1,8 +1,10 @@
 """The TableStore port's conformance suite: every test runs on each format and location
-(Delta on a local folder and on S3, the latter a real S3-compatible server)."""
+(Delta and Iceberg, on a local folder and on S3 — a real S3-compatible server — and
+Iceberg with its catalog in PostgreSQL)."""
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import time
 from datetime import UTC, datetime
@@ -17,15 +19,23 @@ from shoplake.settings import Settings
 from shoplake.tables import open_store
 from shoplake.tables.base import Compare, IsIn
 
+_catalogs = itertools.count()
 
-@pytest.fixture(params=["delta-local", "delta-s3", "iceberg-local", "iceberg-s3"])
+
+@pytest.fixture(
+    params=["delta-local", "delta-s3", "iceberg-local", "iceberg-s3", "iceberg-postgres"]
+)
 def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
     """A shoplake home whose tables are Delta or Iceberg tables, in a local folder or under
-    a prefix of their own in the test session's S3 bucket."""
+    a prefix of their own in the test session's S3 bucket; Iceberg's catalog in SQLite, or
+    in a PostgreSQL database several machines would share."""
     table_format, where = request.param.split("-")
     tables = {"format": table_format}
     if where == "local":
         return Settings(home=tmp_path / "home", tables=tables)
+    if where == "postgres":
+        catalog = request.getfixturevalue("postgres").new_database(f"catalog{next(_catalogs)}")
+        return Settings(home=tmp_path / "home", tables={**tables, "catalog_uri": catalog})
     server = request.getfixturevalue("s3_server")
     return Settings(home=tmp_path / "home", lakehouse_uri=server.new_lake(),
                     storage=server.storage(), tables=tables)  # fmt: skip
