@@ -474,7 +474,7 @@ QUERY_DIALECTS = ("auto", "duckdb", "spark", "trino")
 
 # ignore_unknown_options: SQL that starts with a `--` comment is SQL, not an option
 @cli.command(context_settings={"ignore_unknown_options": True})
-@click.argument("sql", nargs=-1)
+@click.argument("sql", nargs=-1, metavar="[SQL]")
 @click.option(
     "-f",
     "--file",
