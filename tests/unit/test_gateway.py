@@ -335,3 +335,19 @@ def test_a_seed_004_producer_posts_to_events_and_nothing_is_lost(
         assert orjson.loads(pv["properties"])["location"]["city"] == "Lyon"  # kept
     finally:
         pipeline.close()
+
+
+def test_an_app_started_again_after_its_lifespan_ended_still_appends(
+    gw_settings: Settings, transport: Transport
+) -> None:
+    """Servers and ASGI test clients may end an app's lifespan (its writer thread stops)
+    and start it again: appends must not hang."""
+    app = create_app(gw_settings, transport)
+    for n in range(3):
+        with TestClient(app) as client:  # lifespan startup … shutdown
+            r = client.post("/v1/events", json=event("page_view", event_id=f"e{n}"), headers=AUTH)
+            assert r.status_code == 202
+    # and without a lifespan at all, after it ended
+    r = TestClient(app).post("/v1/events", json=event("page_view", event_id="e9"), headers=AUTH)
+    assert r.status_code == 202
+    assert sorted(g["event"]["event_id"] for g in in_log(transport)) == ["e0", "e1", "e2", "e9"]

@@ -26,7 +26,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel
 
-from shoplake.contract.events import EVENT_ADAPTER
+from shoplake.contract.events import EVENT_ADAPTER, EVENT_TYPES
 from shoplake.dashboard.data import DashboardData
 from shoplake.dashboard.routes import dashboard_router
 from shoplake.errors import ShoplakeError
@@ -143,6 +143,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        appender.start()  # again, when a server or test client starts the app anew
         yield
         appender.close()
 
@@ -301,17 +302,33 @@ def create_app(
 # The contract's JSON Schema, with its definitions under the OpenAPI components.
 _EVENT_SCHEMA = EVENT_ADAPTER.json_schema(ref_template="#/components/schemas/{model}")
 _EVENT_DEFS = _EVENT_SCHEMA.pop("$defs", {})
+# What a producer may post: an event of the contract, or one of a type shoplake does not
+# know (seed 004's), which is kept and quarantined rather than refused.
+_POSTED_EVENT = {
+    "anyOf": [
+        _EVENT_SCHEMA,
+        {
+            "type": "object",
+            "title": "Event of another type",
+            "description": "Kept in bronze and quarantined by silver (unknown_event_type); "
+            "the answer lists it under `quarantined`.",
+            "required": ["event_type"],
+            "properties": {"event_type": {"type": "string", "not": {"enum": list(EVENT_TYPES)}}},
+        },
+    ]
+}
 
 
 def _request_body() -> dict[str, Any]:
     return {
         "required": True,
-        "description": "Events of the contract (unknown extra fields are kept). Rules JSON "
+        "description": "Events of the contract (unknown extra fields are kept), or of other "
+        "types (kept for quarantine). Rules JSON "
         "Schema cannot state — a real calendar date, a currency with an exchange rate — "
         "are checked too and reported per item.",
         "content": {
             "application/json": {
-                "schema": {"oneOf": [_EVENT_SCHEMA, {"type": "array", "items": _EVENT_SCHEMA}]}
+                "schema": {"oneOf": [_POSTED_EVENT, {"type": "array", "items": _POSTED_EVENT}]}
             },
             "application/x-ndjson": {
                 "schema": {"type": "string", "description": "One JSON event per line."}

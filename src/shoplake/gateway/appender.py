@@ -31,35 +31,57 @@ class GroupAppender:
     def __init__(self, transport: Transport, max_messages: int = 100_000) -> None:
         self.transport = transport
         self.max_messages = max_messages
+        self._lock = threading.Lock()
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="group-append", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
+        self.start()
+
+    def start(self) -> None:
+        """Starts the writer thread unless it runs: an app whose lifespan ended (close)
+        and began again (ASGI test clients do that) appends again."""
+        with self._lock:
+            self._started()
+
+    def _started(self) -> queue.SimpleQueue[_Pending | None]:
+        """The running writer's queue (the lock held)."""
+        if self._thread is None or not self._thread.is_alive():
+            self._queue = queue.SimpleQueue()  # a stop left behind is not for the new one
+            self._thread = threading.Thread(
+                target=self._run, args=(self._queue,), name="group-append", daemon=True
+            )
+            self._thread.start()
+        return self._queue
 
     async def append(self, messages: Sequence[OutgoingMessage]) -> None:
         """Returns once ``messages`` are durable; raises TransportError otherwise."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
-        self._queue.put(_Pending(messages, future, loop))
+        with self._lock:  # never behind a stop: close() puts it under the same lock
+            self._started().put(_Pending(messages, future, loop))
         await future
 
     def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join(30)
+        with self._lock:
+            thread, self._thread = self._thread, None
+            if thread is not None:
+                self._queue.put(None)  # the thread answers what is queued, then stops
+        if thread is not None:
+            thread.join(30)
 
-    def _run(self) -> None:
+    def _run(self, inbox: queue.SimpleQueue[_Pending | None]) -> None:
         while True:
-            first = self._queue.get()
+            first = inbox.get()
             if first is None:
                 return
             group = [first]
             size = len(first.messages)
             while size < self.max_messages:
                 try:
-                    more = self._queue.get_nowait()
+                    more = inbox.get_nowait()
                 except queue.Empty:
                     break
                 if more is None:
-                    self._queue.put(None)  # stop after this group
+                    inbox.put(None)  # stop after this group
                     break
                 group.append(more)
                 size += len(more.messages)

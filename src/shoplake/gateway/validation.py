@@ -83,7 +83,11 @@ class EventValidator:
                 )
                 continue
             problem = self._problem(event)
-            if problem is not None and problem[0] == "unknown_event_type":
+            if (
+                problem is not None
+                and problem[0] == "unknown_event_type"
+                and isinstance(event["event_type"], str)
+            ):
                 # seed 004's producers send types of their own: nothing of theirs is lost
                 out.quarantined.append(Rejection(index, *problem))
                 out.messages.append(
