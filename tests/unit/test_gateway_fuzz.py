@@ -10,17 +10,23 @@ from __future__ import annotations
 
 import gzip
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
+import pytest
 import schemathesis
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
+from schemathesis.generation.modes import GenerationMode
+from schemathesis.schemas import APIOperation, BaseSchema
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from shoplake.gateway.app import create_app
+from shoplake.gateway.security import WRITE_PATHS
 from shoplake.settings import Settings
 from shoplake.tables import open_store
 from shoplake.transport import open_transport
@@ -43,10 +49,36 @@ SLOW_MACHINE_S = 60
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 
 
-@schema.parametrize()
-@FUZZ
-def test_gateway_answers_every_generated_request_as_documented(case: schemathesis.Case) -> None:
-    case.call_and_validate(excluded_checks=[positive_data_acceptance], timeout=SLOW_MACHINE_S)
+def operations(api: BaseSchema) -> Any:
+    """One pytest item per API operation, with an id of its own: pytest -n (xdist) runs
+    items by id, and schemathesis's own parametrize gives every operation the same one."""
+    ops = [result.ok() for result in api.get_all_operations()]
+    return pytest.mark.parametrize(
+        "operation", ops, ids=[f"{op.method.upper()} {op.path}" for op in ops]
+    )
+
+
+def fuzz(operation: APIOperation, check: Callable[[schemathesis.Case], None]) -> None:
+    """``check`` on requests schemathesis makes for ``operation``: valid ones and ones the
+    schema forbids."""
+    cases = st.one_of(*(operation.as_strategy(mode) for mode in GenerationMode))
+
+    @FUZZ
+    @given(case=cases)
+    def run(case: schemathesis.Case) -> None:
+        check(case)
+
+    run()
+
+
+@operations(schema)
+def test_gateway_answers_every_generated_request_as_documented(operation: APIOperation) -> None:
+    fuzz(
+        operation,
+        lambda case: case.call_and_validate(
+            excluded_checks=[positive_data_acceptance], timeout=SLOW_MACHINE_S
+        ),
+    )
 
 
 # -- auth on: the dashboard's API is mounted too, so every endpoint is fuzzed -----------
@@ -72,33 +104,39 @@ def test_the_secure_schema_covers_every_endpoint() -> None:
     assert {"/v1/events", "/metrics", "/api/kpis", "/api/health"} <= paths and paths >= PROBES
 
 
-@secure_schema.parametrize()
-@FUZZ
-def test_without_a_key_every_endpoint_but_the_probes_is_401(case: schemathesis.Case) -> None:
-    r = case.call()
-    if case.path in PROBES:
-        assert r.status_code < 500
-    else:
-        assert r.status_code == 401, (case.method, case.path, r.status_code)
-        assert r.json()["error"] == "unauthorized"
+@operations(secure_schema)
+def test_without_a_key_every_endpoint_but_the_probes_is_401(operation: APIOperation) -> None:
+    def check(case: schemathesis.Case) -> None:
+        r = case.call()
+        if case.path in PROBES:
+            assert r.status_code < 500
+        else:
+            assert r.status_code == 401, (case.method, case.path, r.status_code)
+            assert r.json()["error"] == "unauthorized"
+
+    fuzz(operation, check)
 
 
-@secure_schema.parametrize()
-@FUZZ
-def test_with_a_write_key_no_request_is_a_server_error(case: schemathesis.Case) -> None:
-    case.call_and_validate(
-        headers=AS_WRITE, excluded_checks=[positive_data_acceptance], timeout=SLOW_MACHINE_S
+@operations(secure_schema)
+def test_with_a_write_key_no_request_is_a_server_error(operation: APIOperation) -> None:
+    fuzz(
+        operation,
+        lambda case: case.call_and_validate(
+            headers=AS_WRITE, excluded_checks=[positive_data_acceptance], timeout=SLOW_MACHINE_S
+        ),
     )
 
 
-@secure_schema.parametrize()
-@FUZZ
-def test_with_a_read_key_no_request_is_a_server_error(case: schemathesis.Case) -> None:
-    r = case.call_and_validate(
-        headers=AS_READ, excluded_checks=[positive_data_acceptance], timeout=SLOW_MACHINE_S
-    )
-    if case.path == "/v1/events":
-        assert r.status_code == 403  # read-only, whatever the body
+@operations(secure_schema)
+def test_with_a_read_key_no_request_is_a_server_error(operation: APIOperation) -> None:
+    def check(case: schemathesis.Case) -> None:
+        r = case.call_and_validate(
+            headers=AS_READ, excluded_checks=[positive_data_acceptance], timeout=SLOW_MACHINE_S
+        )
+        if case.path in WRITE_PATHS:
+            assert r.status_code == 403  # read-only, whatever the body
+
+    fuzz(operation, check)
 
 
 # -- what the schema does not describe: odd headers and encodings ----------------------
