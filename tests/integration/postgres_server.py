@@ -53,12 +53,7 @@ class PostgresServer:
             "initdb", "-D", str(self.data), "-U", USER, f"--pwfile={secret}",
             "--auth=scram-sha-256", "--encoding=UTF8", "--no-sync",
         )  # fmt: skip
-        started = self._run(
-            "pg_ctl", "-D", str(self.data), "-l", str(self.root / "log"), "-w", "start", "-o",
-            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off",
-            check=False,
-        )  # fmt: skip
-        assert started.returncode == 0, started.stdout + started.stderr + self.log()
+        self._start()
         import psycopg
 
         with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
@@ -74,6 +69,19 @@ class PostgresServer:
         with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
             conn.execute(f"CREATE DATABASE {name}")  # type: ignore[arg-type]
         return self.url(name)
+
+    def _start(self) -> None:
+        started = self._run(
+            "pg_ctl", "-D", str(self.data), "-l", str(self.root / "log"), "-w", "start", "-o",
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off",
+            check=False,
+        )  # fmt: skip
+        assert started.returncode == 0, started.stdout + started.stderr + self.log()
+
+    def restart(self) -> None:
+        """Stop at once (as a crash would, every connection cut) and start again."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+        self._start()
 
     def log(self) -> str:
         path = self.root / "log"

@@ -5,6 +5,7 @@ provisioned Grafana dashboards runs against the real tables."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -200,6 +201,40 @@ def test_the_worker_killed_at_random_points_leaves_everything_exactly_once(
     assert kills >= 6
     shoplake(home, "run", "--until-idle", env=env)
     shoplake(home, "warehouse", "--to", database, "--until-idle", env=env)
+    assert_warehouse_equals_lakehouse(home, database)
+
+
+def test_the_continuous_worker_outlasts_a_postgres_restart(
+    shop: Path, postgres: PostgresServer, database: str, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    subprocess.run(["cp", "-r", str(shop), str(home)], check=True)
+    env = {**os.environ, "SHOPLAKE_HOME": str(home), "SHOPLAKE_WAREHOUSE__INTERVAL_S": "0.2"}
+    worker = subprocess.Popen(
+        [*SHOPLAKE, "warehouse", "--to", database], env=env, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        count = "SELECT count(*) AS n FROM silver.fact_orders"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # the first round landed
+            with contextlib.suppress(Exception):
+                if pg_rows(database, count)[0]["n"]:
+                    break
+            time.sleep(0.2)
+        postgres.restart()  # every connection cut
+        shoplake(home, "generate", "-n", "2000", "--seed", "31", "--to", "embedded")
+        shoplake(home, "run", "--until-idle")
+        want = Lakehouse(Settings(home=home)).query("SELECT count(*) AS n FROM silver.orders")
+        deadline = time.monotonic() + 60
+        while pg_rows(database, count)[0]["n"] != want.to_pylist()[0]["n"]:
+            assert worker.poll() is None, worker.stderr.read()  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, "the worker did not catch up after the restart"
+            time.sleep(0.3)
+    finally:
+        worker.send_signal(signal.SIGINT)
+        _, err = worker.communicate(timeout=60)
+    assert worker.returncode == 0, err
+    assert "retrying in" in err
     assert_warehouse_equals_lakehouse(home, database)
 
 

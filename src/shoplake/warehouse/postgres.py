@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _MISSING = "the PostgreSQL warehouse needs psycopg: pip install 'shoplake[warehouse]'"
+_FIRST_RETRY_S, _LAST_RETRY_S = 0.2, 5.0
 
 
 class WarehouseError(ShoplakeError):
@@ -205,6 +206,12 @@ class Warehouse:
 
     def close(self) -> None:
         self.conn.close()
+
+    def reconnect(self) -> None:
+        """A new connection if the last one broke (PostgreSQL restarted)."""
+        if self.conn.closed or self.conn.broken:
+            self.conn.close()
+            self.conn = _connect(self.settings.warehouse.conninfo())
 
     @contextmanager
     def _translated(self, action: str) -> Iterator[None]:
@@ -399,12 +406,25 @@ def run_warehouse(
     on_round: Callable[[RoundResult], None] | None = None,
 ) -> int:
     """Rounds until ``stop`` (or, with ``until_idle``, until a round finds nothing new).
-    Returns the rows written."""
+    The continuous worker outlasts what passes — PostgreSQL restarting, the lakehouse
+    unreachable a moment — retrying after 0.2 s, twice as long each time up to 5 s; with
+    ``until_idle``, or on an error retrying cannot cure, it stops. Returns the rows written."""
     warehouse = Warehouse(settings)
-    total = 0
+    store = open_store(settings)
+    total, backoff = 0, _FIRST_RETRY_S
     try:
         while not stop.is_set():
-            result = warehouse.sync()
+            try:
+                warehouse.reconnect()
+                result = warehouse.sync(store)
+            except ShoplakeError as exc:
+                if until_idle or not exc.transient:
+                    raise
+                log.warning("warehouse round failed, retrying in %.1f s: %s", backoff, exc)
+                stop.wait(backoff)
+                backoff = min(backoff * 2, _LAST_RETRY_S)
+                continue
+            backoff = _FIRST_RETRY_S
             total += result.total
             if on_round is not None:
                 on_round(result)
@@ -413,6 +433,7 @@ def run_warehouse(
             if not until_idle:
                 stop.wait(settings.warehouse.interval_s)
     finally:
+        store.close()
         warehouse.close()
     return total
 
