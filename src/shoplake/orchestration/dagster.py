@@ -23,8 +23,14 @@ from typing import Any
 
 import dagster as dg
 
-from shoplake.check import Check, Thresholds, run_checks
-from shoplake.contract.tables import DATA_QUALITY_REPORT, RAW_EVENTS, TableSpec
+from shoplake.check import Check
+from shoplake.contract.tables import (
+    DATA_QUALITY_REPORT,
+    FCT_SALES_MINUTE,
+    QUARANTINE,
+    RAW_EVENTS,
+    TableSpec,
+)
 from shoplake.orchestration import steps
 from shoplake.pipeline.maintenance import TableMaintenance
 from shoplake.pipeline.reconcile import VOLATILE, current_gold, recomputed_gold
@@ -152,11 +158,9 @@ def _derived_asset(decl: ModelDecl[Any], days: dg.PartitionsDefinition) -> dg.As
 # shoplake check's checks, each on the asset it speaks for.
 _HEALTH = {
     "lag": RAW_EVENTS,
-    "quarantine rate": next(s for s in SILVER_TABLES if s.name == "quarantine"),
-    "gold is fresh": next(d.spec for d in MODELS if d.spec.name == "fct_sales_minute"),
-    "gold reconciles with silver": next(
-        d.spec for d in MODELS if d.spec.name == "fct_sales_minute"
-    ),
+    "quarantine rate": QUARANTINE,
+    "gold is fresh": FCT_SALES_MINUTE,
+    "gold reconciles with silver": FCT_SALES_MINUTE,
 }
 
 
@@ -175,11 +179,7 @@ def _health_checks() -> dg.AssetChecksDefinition:
     )
     def shoplake_health() -> Iterator[dg.AssetCheckResult]:
         settings = load_settings()
-        store = open_store(settings)
-        try:
-            results = {c.name: c for c in run_checks(settings, store, Thresholds())}
-        finally:
-            store.close()
+        results = steps.checks_by_name(settings)
         # lag needs bronze only: check runs it after every table reads, so ask for it alone
         try:
             lag = steps.ingestion_health(settings)["lag"]

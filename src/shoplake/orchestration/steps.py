@@ -22,7 +22,8 @@ class CheckFailed(ShoplakeError):
     """A health check of the pipeline failed."""
 
 
-def _checks(settings: Settings) -> dict[str, Check]:
+def checks_by_name(settings: Settings) -> dict[str, Check]:
+    """``shoplake check``'s checks with the default thresholds, by name."""
     store = open_store(settings)
     try:
         return {c.name: c for c in run_checks(settings, store, Thresholds())}
@@ -33,7 +34,7 @@ def _checks(settings: Settings) -> dict[str, Check]:
 def require(settings: Settings, names: tuple[str, ...]) -> dict[str, str]:
     """Run ``shoplake check``; raise CheckFailed naming each of ``names`` that failed (or
     could not run), with its figure. Returns the figures."""
-    found = _checks(settings)
+    found = checks_by_name(settings)
     failed = [
         f"{name}: {found[name].figure}" if name in found else f"{name}: not run"
         for name in names
