@@ -150,7 +150,7 @@ class Lakehouse:
             specs = self.existing()
             for layer in sorted({s.layer for s in ALL_TABLES}):
                 engine.execute(f"CREATE SCHEMA IF NOT EXISTS {layer}")
-            views = seed_views(self.settings)
+            views = seed_views(self.settings.topics)
             named, seed_named = _named_tables(sql, views)
             for spec in specs:
                 if spec.qualified not in named:
@@ -215,13 +215,13 @@ class Lakehouse:
             if wanted:  # the seeds' names in this layer too
                 names += [
                     (wanted, v.name.split(".")[-1], v.maps_to)
-                    for v in seed_views(self.settings).values()
+                    for v in seed_views(self.settings.topics).values()
                     if v.schema == wanted and v.reads <= present
                 ]
         else:
             names = [
                 (v.schema, v.name.split(".")[-1], v.maps_to)
-                for v in seed_views(self.settings).values()
+                for v in seed_views(self.settings.topics).values()
                 if v.schema == wanted and v.reads <= present
             ]
             if not names and wanted not in _known_namespaces(self.settings):
@@ -246,7 +246,7 @@ class Lakehouse:
 
 
 def _known_namespaces(settings: Settings) -> set[str]:
-    return {s.layer for s in ALL_TABLES} | {v.schema for v in seed_views(settings).values()}
+    return {s.layer for s in ALL_TABLES} | {v.schema for v in seed_views(settings.topics).values()}
 
 
 def _unknown_table(sql: str, name: str, present: set[str]) -> str:

@@ -14,10 +14,12 @@ Views read shoplake's tables as ``memory.<layer>.<table>``: a view in another ca
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from shoplake.contract.tables import ALL_TABLES
-from shoplake.settings import Settings
+from shoplake.settings import TopicSettings
 
 # Catalogs the seeds put in front of `layer.table`.
 CATALOGS = ("delta", "iceberg")
@@ -114,8 +116,10 @@ def _of(table: str) -> tuple[str, frozenset[str]]:
     return f"SELECT *{', ' + extra if extra else ''} FROM memory.{table}", frozenset({table})
 
 
-def seed_views(settings: Settings) -> dict[str, SeedView]:
-    """Every seed name (with and without the seeds' catalogs) → its view."""
+@functools.cache
+def seed_views(topics: TopicSettings) -> Mapping[str, SeedView]:
+    """Every seed name (with and without the seeds' catalogs) → its view; built once per
+    topic layout (the only setting they depend on: bronze_raw filters by topic)."""
     plain: dict[str, tuple[str, frozenset[str], str]] = {}  # name → (sql, reads, maps_to)
     for spec in ALL_TABLES:
         plain[spec.qualified] = (*_of(spec.qualified), spec.qualified)
@@ -130,7 +134,6 @@ def seed_views(settings: Settings) -> dict[str, SeedView]:
     plain["silver.orders_clean"] = (*orders, "silver.orders")
     plain["silver.purchases"] = (*orders, "silver.orders")
     plain["silver.orders"] = (*orders, "silver.orders")
-    topics = settings.topics
     for name, topic, event_type in (
         ("bronze_raw.orders_raw", topics.purchases, "purchase"),
         ("bronze_raw.payments_raw", topics.payments, "payment"),
