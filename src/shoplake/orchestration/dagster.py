@@ -38,7 +38,7 @@ from shoplake.pipeline.registry import MODELS, ModelDecl
 from shoplake.pipeline.runner import Pipeline
 from shoplake.pipeline.silver import SILVER_TABLES
 from shoplake.settings import Settings, load_settings
-from shoplake.tables import open_store
+from shoplake.tables import TableStore, open_store
 
 # The first day a partition exists for (a backfill reaches back to it).
 START_DATE = os.environ.get("SHOPLAKE_DAGSTER_START_DATE", "2026-01-01")
@@ -48,22 +48,18 @@ def key_of(spec: TableSpec) -> dg.AssetKey:
     return dg.AssetKey([spec.layer, spec.name])
 
 
-def _table_metadata(settings: Settings, spec: TableSpec) -> dict[str, Any]:
+def _table_metadata(store: TableStore, spec: TableSpec) -> dict[str, Any]:
     """Rows, version, last commit and the positions it recorded."""
-    store = open_store(settings)
-    try:
-        if not store.exists(spec):
-            return {"rows": 0}
-        handle = store.open(spec)
-        history = store.history(spec, 1)
-        meta: dict[str, Any] = {"rows": handle.count(), "version": handle.version}
-        if history:
-            meta["last commit"] = history[0].timestamp.isoformat()
-            meta["operation"] = history[0].operation
-            meta["positions"] = dg.MetadataValue.json(history[0].positions)
-        return meta
-    finally:
-        store.close()
+    if not store.exists(spec):
+        return {"rows": 0}
+    handle = store.open(spec)
+    history = store.history(spec, 1)
+    meta: dict[str, Any] = {"rows": handle.count(), "version": handle.version}
+    if history:
+        meta["last commit"] = history[0].timestamp.isoformat()
+        meta["operation"] = history[0].operation
+        meta["positions"] = dg.MetadataValue.json(history[0].positions)
+    return meta
 
 
 def _bronze_asset() -> dg.AssetsDefinition:
@@ -78,10 +74,11 @@ def _bronze_asset() -> dg.AssetsDefinition:
         pipeline = Pipeline(settings)
         try:
             rows = pipeline.run("ingestion", until_idle=True).ingested
+            metadata = _table_metadata(pipeline.store, RAW_EVENTS)
         finally:
             pipeline.close()
         context.log.info(f"ingested {rows} records")
-        return dg.MaterializeResult(metadata=_table_metadata(settings, RAW_EVENTS))
+        return dg.MaterializeResult(metadata=metadata)
 
     return bronze_raw_events
 
@@ -106,13 +103,12 @@ def _silver_asset() -> dg.AssetsDefinition:
         pipeline = Pipeline(settings)
         try:
             rows = steps.until_idle(pipeline.step_silver)
+            metadata = {spec: _table_metadata(pipeline.store, spec) for spec in SILVER_TABLES}
         finally:
             pipeline.close()
         context.log.info(f"silver read {rows} bronze rows")
-        for spec in SILVER_TABLES:
-            yield dg.MaterializeResult(
-                asset_key=key_of(spec), metadata=_table_metadata(settings, spec)
-            )
+        for spec, meta in metadata.items():
+            yield dg.MaterializeResult(asset_key=key_of(spec), metadata=meta)
 
     return silver_from_bronze
 
@@ -146,9 +142,10 @@ def _derived_asset(decl: ModelDecl[Any], days: dg.PartitionsDefinition) -> dg.As
             else:
                 rows = steps.until_idle(lambda: pipeline.step_table(spec.qualified))
                 context.log.info(f"{spec.qualified}: {rows} rows written")
+            metadata = _table_metadata(pipeline.store, spec)
         finally:
             pipeline.close()
-        return dg.MaterializeResult(metadata=_table_metadata(settings, spec))
+        return dg.MaterializeResult(metadata=metadata)
 
     return derived
 
