@@ -36,6 +36,22 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under --dist loadgroup, xdist keeps an xdist_group's tests on one worker by adding
+    "@group" to their node ids (after this collection's other hooks). Where it cannot (pytest
+    9.2 with xdist 3.8), two SparkSessions would share the 2 cores unnoticed: refuse."""
+    if not getattr(config.option, "loadgroup", False):
+        return
+    grouped = [i.nodeid for i in items if i.get_closest_marker("xdist_group")]
+    ungrouped = [nodeid for nodeid in grouped if "@" not in nodeid]
+    if ungrouped:
+        raise pytest.UsageError(
+            f"pytest-xdist could not group {len(ungrouped)} tests (first: {ungrouped[0]}): "
+            "is pytest newer than pyproject.toml allows?"
+        )
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return Settings(home=tmp_path / "home")
