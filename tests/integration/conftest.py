@@ -14,6 +14,7 @@ from tests.integration.airflow_env import Airflow, airflow_venv
 from tests.integration.kafka_broker import KafkaBroker
 from tests.integration.postgres_server import PostgresServer
 from tests.integration.s3_server import S3Server
+from tests.integration.spark_conf import SMALL_LOCAL_SPARK
 from tests.prerequisites import (
     require,
     require_kafka_tools,
@@ -76,16 +77,7 @@ def spark_engine() -> Iterator[Any]:
     from shoplake.settings import StorageSettings
 
     engine = SparkEngine(
-        "local[2]",
-        {
-            "spark.sql.shuffle.partitions": "2",
-            "spark.default.parallelism": "2",
-            "spark.driver.memory": "1g",
-            # Delta replays a table's log in 50 tasks by default: slow on 2 cores.
-            "spark.databricks.delta.snapshotPartitions": "2",
-        },
-        storage=StorageSettings(),
-        iceberg_jars=True,
+        "local[2]", SMALL_LOCAL_SPARK, storage=StorageSettings(), iceberg_jars=True
     )
     yield engine
     engine.close()

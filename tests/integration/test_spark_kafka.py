@@ -27,19 +27,12 @@ from tests.conftest import SHOPLAKE
 from tests.integration.clients import bronze_ids
 from tests.integration.equivalence import assert_same_tables
 from tests.integration.kafka_broker import KafkaBroker
+from tests.integration.spark_conf import SMALL_LOCAL_SPARK
 from tests.integration.test_kafka_exactly_once import kafka_env
 from tests.prerequisites import require_spark
 
 # one worker runs every Spark test (pytest -n): one session, one ivy resolution at a time
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.xdist_group("spark")]
-
-# A small local Spark: each driver start costs ~15-25 s of JVM on 2 cores.
-_SPARK_CONF = {
-    "spark.sql.shuffle.partitions": "2",
-    "spark.default.parallelism": "2",
-    "spark.driver.memory": "1g",
-    "spark.databricks.delta.snapshotPartitions": "2",
-}
 
 
 def spark_env(home: Path, kafka: KafkaBroker) -> dict[str, str]:
@@ -51,7 +44,7 @@ def spark_env(home: Path, kafka: KafkaBroker) -> dict[str, str]:
         # few, large batches: a partition commit costs ~1 s of Spark on 2 cores
         "SHOPLAKE_PIPELINE__BATCH_MAX_RECORDS": "5000",
         "SHOPLAKE_ENGINE__SPARK_MASTER": "local[2]",
-        "SHOPLAKE_ENGINE__SPARK_CONF": json.dumps(_SPARK_CONF),
+        "SHOPLAKE_ENGINE__SPARK_CONF": json.dumps(SMALL_LOCAL_SPARK),
     }
 
 
