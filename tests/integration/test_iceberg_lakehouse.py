@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.integration]
 def test_iceberg_tables_give_what_delta_tables_give(
     where: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    env = {"SHOPLAKE_TABLES__FORMAT": "iceberg", "SHOPLAKE_PIPELINE__BATCH_MAX_RECORDS": "700"}
+    env = {"SHOPLAKE_TABLES__FORMAT": "iceberg", "SHOPLAKE_PIPELINE__BATCH_MAX_RECORDS": "2000"}
     lake: dict[str, object] = {}
     if where == "s3":
         server: S3Server = request.getfixturevalue("s3_server")
@@ -31,20 +31,20 @@ def test_iceberg_tables_give_what_delta_tables_give(
     shoplake(home, env, "generate", "-n", "5000", "--seed", "21", "--bad-ratio", "0.05")
     shoplake(home, env, "run", "--until-idle")
 
-    def orders(*args: str) -> int:
-        sql = "SELECT count(*) AS n FROM silver.orders"
+    def page_views(*args: str) -> int:
+        sql = "SELECT count(*) AS n FROM silver.page_views"
         return int(json.loads(shoplake(home, env, "query", "--json", *args, sql).stdout)["n"])
 
-    newest = json.loads(shoplake(home, env, "history", "silver.orders", "--limit", "1",
+    newest = json.loads(shoplake(home, env, "history", "silver.page_views", "--limit", "1",
                                  "--json").stdout)  # fmt: skip
     assert newest["operation"] == "APPEND" and newest["positions"]
-    everything = orders()
-    assert 0 < orders("--as-of", "1") < everything  # several commits: time travel sees one
+    everything = page_views()
+    assert 0 < page_views("--as-of", "1") < everything  # several commits: time travel sees one
     shoplake(home, env, "maintain")
-    shoplake(home, env, "restore", "silver.orders", "--to", "1")
-    assert orders() < everything
+    shoplake(home, env, "restore", "silver.page_views", "--to", "1")
+    assert page_views() < everything
     shoplake(home, env, "run", "--until-idle")  # redone from bronze
-    assert orders() == everything
+    assert page_views() == everything
     assert "7/7 checks passed" in shoplake(home, env, "check").stdout
 
     # the same rows as Delta tables over the same log
