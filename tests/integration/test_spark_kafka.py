@@ -27,7 +27,7 @@ from tests.conftest import SHOPLAKE
 from tests.integration.clients import bronze_ids
 from tests.integration.equivalence import assert_same_tables
 from tests.integration.kafka_broker import KafkaBroker
-from tests.integration.spark_conf import SMALL_LOCAL_SPARK
+from tests.integration.spark_conf import SHORT_LIVED_DRIVER
 from tests.integration.test_kafka_exactly_once import kafka_env
 from tests.prerequisites import require_spark
 
@@ -44,7 +44,7 @@ def spark_env(home: Path, kafka: KafkaBroker) -> dict[str, str]:
         # few, large batches: a partition commit costs ~1 s of Spark on 2 cores
         "SHOPLAKE_PIPELINE__BATCH_MAX_RECORDS": "5000",
         "SHOPLAKE_ENGINE__SPARK_MASTER": "local[2]",
-        "SHOPLAKE_ENGINE__SPARK_CONF": json.dumps(SMALL_LOCAL_SPARK),
+        "SHOPLAKE_ENGINE__SPARK_CONF": json.dumps(SHORT_LIVED_DRIVER),
     }
 
 
