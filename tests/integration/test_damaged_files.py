@@ -6,6 +6,7 @@ aside) brings the table back, equal to what it was."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -65,14 +66,25 @@ def commits(home: Path, spec: TableSpec) -> list[Path]:
     return sorted((home / "lake" / spec.layer / spec.name / "_delta_log").glob("*.json"))
 
 
-@pytest.mark.parametrize("spec", [RAW_EVENTS, ORDERS, DAILY_SALES_SUMMARY], ids=lambda s: s.name)
-@pytest.mark.parametrize("how", ["truncated", "garbage"])
-def test_damaged_delta_commit_is_one_clear_error(tmp_path: Path, spec: TableSpec, how: str) -> None:
-    home = tmp_path / "home"
+@pytest.fixture(scope="module")
+def processed_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A home whose tables hold a run, with more events waiting in its log (each test
+    damages a copy)."""
+    home = tmp_path_factory.mktemp("damaged") / "home"
     assert cli(home, "generate", "-n", "3000", "--seed", "8").returncode == 0
     assert cli(home, "run", "--until-idle").returncode == 0
-    settings = Settings(home=home)
     assert cli(home, "generate", "-n", "500", "--seed", "9").returncode == 0
+    return home
+
+
+@pytest.mark.parametrize("spec", [RAW_EVENTS, ORDERS, DAILY_SALES_SUMMARY], ids=lambda s: s.name)
+@pytest.mark.parametrize("how", ["truncated", "garbage"])
+def test_damaged_delta_commit_is_one_clear_error(
+    tmp_path: Path, processed_home: Path, spec: TableSpec, how: str
+) -> None:
+    home = tmp_path / "home"
+    shutil.copytree(processed_home, home)
+    settings = Settings(home=home)
     newest = commits(home, spec)[-1]
     intact = newest.read_bytes()
     damage(newest, how)
