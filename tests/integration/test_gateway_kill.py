@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
+from shoplake.check import transport_ends
 from shoplake.pipeline.ingest import bronze_lag
 from shoplake.settings import Settings
 from shoplake.tables import open_store
-from shoplake.transport import open_transport
 from shoplake.transport.base import TopicPartition
 from tests.conftest import SHOPLAKE
 from tests.integration.clients import Acks, EventSource, bronze_ids, send, silver_ids
@@ -101,12 +101,12 @@ def wait_in_bronze(home: Path, acked: set[str], ingest: subprocess.Popen[bytes])
 
 
 def bronze_lag_of(settings: Settings) -> dict[TopicPartition, int]:
-    transport, store = open_transport(settings), open_store(settings)
+    ends = transport_ends(settings)
+    store = open_store(settings)
     try:
-        return bronze_lag(store, transport.end_offsets(), settings.pipeline.consumer_group)
+        return bronze_lag(store, ends, settings.pipeline.consumer_group)
     finally:
         store.close()
-        transport.close()
 
 
 def test_gateway_sigkilled_twenty_times_loses_and_doubles_nothing(tmp_path: Path) -> None:
