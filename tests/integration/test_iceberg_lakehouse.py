@@ -17,16 +17,20 @@ from tests.integration.test_s3_lakehouse import shoplake
 pytestmark = [pytest.mark.integration]
 
 
-@pytest.mark.parametrize("where", ["local", "s3"])
+@pytest.mark.parametrize("where", ["local", "s3", "s3-rest-catalog"])
 def test_iceberg_tables_give_what_delta_tables_give(
     where: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     env = {"SHOPLAKE_TABLES__FORMAT": "iceberg", "SHOPLAKE_PIPELINE__BATCH_MAX_RECORDS": "2000"}
     lake: dict[str, object] = {}
-    if where == "s3":
+    tables = {"format": "iceberg"}
+    if where != "local":
         server: S3Server = request.getfixturevalue("s3_server")
         env |= server.env(server.new_lake("iceberg"))
         lake = {"lakehouse_uri": env["SHOPLAKE_LAKEHOUSE_URI"], "storage": server.storage()}
+    if where == "s3-rest-catalog":  # the tables in the REST catalog's warehouse
+        tables = server.new_rest_catalog()
+        env |= {f"SHOPLAKE_TABLES__{k.upper()}": v for k, v in tables.items()}
     home = tmp_path / "iceberg"
     shoplake(home, env, "generate", "-n", "5000", "--seed", "21", "--bad-ratio", "0.05")
     shoplake(home, env, "run", "--until-idle")
@@ -54,5 +58,5 @@ def test_iceberg_tables_give_what_delta_tables_give(
         (home / "transport" / "log.sqlite").read_bytes()
     )
     run_to_idle(delta_home)
-    on_iceberg = Settings(home=home, tables={"format": "iceberg"}, **lake)
+    on_iceberg = Settings(home=home, tables=tables, **lake)
     assert_same_tables(on_iceberg, Settings(home=delta_home))

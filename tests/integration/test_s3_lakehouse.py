@@ -105,3 +105,21 @@ def s3_server_fs(server: S3Server) -> pafs.FileSystem:
     from shoplake.tables.storage import arrow_filesystem
 
     return arrow_filesystem("s3://", server.storage())[0]
+
+
+def test_a_wrong_rest_catalog_credential_is_a_clear_error_that_hides_it(
+    s3_server: S3Server, tmp_path: Path
+) -> None:
+    catalog = s3_server.new_rest_catalog()
+    env = {**s3_server.env(s3_server.new_lake("denied")),
+           **{f"SHOPLAKE_TABLES__{k.upper()}": v for k, v in catalog.items()},
+           "SHOPLAKE_TABLES__CATALOG_CREDENTIAL": "shoplake-test:not-the-secret-4711"}  # fmt: skip
+    home = tmp_path / "home"
+    shoplake(home, env, "generate", "-n", "50")
+    for args in (("run", "--until-idle"), ("tables",)):
+        proc = shoplake(home, env, *args, check=False)
+        assert proc.returncode != 0, args
+        output = proc.stdout + proc.stderr
+        assert f"cannot open the Iceberg catalog at {catalog['catalog_uri']}" in output, output
+        assert "not-the-secret-4711" not in output
+        assert "Traceback" not in proc.stderr

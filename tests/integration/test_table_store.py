@@ -23,20 +23,26 @@ _catalogs = itertools.count()
 
 
 @pytest.fixture(
-    params=["delta-local", "delta-s3", "iceberg-local", "iceberg-s3", "iceberg-postgres"]
-)
+    params=[
+        "delta-local", "delta-s3", "iceberg-local", "iceberg-s3", "iceberg-postgres",
+        "iceberg-rest",
+    ]
+)  # fmt: skip
 def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
     """A shoplake home whose tables are Delta or Iceberg tables, in a local folder or under
-    a prefix of their own in the test session's S3 bucket; Iceberg's catalog in SQLite, or
-    in a PostgreSQL database several machines would share."""
+    a prefix of their own in the test session's S3 bucket; Iceberg's catalog in SQLite, in
+    a PostgreSQL database several machines would share, or a REST catalog (the S3
+    server's, over an S3 Tables bucket of the test's own)."""
     table_format, where = request.param.split("-")
-    tables = {"format": table_format}
+    tables: dict[str, str] = {"format": table_format}
     if where == "local":
         return Settings(home=tmp_path / "home", tables=tables)
     if where == "postgres":
         catalog = request.getfixturevalue("postgres").new_database(f"catalog{next(_catalogs)}")
         return Settings(home=tmp_path / "home", tables={**tables, "catalog_uri": catalog})
     server = request.getfixturevalue("s3_server")
+    if where == "rest":
+        tables = server.new_rest_catalog()
     return Settings(home=tmp_path / "home", lakehouse_uri=server.new_lake(),
                     storage=server.storage(), tables=tables)  # fmt: skip
 

@@ -65,3 +65,32 @@ def test_duckdb_does_not_stream_kafka_and_says_who_does(tmp_path: Path) -> None:
             engine.stream_bronze(Settings(home=tmp_path), until_idle=True, stop=Event())
     finally:
         engine.close()
+
+
+def test_spark_reaches_the_iceberg_catalog_pyiceberg_uses() -> None:
+    """SQL catalogs as Iceberg's JDBC catalog over the same database; a REST catalog with
+    its OAuth2 client credentials and Hadoop's filesystems for the files."""
+    from shoplake.engines.base import IcebergCatalog
+    from shoplake.engines.spark import iceberg_catalog_conf
+
+    p = "spark.sql.catalog.c"
+    sqlite = iceberg_catalog_conf(IcebergCatalog("shop", "sqlite:////h/cat.sqlite", "/h/lake"), "c")
+    assert (sqlite[p], sqlite[f"{p}.type"]) == ("org.apache.iceberg.spark.SparkCatalog", "jdbc")
+    assert (sqlite[f"{p}.uri"], sqlite[f"{p}.warehouse"]) == (
+        "jdbc:sqlite:/h/cat.sqlite",
+        "/h/lake",
+    )
+    pg = iceberg_catalog_conf(
+        IcebergCatalog("shop", "postgresql+psycopg://u:p%40ss@db:5433/cat", "s3://b/lake"), "c"
+    )
+    assert pg[f"{p}.uri"] == "jdbc:postgresql://db:5433/cat"
+    assert (pg[f"{p}.jdbc.user"], pg[f"{p}.jdbc.password"]) == ("u", "p@ss")
+    rest = IcebergCatalog("shop", "http://cat:8181/", "s3://tables/", "id:secret")
+    assert "secret" not in repr(rest)
+    conf = iceberg_catalog_conf(rest, "c")
+    assert conf[f"{p}.type"] == "rest" and conf[f"{p}.warehouse"] == "s3://tables/"
+    assert conf[f"{p}.credential"] == "id:secret"
+    assert conf[f"{p}.oauth2-server-uri"] == "http://cat:8181/v1/oauth/tokens"
+    assert conf[f"{p}.io-impl"] == "org.apache.iceberg.hadoop.HadoopFileIO"
+    with pytest.raises(ConfigError, match="SQLite, PostgreSQL or REST"):
+        iceberg_catalog_conf(IcebergCatalog("shop", "mysql://db/cat", "/h/lake"), "c")

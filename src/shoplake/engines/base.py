@@ -9,7 +9,7 @@ comes back as an Arrow table with the types DuckDB gives, whatever engine ran it
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from threading import Event
 from typing import TYPE_CHECKING, Any, Protocol
@@ -26,7 +26,8 @@ class IcebergCatalog:
 
     name: str
     uri: str  # a SQLAlchemy URL (sqlite:///…, postgresql://…) or a REST catalog's http(s)://
-    warehouse: str  # the lakehouse root
+    warehouse: str  # the lakehouse root, or a REST catalog's own warehouse
+    credential: str | None = field(default=None, repr=False)  # a REST catalog's OAuth2 client
 
 
 @dataclass(frozen=True)

@@ -156,7 +156,17 @@ def iceberg_catalog_conf(catalog: IcebergCatalog, alias: str) -> dict[str, str]:
         f"{prefix}.cache-enabled": "false",
     }
     if catalog.uri.startswith(("http://", "https://")):
-        return conf | {f"{prefix}.type": "rest", f"{prefix}.uri": catalog.uri}
+        conf |= {
+            f"{prefix}.type": "rest",
+            f"{prefix}.uri": catalog.uri,
+            # the files through Hadoop's filesystems (S3A on object storage, configured
+            # from shoplake's storage settings), whatever FileIO the catalog suggests
+            f"{prefix}.io-impl": "org.apache.iceberg.hadoop.HadoopFileIO",
+        }
+        if catalog.credential:
+            conf[f"{prefix}.credential"] = catalog.credential
+            conf[f"{prefix}.oauth2-server-uri"] = f"{catalog.uri.rstrip('/')}/v1/oauth/tokens"
+        return conf
     url = make_url_jdbc(catalog.uri)
     conf |= {f"{prefix}.type": "jdbc", f"{prefix}.uri": url.url}
     if url.user:

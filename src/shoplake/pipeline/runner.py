@@ -50,6 +50,19 @@ def step_models(models: list[DerivedModel], tps: list[TopicPartition]) -> int:
     return rows
 
 
+def _iceberg_catalog(settings: Settings) -> IcebergCatalog:
+    """The tables' Iceberg catalog as the engine reaches it (Spark reads through it)."""
+    root = settings.lake_root
+    credential = settings.tables.catalog_credential
+    return IcebergCatalog(
+        settings.tables.catalog_name,
+        settings.iceberg_catalog_uri,
+        settings.tables.catalog_warehouse
+        or (root if "://" in root else Path(root).resolve().as_posix()),
+        None if credential is None else credential.get_secret_value(),
+    )
+
+
 @dataclass
 class RunStats:
     """Running totals of one ``run``."""
@@ -78,17 +91,7 @@ class Pipeline:
         self.store = store or open_store(settings)
         # Ingestion parses records in this process; silver and gold run on the engine.
         self._ingest_engine = open_engine(EngineSettings())
-        iceberg = (
-            IcebergCatalog(
-                settings.tables.catalog_name,
-                settings.iceberg_catalog_uri,
-                settings.lake_root
-                if "://" in settings.lake_root
-                else Path(settings.lake_root).resolve().as_posix(),
-            )
-            if settings.tables.format == "iceberg"
-            else None
-        )
+        iceberg = _iceberg_catalog(settings) if settings.tables.format == "iceberg" else None
         self._engine = open_engine(
             settings.engine, settings.storage if settings.on_object_storage else None, iceberg
         )

@@ -21,11 +21,14 @@ def open_store(settings: Settings) -> TableStore:
             raise ConfigError(
                 "Iceberg tables need PyIceberg: pip install 'shoplake[iceberg]'"
             ) from None
+        credential = settings.tables.catalog_credential
         return IcebergStore(
             settings.lake_root,
             settings.iceberg_catalog_uri,
             settings.storage,
             settings.tables.catalog_name,
+            rest_warehouse=settings.tables.catalog_warehouse,
+            rest_credential=None if credential is None else credential.get_secret_value(),
         )
     from shoplake.tables.delta import DeltaStore
 

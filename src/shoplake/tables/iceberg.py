@@ -1,7 +1,8 @@
 """Apache Iceberg adapter (PyIceberg). The only module that imports ``pyiceberg``.
 
 Tables live in a catalog (a SQL catalog on SQLite by default; a shared SQL database or a
-REST catalog for several machines), namespace = layer, at ``ROOT/layer/name``.
+REST catalog for several machines), namespace = layer, at ``ROOT/layer/name`` (a REST
+catalog places them in its own warehouse).
 
 - **Versions** are snapshot sequence numbers (0: no snapshot yet).
 - **Positions** ride in each snapshot's summary: ``shoplake.positions`` holds every
@@ -221,12 +222,18 @@ class IcebergStore:
         catalog_uri: str,
         storage: StorageSettings | None = None,
         catalog_name: str = "shoplake",
+        *,
+        rest_warehouse: str | None = None,
+        rest_credential: str | None = None,
     ) -> None:
         # a local root is made absolute: the catalog keeps the paths it is given
         self._root = root.rstrip("/") if "://" in root else Path(root).resolve().as_posix()
         self._storage = storage or StorageSettings()
         self._catalog_uri = catalog_uri
         self._catalog_name = catalog_name
+        self._rest = catalog_uri.startswith(("http://", "https://"))
+        self._rest_warehouse = rest_warehouse
+        self._rest_credential = rest_credential
         self._catalog: Catalog | None = None
         self._lock = threading.RLock()
         self._tables: dict[str, Table] = {}
@@ -235,8 +242,14 @@ class IcebergStore:
 
     def _properties(self) -> dict[str, str]:
         props = {"warehouse": self._root if "://" in self._root else f"file://{self._root}"}
-        if self._catalog_uri.startswith(("http://", "https://")):
+        if self._rest:
             props |= {"type": "rest", "uri": self._catalog_uri}
+            if self._rest_warehouse:
+                props["warehouse"] = self._rest_warehouse
+            if self._rest_credential:  # OAuth2 client credentials, exchanged for a token
+                props["credential"] = self._rest_credential
+                # the catalog's own token endpoint, which PyIceberg otherwise guesses
+                props["oauth2-server-uri"] = f"{self._catalog_uri.rstrip('/')}/v1/oauth/tokens"
         else:
             props |= {"type": "sql", "uri": self._catalog_uri, "init_catalog_tables": "true"}
         if on_object_storage(self._root):
@@ -268,6 +281,9 @@ class IcebergStore:
         return self._catalog
 
     def location(self, spec: TableSpec) -> str:
+        if self._rest and self.exists(spec):  # where the catalog placed it
+            with self._lock, _translated(spec, "opening"):
+                return str(self._loaded(spec).location())
         return f"{self._root}/{spec.layer}/{spec.name}"
 
     def close(self) -> None:
@@ -292,7 +308,7 @@ class IcebergStore:
                 with catalog.create_table_transaction(
                     (spec.layer, spec.name),
                     schema=spec.schema,
-                    location=self.location(spec),
+                    location=None if self._rest else self.location(spec),
                     properties={
                         "comment": spec.description,
                         # PyIceberg would retry a failed commit itself, with the snapshot
