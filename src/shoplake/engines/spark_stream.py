@@ -2,17 +2,22 @@
 
 Bronze stays the one record of what has been consumed, as with the Python worker
 (pipeline/ingest.py): every Kafka partition's rows of a micro-batch are appended in a
-Delta commit of their own that carries the Delta transaction ``GROUP/TOPIC/PARTITION``
-(``ingest_app_id``) with version = the partition's next offset, so both workers read and
-write the same positions and either can take over from the other.
+commit of their own that records the partition's next offset under
+``GROUP/TOPIC/PARTITION`` (``ingest_app_id``), so both workers read and write the same
+positions and either can take over from the other. On Delta, Spark writes the commit,
+the position as its Delta transaction (``txnAppId``/``txnVersion``). Iceberg has no such
+transactions: there a partition's rows of the batch (at most ``batch_max_records``) pass
+through the driver to the table store, which records the position in the snapshot
+summary, as it does for the Python worker.
 
 - Each run starts at bronze's recorded positions (earliest where none), with a fresh
   Spark checkpoint: Spark's own checkpoint never decides what is read.
 - In ``foreachBatch`` the rows of a partition below its recorded position are dropped
-  (another worker, or a run killed between two partitions' commits, wrote them) and
-  Delta itself skips a commit whose version is not above the recorded one
-  (``txnAppId``/``txnVersion``), and fails one racing a concurrent commit of the same
-  app id. Rows and position of a partition are one atomic commit, so a crash at any
+  (another worker, or a run killed between two partitions' commits, wrote them). Delta
+  itself skips a commit whose version is not above the recorded one, and fails one
+  racing a concurrent commit of the same app id; on Iceberg the position is read again
+  just before the commit, and the store fails a commit that races one moving it. Rows
+  and position of a partition are one atomic commit, so a crash at any
   point leaves each partition either wholly written up to its position or not at all.
 - A batch's end offsets come from the checkpoint's offset log (written before the batch
   runs): they include Kafka's transaction markers, so the recorded position is where a
@@ -137,16 +142,23 @@ def _batch_ends(checkpoint: Path, batch_id: int) -> dict[TopicPartition, int]:
 
 
 class _BronzeBatches:
-    """The foreachBatch function: one Delta commit per Kafka partition of a batch."""
+    """The foreachBatch function: one commit per Kafka partition of a batch."""
 
     def __init__(
-        self, spark: SparkSession, store: TableStore, group: str, checkpoint: Path
+        self,
+        spark: SparkSession,
+        store: TableStore,
+        group: str,
+        checkpoint: Path,
+        *,
+        iceberg: bool,
     ) -> None:
         self.spark = spark
         self.store = store
         self.group = group
         self.checkpoint = checkpoint
         self.location = store.location(RAW_EVENTS)
+        self.iceberg = iceberg
         self.written = 0
         self.error: BaseException | None = None
 
@@ -180,19 +192,38 @@ class _BronzeBatches:
             for tp in sorted(todo):
                 if not counts.get(tp) and ids[tp] not in recorded:
                     continue  # nothing read and nothing to move: no empty commit
-                # Delta skips this commit if the app id already has this version or a later
-                # one, and fails it if a concurrent commit recorded the app id meanwhile.
-                (
-                    rows.where(_of(tp))
-                    .write.format("delta")
-                    .mode("append")
-                    .option("txnAppId", ids[tp])
-                    .option("txnVersion", ends[tp])
-                    .save(self.location)
-                )
-                self.written += counts.get(tp, 0)
+                if self.iceberg:
+                    self.written += self._commit_iceberg(rows.where(_of(tp)), ids[tp], ends[tp])
+                else:
+                    self._commit_delta(rows.where(_of(tp)), ids[tp], ends[tp])
+                    self.written += counts.get(tp, 0)
         finally:
             rows.unpersist()
+
+    def _commit_delta(self, rows: DataFrame, app_id: str, end: int) -> None:
+        # Delta skips this commit if the app id already has this version or a later one,
+        # and fails it if a concurrent commit recorded the app id meanwhile.
+        (
+            rows.write.format("delta")
+            .mode("append")
+            .option("txnAppId", app_id)
+            .option("txnVersion", end)
+            .save(self.location)
+        )
+
+    def _commit_iceberg(self, rows: DataFrame, app_id: str, end: int) -> int:
+        """Iceberg has no transaction ids: the rows go through the table store, which
+        records the position in the snapshot with them and fails a commit racing another
+        that moved it (as the Python worker's). What another worker committed since the
+        batch began is dropped first. Returns the rows written."""
+        from pyspark.sql import functions as F
+
+        now = self.store.open(RAW_EVENTS).positions([app_id]).get(app_id, -1)
+        if now >= end:
+            return 0
+        data = rows.where(F.col("offset") >= now).toArrow()
+        self.store.append(RAW_EVENTS, data, {app_id: end})
+        return int(data.num_rows)
 
 
 def _of(tp: TopicPartition) -> Column:
@@ -282,7 +313,9 @@ def run_bronze_stream(
     store.ensure(RAW_EVENTS)
     checkpoint = _checkpoint(settings.home)
     try:
-        batches = _BronzeBatches(spark, store, group, checkpoint)
+        batches = _BronzeBatches(
+            spark, store, group, checkpoint, iceberg=settings.tables.format == "iceberg"
+        )
         reader = (
             spark.readStream.format("kafka")
             .options(**kafka_options(settings))

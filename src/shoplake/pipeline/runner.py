@@ -281,12 +281,8 @@ class Pipeline:
 
     def _engine_streams_bronze(self) -> bool:
         """Bronze is the engine's own Kafka stream (Spark Structured Streaming) rather than
-        the Python worker's. The stream writes Delta: Iceberg's bronze is the worker's."""
-        return (
-            self._engine.capabilities.streams_bronze
-            and self.settings.transport.kind == "kafka"
-            and self.settings.tables.format == "delta"
-        )
+        the Python worker's."""
+        return self._engine.capabilities.streams_bronze and self.settings.transport.kind == "kafka"
 
     def _run_with_bronze_stream(
         self,
