@@ -62,7 +62,7 @@ def test_sigkill_many_times_loses_and_doubles_nothing(tmp_path: Path, lake: dict
     home = tmp_path / "home"
     # the full counts on local tables; on S3 and Iceberg the same paths, fewer times and
     # over fewer events (CI time)
-    events, least = (60000, 24) if not lake else (30000, 12)
+    events, least = (60000, 24) if not lake else (15000, 10)
     producer = start(
         home, "generate", "-n", str(events), "--rate", "3000", "--bad-ratio", "0.05", "--seed", "3"
     )

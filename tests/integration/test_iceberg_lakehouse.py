@@ -5,6 +5,7 @@ restore and maintain the tables work on them."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -17,9 +18,19 @@ from tests.integration.test_s3_lakehouse import shoplake
 pytestmark = [pytest.mark.integration]
 
 
+@pytest.fixture(scope="module")
+def on_delta(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A home whose log holds the simulated events, run on Delta tables: what every
+    Iceberg run below must equal."""
+    home = tmp_path_factory.mktemp("delta") / "home"
+    shoplake(home, {}, "generate", "-n", "5000", "--seed", "21", "--bad-ratio", "0.05")
+    run_to_idle(home)
+    return home
+
+
 @pytest.mark.parametrize("where", ["local", "s3", "s3-rest-catalog"])
 def test_iceberg_tables_give_what_delta_tables_give(
-    where: str, tmp_path: Path, request: pytest.FixtureRequest
+    where: str, on_delta: Path, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     env = {"SHOPLAKE_TABLES__FORMAT": "iceberg", "SHOPLAKE_PIPELINE__BATCH_MAX_RECORDS": "2000"}
     lake: dict[str, object] = {}
@@ -32,7 +43,8 @@ def test_iceberg_tables_give_what_delta_tables_give(
         tables = server.new_rest_catalog()
         env |= {f"SHOPLAKE_TABLES__{k.upper()}": v for k, v in tables.items()}
     home = tmp_path / "iceberg"
-    shoplake(home, env, "generate", "-n", "5000", "--seed", "21", "--bad-ratio", "0.05")
+    (home / "transport").mkdir(parents=True)
+    shutil.copy(Settings(home=on_delta).log_path, home / "transport" / "log.sqlite")
     shoplake(home, env, "run", "--until-idle")
 
     def page_views(*args: str) -> int:
@@ -52,11 +64,5 @@ def test_iceberg_tables_give_what_delta_tables_give(
     assert "7/7 checks passed" in shoplake(home, env, "check").stdout
 
     # the same rows as Delta tables over the same log
-    delta_home = tmp_path / "delta"
-    (delta_home / "transport").mkdir(parents=True)
-    (delta_home / "transport" / "log.sqlite").write_bytes(
-        (home / "transport" / "log.sqlite").read_bytes()
-    )
-    run_to_idle(delta_home)
     on_iceberg = Settings(home=home, tables=tables, **lake)
-    assert_same_tables(on_iceberg, Settings(home=delta_home))
+    assert_same_tables(on_iceberg, Settings(home=on_delta))
