@@ -138,7 +138,7 @@ def test_kills_inside_every_kind_of_step_change_nothing(tmp_path: Path) -> None:
     home = tmp_path / "home"
     trace_path = tmp_path / "steps.trace"
     env = env_for(home, trace_path)
-    generate = ["generate", "-n", "40000", "--rate", "2000", "--bad-ratio", "0.05", "--seed", "11"]
+    generate = ["generate", "-n", "24000", "--rate", "2400", "--bad-ratio", "0.05", "--seed", "11"]
     producer = subprocess.Popen(
         [*SHOPLAKE, *generate],
         env=env,
@@ -183,7 +183,7 @@ def test_kills_inside_every_kind_of_step_change_nothing(tmp_path: Path) -> None:
 
     run_to_idle(home)
     settings = Settings(home=home)
-    assert assert_bronze_is_the_log(settings) == 40000
+    assert assert_bronze_is_the_log(settings) == 24000
 
     # silver: each event id (each key: order items are keyed by event and line) once
     store = open_store(settings)
