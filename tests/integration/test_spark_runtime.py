@@ -32,6 +32,7 @@ from shoplake.contract.tables import (
     ALL_TABLES,
     DAILY_SALES_SUMMARY,
     DUPLICATES,
+    FCT_SALES_MINUTE,
     ORDERS,
     PAGE_VIEWS,
     PAYMENTS,
@@ -280,5 +281,33 @@ def test_the_spark_runtime_reads_iceberg_tables_through_their_catalog(
         spark._engine.register("iceberg_orders", scan)  # the pipeline's: it has the catalog
         got = spark._engine.table("SELECT count(*) AS n FROM iceberg_orders")
         assert got["n"].to_pylist() == [duck_utc.store.open(ORDERS).count()]
+        assert_shoplake_reads_what_spark_writes(spark)
     finally:
         spark.close()
+
+
+def assert_shoplake_reads_what_spark_writes(pipeline: Pipeline) -> None:
+    """Spark's own Iceberg writer appends to a table and deletes rows from it as a delete
+    file (merge-on-read); shoplake then reads the same rows, and its positions, which
+    Spark's snapshots do not record, stay as they were."""
+    session = pipeline._engine.spark  # type: ignore[attr-defined]
+    name = f"{pipeline.settings.tables.catalog_name}.gold.fct_sales_minute"
+    before = pipeline.store.open(FCT_SALES_MINUTE).positions_all()
+    assert before
+    session.sql(f"ALTER TABLE {name} SET TBLPROPERTIES ('write.delete.mode'='merge-on-read')")
+    session.sql(
+        f"INSERT INTO {name} VALUES (TIMESTAMP'2031-01-01 00:00:00Z', 1.25, 1, current_timestamp())"
+    )
+    inserted = session.table(name).count()
+    session.sql(f"DELETE FROM {name} WHERE paid_orders = 1")
+    want = session.sql(f"SELECT count(*) AS n, sum(gmv) AS gmv FROM {name}").collect()[0]
+    assert 0 < want["n"] < inserted
+    assert session.table(f"{name}.delete_files").count() > 0  # rows deleted, files kept
+    store = open_store(pipeline.settings)  # a reader of its own, as `shoplake query` is
+    try:
+        handle = store.open(FCT_SALES_MINUTE)
+        assert handle.count() == handle.dataset().count_rows() == want["n"]
+        assert pc.sum(handle.scan(["gmv"])["gmv"]).as_py() == want["gmv"]
+        assert handle.positions_all() == before
+    finally:
+        store.close()

@@ -96,11 +96,23 @@ def _expression(where: Predicate | None) -> BooleanExpression:
     return compared
 
 
-def _positions_of(snapshot: Snapshot | None, key: str = POSITIONS) -> dict[str, int]:
-    if snapshot is None or snapshot.summary is None:
-        return {}
-    text = snapshot.summary.additional_properties.get(key)
-    return {str(k): int(v) for k, v in json.loads(text).items()} if text else {}
+def _recorded(snapshot: Snapshot, key: str) -> dict[str, int] | None:
+    """The positions ``key`` of the snapshot's summary; None if it has none."""
+    text = None if snapshot.summary is None else snapshot.summary.additional_properties.get(key)
+    return None if text is None else {str(k): int(v) for k, v in json.loads(text).items()}
+
+
+def _positions_of(table: Table, snapshot: Snapshot | None) -> dict[str, int]:
+    """Every reader's position as of ``snapshot``. A snapshot another engine committed
+    (Spark's own Iceberg writer, say) records none and moves none: the nearest ancestor
+    shoplake committed holds them."""
+    while snapshot is not None:
+        recorded = _recorded(snapshot, POSITIONS)
+        if recorded is not None:
+            return recorded
+        parent = snapshot.parent_snapshot_id
+        snapshot = None if parent is None else table.snapshot_by_id(parent)
+    return {}
 
 
 def _conform(spec: TableSpec, data: pa.Table) -> pa.Table:
@@ -148,11 +160,11 @@ class IcebergHandle:
         return 0 if self._snapshot is None else int(self._snapshot.sequence_number or 0)
 
     def positions(self, app_ids: Iterable[str]) -> dict[str, int]:
-        known = _positions_of(self._snapshot)
+        known = _positions_of(self._table, self._snapshot)
         return {a: known[a] for a in app_ids if a in known}
 
     def positions_all(self) -> dict[str, int]:
-        return _positions_of(self._snapshot)
+        return _positions_of(self._table, self._snapshot)
 
     def _scan(self, columns: Sequence[str] | None, where: Predicate | None) -> Any:
         return self._table.scan(
@@ -202,7 +214,10 @@ class IcebergHandle:
         if self._snapshot is None:
             return 0
         with _translated(self._spec, "counting"):
-            return sum(int(t.file.record_count) for t in self._scan(None, None).plan_files())
+            tasks = list(self._scan(None, None).plan_files())
+            if any(task.delete_files for task in tasks):  # row-level deletes of another engine
+                return int(self.scan(self._spec.schema.names[:1]).num_rows)
+            return sum(int(task.file.record_count) for task in tasks)
 
 
 def _path_in(uri: str) -> str:
@@ -399,7 +414,7 @@ class IcebergStore:
         with self._lock, _translated(spec, action):
             table = self._loaded(spec)
             for attempt in range(_APPEND_RETRIES):
-                before = _positions_of(table.current_snapshot())
+                before = _positions_of(table, table.current_snapshot())
                 properties = {
                     POSITIONS: json.dumps(before | mine, sort_keys=True),
                     COMMIT_POSITIONS: json.dumps(mine, sort_keys=True),
@@ -415,7 +430,7 @@ class IcebergStore:
                     break
                 except CommitFailedException:
                     table.refresh()
-                    moved = _positions_of(table.current_snapshot())
+                    moved = _positions_of(table, table.current_snapshot())
                     stale = any(moved.get(a) != before.get(a) for a in mine)
                     if not append_only or stale or attempt == _APPEND_RETRIES - 1:
                         raise
@@ -652,5 +667,5 @@ def _commit_of(snapshot: Snapshot) -> Commit:
         operation=str(summary.operation.value).upper() if summary is not None else "",
         rows_added=number("added-records") or 0,
         rows_removed=number("deleted-records"),
-        positions=_positions_of(snapshot, COMMIT_POSITIONS),
+        positions=_recorded(snapshot, COMMIT_POSITIONS) or {},
     )
