@@ -307,3 +307,35 @@ def test_a_table_made_before_a_new_column_gains_it(settings: Settings) -> None:
     )  # fmt: skip
     with pytest.raises(TableError, match=r"lacks the column.*required.*rebuild"):
         open_store(settings).ensure(other)
+
+
+@pytest.mark.parametrize("settings", ["iceberg-local"], indirect=True)
+def test_iceberg_compaction_is_redone_when_a_commit_lands_meanwhile(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`shoplake maintain` beside a live pipeline: a commit that lands while a partition
+    is being rewritten makes the rewrite lose the catalog's compare-and-swap; it is read
+    and rewritten again on the new snapshot, keeping the new rows and positions."""
+    from shoplake.tables.iceberg import IcebergHandle
+
+    store, writer = open_store(settings), open_store(settings)
+    store.ensure(FCT_SALES_MINUTE)
+    for minute in range(3):
+        store.append(FCT_SALES_MINUTE, sales([minute], [1]), {"g/t/0": minute + 1})
+    scan = IcebergHandle.scan
+    raced: list[int] = []
+
+    def scan_while_another_commits(self: IcebergHandle, *args: object, **kw: object) -> pa.Table:
+        rows = scan(self, *args, **kw)  # type: ignore[arg-type]
+        if not raced:  # the pipeline commits between the rewrite's read and its commit
+            raced.append(writer.append(FCT_SALES_MINUTE, sales([10], [5]), {"g/t/0": 9}))
+        return rows
+
+    monkeypatch.setattr(IcebergHandle, "scan", scan_while_another_commits)
+    assert store.compact(FCT_SALES_MINUTE)["numFilesRemoved"] == 3
+    monkeypatch.undo()
+    assert raced
+    handle = store.open(FCT_SALES_MINUTE)
+    assert handle.version > raced[0]
+    assert sorted(handle.scan()["paid_orders"].to_pylist()) == [1, 1, 1, 5]
+    assert handle.positions(["g/t/0"]) == {"g/t/0": 9}

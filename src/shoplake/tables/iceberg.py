@@ -9,8 +9,9 @@ catalog places them in its own warehouse).
   reader's next offset as of that snapshot, ``shoplake.commit-positions`` those this
   commit set. Every write here carries the whole map forward, compaction included.
 - **Fencing**: a commit is a compare-and-swap of the table's metadata in the catalog. A
-  writer that lost the race gets CommitConflict, unless it only appends and no position
-  it records moved meanwhile (then it is retried on the new snapshot, as Delta does).
+  writer that lost the race gets CommitConflict, unless it only appends or compacts and
+  no position it records moved meanwhile (then it is redone on the new snapshot, as
+  Delta does).
 - **Maintenance** that PyIceberg lacks is written here on its API: compaction (a
   partition's files rewritten as one), snapshot expiry (PyIceberg's), orphan-file removal.
 """
@@ -69,7 +70,7 @@ from shoplake.tables.storage import arrow_filesystem, on_object_storage
 
 POSITIONS = "shoplake.positions"
 COMMIT_POSITIONS = "shoplake.commit-positions"
-_APPEND_RETRIES = 10
+_REDO_ATTEMPTS = 10
 
 _COMPARE: dict[str, Any] = {  # op → the expression's class
     "=": EqualTo,
@@ -404,16 +405,18 @@ class IcebergStore:
         positions: Mapping[str, int] | None,
         write: Callable[[Transaction, dict[str, str], IcebergHandle], None],
         *,
-        append_only: bool = False,
+        redo_on_conflict: bool = False,
     ) -> int:
         """One commit: ``write`` stages its changes in a transaction, with the snapshot
         properties that carry the positions forward, reading what it needs from the
         snapshot the transaction starts from (the handle it is given). Returns the new
-        version."""
+        version. ``redo_on_conflict``: the changes depend on nothing but that snapshot
+        (an append, a compaction), so a commit that lost a race is redone on the new one,
+        unless a position it records moved meanwhile."""
         mine = dict(positions or {})
         with self._lock, _translated(spec, action):
             table = self._loaded(spec)
-            for attempt in range(_APPEND_RETRIES):
+            for attempt in range(_REDO_ATTEMPTS):
                 before = _positions_of(table, table.current_snapshot())
                 properties = {
                     POSITIONS: json.dumps(before | mine, sort_keys=True),
@@ -432,7 +435,7 @@ class IcebergStore:
                     table.refresh()
                     moved = _positions_of(table, table.current_snapshot())
                     stale = any(moved.get(a) != before.get(a) for a in mine)
-                    if not append_only or stale or attempt == _APPEND_RETRIES - 1:
+                    if not redo_on_conflict or stale or attempt == _REDO_ATTEMPTS - 1:
                         raise
             table.refresh()
             snapshot = table.current_snapshot()
@@ -450,7 +453,7 @@ class IcebergStore:
             "appending to",
             positions,
             lambda tx, props, _: tx.append(rows, snapshot_properties=props),
-            append_only=True,
+            redo_on_conflict=True,
         )
 
     def upsert(
@@ -591,7 +594,8 @@ class IcebergStore:
                 rows = current.scan(where=where)
                 tx.overwrite(rows, overwrite_filter=_expression(where), snapshot_properties=props)
 
-            self._commit(spec, "compacting", None, rewrite)
+            # a live pipeline's commits land meanwhile: the partition is read again
+            self._commit(spec, "compacting", None, rewrite, redo_on_conflict=True)
             rewritten += len(files)
         return {"numFilesRemoved": rewritten, "numFilesAdded": sum(
             1 for files in groups.values() if len(files) >= 2
