@@ -90,15 +90,18 @@ def processed(
     batch: str = BATCH,
 ) -> Pipeline:
     """A copy of the fed home, run until idle on ``engine`` in batches of ``batch``
-    records; its tables on ``s3``'s server if given, in ``table_format``."""
+    records; its tables on ``s3``'s server if given (Iceberg's in its REST catalog), in
+    ``table_format``."""
     shutil.copytree(fed, to)
     lake = {} if s3 is None else {"lakehouse_uri": s3.new_lake(), "storage": s3.storage()}
+    # Iceberg tables on S3 are in the S3 server's REST catalog
+    tables = s3.new_rest_catalog() if s3 and table_format == "iceberg" else {"format": table_format}
     settings = Settings(
         home=to,
         engine={"kind": engine},
         reporting={"timezone": timezone},
         pipeline={"batch_max_records": batch},
-        tables={"format": table_format},
+        tables=tables,
         **lake,
     )
     pipeline = Pipeline(settings)
@@ -267,17 +270,27 @@ def test_the_spark_runtime_on_s3_gives_the_same_tables(
         spark.close()
 
 
+@pytest.mark.parametrize("catalog", ["sqlite", "rest-on-s3"])
 def test_the_spark_runtime_reads_iceberg_tables_through_their_catalog(
-    fed_home: Path, duck_utc: Pipeline, spark_engine: Any, tmp_path: Path
+    catalog: str,
+    fed_home: Path,
+    duck_utc: Pipeline,
+    spark_engine: Any,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
 ) -> None:
-    """On Iceberg tables, Spark reads each model's inputs through Iceberg's JDBC catalog
-    over the SQLite file PyIceberg's catalog keeps, at the snapshot the step planned on:
-    the same rows as the embedded runtime on Delta."""
-    spark = processed(fed_home, tmp_path / "spark", "spark", "UTC", table_format="iceberg")
+    """On Iceberg tables, Spark reads each model's inputs through the catalog PyIceberg
+    commits to, at the snapshot the step planned on: Iceberg's JDBC catalog over the
+    SQLite file of the default one, or the same REST catalog (SeaweedFS's, the tables in
+    its S3 Tables bucket, read through S3A). The same rows as the embedded runtime on
+    Delta; and shoplake reads what Spark's own Iceberg writer commits."""
+    s3 = request.getfixturevalue("s3_server") if catalog == "rest-on-s3" else None
+    spark = processed(fed_home, tmp_path / "spark", "spark", "UTC", s3, table_format="iceberg")
     try:
         assert_same_tables(duck_utc, spark)
         scan = spark.store.open(ORDERS).described_scan()
         assert (scan.format, scan.name) == ("iceberg", "shoplake.silver.orders")
+        assert scan.location.startswith("s3://tables-" if s3 else "/")
         spark._engine.register("iceberg_orders", scan)  # the pipeline's: it has the catalog
         got = spark._engine.table("SELECT count(*) AS n FROM iceberg_orders")
         assert got["n"].to_pylist() == [duck_utc.store.open(ORDERS).count()]
