@@ -67,6 +67,11 @@ class S3Server:
             "catalog_credential": f"{self.access_key}:{self.secret_key}",
         }
 
+    @staticmethod
+    def tables_env(tables: dict[str, str]) -> dict[str, str]:
+        """Table settings (as new_rest_catalog gives them) as a process's environment."""
+        return {f"SHOPLAKE_TABLES__{key.upper()}": value for key, value in tables.items()}
+
     def new_lake(self, label: str = "lake") -> str:
         """A lakehouse URI of its own in the bucket: tests never see each other's tables."""
         return f"s3://{self.bucket}/{label}-{uuid.uuid4().hex[:10]}"

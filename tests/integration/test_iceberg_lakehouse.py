@@ -41,7 +41,7 @@ def test_iceberg_tables_give_what_delta_tables_give(
         lake = {"lakehouse_uri": env["SHOPLAKE_LAKEHOUSE_URI"], "storage": server.storage()}
     if where == "s3-rest-catalog":  # the tables in the REST catalog's warehouse
         tables = server.new_rest_catalog()
-        env |= {f"SHOPLAKE_TABLES__{k.upper()}": v for k, v in tables.items()}
+        env |= server.tables_env(tables)
     home = tmp_path / "iceberg"
     (home / "transport").mkdir(parents=True)
     shutil.copy(Settings(home=on_delta).log_path, home / "transport" / "log.sqlite")

@@ -112,7 +112,7 @@ def test_a_wrong_rest_catalog_credential_is_a_clear_error_that_hides_it(
 ) -> None:
     catalog = s3_server.new_rest_catalog()
     env = {**s3_server.env(s3_server.new_lake("denied")),
-           **{f"SHOPLAKE_TABLES__{k.upper()}": v for k, v in catalog.items()},
+           **s3_server.tables_env(catalog),
            "SHOPLAKE_TABLES__CATALOG_CREDENTIAL": "shoplake-test:not-the-secret-4711"}  # fmt: skip
     home = tmp_path / "home"
     shoplake(home, env, "generate", "-n", "50")
