@@ -108,8 +108,15 @@ def test_aborted_and_open_transactions_are_never_read(tmp_path: Path, kafka: Kaf
     got = rows(p, "SELECT raw_value FROM bronze.raw_events")
     assert sorted(r["raw_value"].encode() for r in got) == sorted(committed)
     other.commit_transaction(10)
-    p.run("ingestion", until_idle=True)
-    got = rows(p, "SELECT raw_value FROM bronze.raw_events")
+    # The broker writes the commit markers into the partitions just after
+    # commit_transaction returns: until then a read_committed reader sees nothing more.
+    deadline = time.monotonic() + 15
+    while True:
+        p.run("ingestion", until_idle=True)
+        got = rows(p, "SELECT raw_value FROM bronze.raw_events")
+        if len(got) >= len(committed + late) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     assert sorted(r["raw_value"].encode() for r in got) == sorted(committed + late)
     group = s.pipeline.consumer_group
     assert sum(bronze_lag(p.store, t.end_offsets(), group).values()) == 0
