@@ -566,7 +566,7 @@ class IcebergStore:
     def compact(self, spec: TableSpec) -> dict[str, Any]:
         """Each partition holding more than one data file is rewritten as one, in one
         commit per partition that changes no row and carries the positions forward."""
-        rewritten = 0
+        rewritten: list[int] = []  # the files each partition's (last) rewrite replaced
         with self._lock, _translated(spec, "compacting"):
             table = self._loaded(spec)
             if table.current_snapshot() is None:
@@ -587,19 +587,20 @@ class IcebergStore:
                 else None
             )
 
+            replaced: list[int] = []  # files in the partition, at each attempt
+
             def rewrite(
                 tx: Transaction, props: dict[str, str], current: IcebergHandle,
-                where: Predicate | None = where,
+                where: Predicate | None = where, replaced: list[int] = replaced,
             ) -> None:  # fmt: skip
+                replaced.append(sum(1 for _ in current._scan(None, where).plan_files()))
                 rows = current.scan(where=where)
                 tx.overwrite(rows, overwrite_filter=_expression(where), snapshot_properties=props)
 
             # a live pipeline's commits land meanwhile: the partition is read again
             self._commit(spec, "compacting", None, rewrite, redo_on_conflict=True)
-            rewritten += len(files)
-        return {"numFilesRemoved": rewritten, "numFilesAdded": sum(
-            1 for files in groups.values() if len(files) >= 2
-        )}  # fmt: skip
+            rewritten.append(replaced[-1])
+        return {"numFilesRemoved": sum(rewritten), "numFilesAdded": len(rewritten)}
 
     def vacuum(self, spec: TableSpec, retention_hours: float) -> list[str]:
         """Expire the snapshots older than the retention (but the current one), then
