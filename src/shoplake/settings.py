@@ -190,6 +190,16 @@ class StorageSettings(BaseModel):
         return bool(self.endpoint and self.endpoint.startswith("http://"))
 
 
+def is_rest_catalog(uri: str) -> bool:
+    """Whether an Iceberg catalog URI names a REST catalog (else a SQLAlchemy URL)."""
+    return uri.startswith(("http://", "https://"))
+
+
+def rest_token_endpoint(uri: str) -> str:
+    """A REST catalog's OAuth2 token endpoint, where the Iceberg REST spec puts it."""
+    return f"{uri.rstrip('/')}/v1/oauth/tokens"
+
+
 class TableSettings(BaseModel):
     """The tables' format, and for Iceberg its catalog."""
 

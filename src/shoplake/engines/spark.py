@@ -48,6 +48,7 @@ from shoplake.engines.base import (
     RawEventRules,
 )
 from shoplake.errors import ConfigError, QueryError
+from shoplake.settings import is_rest_catalog, rest_token_endpoint
 from shoplake.tables.base import AllOf, IsIn, Predicate, TableScan
 
 if TYPE_CHECKING:
@@ -155,7 +156,7 @@ def iceberg_catalog_conf(catalog: IcebergCatalog, alias: str) -> dict[str, str]:
         # the tables change under Spark (PyIceberg commits them): no cached metadata
         f"{prefix}.cache-enabled": "false",
     }
-    if catalog.uri.startswith(("http://", "https://")):
+    if is_rest_catalog(catalog.uri):
         conf |= {
             f"{prefix}.type": "rest",
             f"{prefix}.uri": catalog.uri,
@@ -165,7 +166,7 @@ def iceberg_catalog_conf(catalog: IcebergCatalog, alias: str) -> dict[str, str]:
         }
         if catalog.credential:
             conf[f"{prefix}.credential"] = catalog.credential
-            conf[f"{prefix}.oauth2-server-uri"] = f"{catalog.uri.rstrip('/')}/v1/oauth/tokens"
+            conf[f"{prefix}.oauth2-server-uri"] = rest_token_endpoint(catalog.uri)
         return conf
     url = make_url_jdbc(catalog.uri)
     conf |= {f"{prefix}.type": "jdbc", f"{prefix}.uri": url.url}

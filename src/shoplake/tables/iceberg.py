@@ -55,7 +55,7 @@ from pyiceberg.table.snapshots import Snapshot
 
 from shoplake.contract.tables import TableSpec
 from shoplake.errors import CommitConflict, TableError, TableNotFound
-from shoplake.settings import StorageSettings
+from shoplake.settings import StorageSettings, is_rest_catalog, rest_token_endpoint
 from shoplake.tables.base import (
     AllOf,
     Commit,
@@ -247,7 +247,7 @@ class IcebergStore:
         self._storage = storage or StorageSettings()
         self._catalog_uri = catalog_uri
         self._catalog_name = catalog_name
-        self._rest = catalog_uri.startswith(("http://", "https://"))
+        self._rest = is_rest_catalog(catalog_uri)
         self._rest_warehouse = rest_warehouse
         self._rest_credential = rest_credential
         self._catalog: Catalog | None = None
@@ -265,7 +265,7 @@ class IcebergStore:
             if self._rest_credential:  # OAuth2 client credentials, exchanged for a token
                 props["credential"] = self._rest_credential
                 # the catalog's own token endpoint, which PyIceberg otherwise guesses
-                props["oauth2-server-uri"] = f"{self._catalog_uri.rstrip('/')}/v1/oauth/tokens"
+                props["oauth2-server-uri"] = rest_token_endpoint(self._catalog_uri)
         else:
             props |= {"type": "sql", "uri": self._catalog_uri, "init_catalog_tables": "true"}
         if on_object_storage(self._root):
@@ -297,8 +297,8 @@ class IcebergStore:
         return self._catalog
 
     def location(self, spec: TableSpec) -> str:
-        if self._rest and self.exists(spec):  # where the catalog placed it
-            with self._lock, _translated(spec, "opening"):
+        if self._rest:  # where the catalog placed it, once it exists
+            with suppress(TableNotFound), self._lock, _translated(spec, "opening"):
                 return str(self._loaded(spec).location())
         return f"{self._root}/{spec.layer}/{spec.name}"
 
