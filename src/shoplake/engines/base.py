@@ -8,16 +8,24 @@ comes back as an Arrow table with the types DuckDB gives, whatever engine ran it
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from threading import Event
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 import pyarrow as pa
 
 if TYPE_CHECKING:
+    import pyarrow.dataset as pads
+
     from shoplake.settings import Settings
+    from shoplake.tables.base import Predicate, TableHandle, TableScan
+
+    # What a model's SQL reads under one name: rows, or a scan an engine that reads tables
+    # runs itself; a list of them is their union (by column name).
+    Part: TypeAlias = pa.Table | pads.Dataset | TableScan
+    Input: TypeAlias = Part | Sequence[Part]
 
 
 @dataclass(frozen=True)
@@ -70,9 +78,10 @@ class Engine(Protocol):
         timestamp in ``timezone`` (the reporting time zone)."""
         ...
 
-    def register(self, name: str, data: Any) -> None:
+    def register(self, name: str, data: Input) -> None:
         """Expose an Arrow table or dataset (or, with ``capabilities.reads_tables``, a
-        TableScan) as a view called ``name`` until unregistered."""
+        TableScan), or the union of a list of them, as a view called ``name`` until
+        unregistered."""
         ...
 
     def unregister(self, name: str) -> None: ...
@@ -86,10 +95,10 @@ class Engine(Protocol):
         ...
 
     def table_over(
-        self, sql: str, inputs: Mapping[str, Any], params: Mapping[str, Any] | None = None
+        self, sql: str, inputs: Mapping[str, Input], params: Mapping[str, Any] | None = None
     ) -> pa.Table:
-        """Run ``sql`` with each of ``inputs`` (Arrow tables or datasets) visible under
-        its name, then release them again."""
+        """Run ``sql`` with each of ``inputs`` (see ``register``) visible under its name,
+        then release them again."""
         ...
 
     def parse_raw_events(
@@ -120,3 +129,16 @@ class Engine(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def table_input(
+    engine: Engine,
+    handle: TableHandle,
+    columns: Sequence[str] | None = None,
+    where: Predicate | None = None,
+) -> Part:
+    """A table's rows as the input of a query on ``engine``: the scan itself for an
+    engine that reads tables (Spark: no row passes this process), else the rows."""
+    if engine.capabilities.reads_tables:
+        return handle.described_scan(columns, where)
+    return handle.scan(columns, where)

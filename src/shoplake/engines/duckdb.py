@@ -21,6 +21,7 @@ from shoplake.engines.base import Capabilities, ParsedEvents, RawEventRules
 from shoplake.errors import ConfigError, QueryError
 
 if TYPE_CHECKING:
+    from shoplake.engines.base import Input
     from shoplake.settings import Settings
 
 
@@ -60,8 +61,11 @@ class DuckDB:
             f"CREATE OR REPLACE MACRO local_date(ts) AS CAST(timezone('{zone}', ts) AS DATE)"
         )
 
-    def register(self, name: str, data: Any) -> None:
-        """Expose an Arrow table or dataset as a view called ``name``."""
+    def register(self, name: str, data: Input) -> None:
+        """Expose an Arrow table or dataset, or the union of a list of tables, as a view
+        called ``name``."""
+        if isinstance(data, list | tuple):
+            data = pa.concat_tables(data, promote_options="permissive")
         self.con.register(name, data)
 
     def unregister(self, name: str) -> None:
@@ -77,12 +81,12 @@ class DuckDB:
             return self.con.sql(sql, params=dict(params) if params else None).to_arrow_table()
 
     def table_over(
-        self, sql: str, inputs: Mapping[str, Any], params: Mapping[str, Any] | None = None
+        self, sql: str, inputs: Mapping[str, Input], params: Mapping[str, Any] | None = None
     ) -> pa.Table:
         """Run ``sql`` with each of ``inputs`` (Arrow data) visible under its name, then
         release them again."""
         for name, data in inputs.items():
-            self.con.register(name, data)
+            self.register(name, data)
         try:
             return self.table(sql, params)
         finally:

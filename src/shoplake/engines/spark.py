@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
     from sqlglot import exp
 
+    from shoplake.engines.base import Input, Part
     from shoplake.settings import Settings, StorageSettings
 
 _INLINE_VALUES_MAX = 1000  # an IN list longer than this is a semi-join (see _kept)
@@ -359,15 +360,24 @@ class SparkEngine:
         except PySparkException as exc:  # translated at the edge, first line only
             raise QueryError(str(exc).strip().splitlines()[0]) from exc
 
-    def register(self, name: str, data: pa.Table | ds.Dataset | TableScan) -> None:
-        """Expose Arrow data, or a table scan Spark runs itself, as a temporary view
-        called ``name``."""
+    def register(self, name: str, data: Input) -> None:
+        """Expose Arrow data, or a table scan Spark runs itself, or the union of a list of
+        them, as a temporary view called ``name``."""
+        if isinstance(data, list | tuple):
+            frames = [self._frame(part) for part in data]
+            union = frames[0]
+            for frame in frames[1:]:
+                union = union.unionByName(frame)
+            union.createOrReplaceTempView(name)
+        else:
+            self._frame(data).createOrReplaceTempView(name)
+
+    def _frame(self, data: Part) -> DataFrame:
         if isinstance(data, TableScan):
-            self._scanned(data).createOrReplaceTempView(name)
-            return
+            return self._scanned(data)
         if isinstance(data, ds.Dataset):
             data = data.to_table()
-        self.spark.createDataFrame(_spark_friendly(data)).createOrReplaceTempView(name)
+        return self.spark.createDataFrame(_spark_friendly(data))
 
     def _scanned(self, scan: TableScan) -> DataFrame:
         """The snapshot ``scan`` names, read by Spark (Delta prunes files by partition and
@@ -440,7 +450,7 @@ class SparkEngine:
     def table_over(
         self,
         sql: str,
-        inputs: Mapping[str, pa.Table | ds.Dataset],
+        inputs: Mapping[str, Input],
         params: Mapping[str, Any] | None = None,
     ) -> pa.Table:
         """Run ``sql`` with each of ``inputs`` visible as a temporary view under its name,

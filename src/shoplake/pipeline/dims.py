@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import calendar
 from datetime import UTC, date, datetime, timedelta
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from shoplake.contract.tables import DIM_DATE, ORDERS, PRODUCT_UPDATES, TableSpec
 from shoplake.pipeline.gold import DerivedModel
-from shoplake.pipeline.positions import Ranges, read_ranges
+from shoplake.pipeline.positions import Ranges
 from shoplake.tables.base import IsIn, TableStore
 from shoplake.transport.base import TopicPartition
+
+if TYPE_CHECKING:
+    from shoplake.engines.base import Input
 
 
 class KeyedModel(DerivedModel):
@@ -32,7 +35,7 @@ class KeyedModel(DerivedModel):
         return key
 
     def recompute(self, ranges: Ranges, tps: list[TopicPartition]) -> tuple[pa.Table, list[date]]:
-        keys = [read_ranges(self.store, s, ranges, [self.key])[self.key] for s in self.decl.inputs]
+        keys = [self.lineage(s, ranges, [self.key])[self.key] for s in self.decl.inputs]
         touched = pc.drop_null(pc.unique(pa.chunked_array(keys, pa.string())))
         return self.compute(touched), []
 
@@ -40,16 +43,15 @@ class KeyedModel(DerivedModel):
         """Rows for ``keys`` (None: every key)."""
         raise NotImplementedError
 
-    def _read(self, spec: TableSpec, columns: list[str], keys: pa.Array | None) -> pa.Table:
-        return self.store.open(spec).scan(columns, None if keys is None else IsIn(self.key, keys))
+    def _read(self, spec: TableSpec, columns: list[str], keys: pa.Array | None) -> Input:
+        return self.input_rows(spec, columns, None if keys is None else IsIn(self.key, keys))
 
-    def _run(self, inputs: dict[str, pa.Table], keys: pa.Array | None, first: str) -> pa.Table:
-        if keys is None:
-            keys = pc.drop_null(pc.unique(inputs[first][self.key]))
+    def _run(self, inputs: dict[str, Input], keys: pa.Array | None, first: str) -> pa.Table:
+        """The SQL over ``inputs``, for ``keys`` (None: every key in input ``first``, which
+        the SQL then reads as the touched keys too: it reads only their key column)."""
+        touched = inputs[first] if keys is None else pa.table({self.key: keys})
         return self.engine.table_over(
-            self.sql,
-            {**inputs, self.touched: pa.table({self.key: keys})},
-            {"now": datetime.now(UTC)},
+            self.sql, {**inputs, self.touched: touched}, {"now": datetime.now(UTC)}
         )
 
 
@@ -70,7 +72,7 @@ class DimCustomersModel(KeyedModel):
     _SEEN: ClassVar[list[str]] = ["user_id", "event_id", "event_ts", "country", "device"]
 
     def compute(self, keys: pa.Array | None) -> pa.Table:
-        seen = pa.concat_tables([self._read(s, self._SEEN, keys) for s in self.decl.inputs])
+        seen = [self._read(s, self._SEEN, keys) for s in self.decl.inputs]
         orders = self._read(ORDERS, ["user_id", "order_id", "event_ts"], keys)
         return self._run({"seen": seen, "orders": orders}, keys, "seen")
 

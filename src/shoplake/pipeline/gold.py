@@ -12,7 +12,7 @@ gold.daily_customer_analytics merges the touched customers' days.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -28,7 +28,7 @@ from shoplake.contract.tables import (
     TS,
     TableSpec,
 )
-from shoplake.engines.base import Engine
+from shoplake.engines.base import Engine, table_input
 from shoplake.pipeline.models import load_model
 from shoplake.pipeline.positions import Ranges, RecentCommits, read_ranges
 from shoplake.pipeline.silver import pending_ranges, touched_orders
@@ -37,6 +37,7 @@ from shoplake.tables.base import AllOf, Compare, IsIn, Predicate, TableScan, Tab
 from shoplake.transport.base import TopicPartition
 
 if TYPE_CHECKING:  # the registry imports the models
+    from shoplake.engines.base import Input
     from shoplake.pipeline.registry import ModelDecl
 
 
@@ -104,12 +105,23 @@ class DerivedModel:
     def input_rows(
         self, spec: TableSpec, columns: Sequence[str] | None = None, where: Predicate | None = None
     ) -> pa.Table | TableScan:
-        """An input of the model's SQL, as only the SQL reads it: the scan itself for an
-        engine that reads tables (Spark: no row passes this process), else its rows."""
-        handle = self.store.open(spec)
-        if self.engine.capabilities.reads_tables:
-            return handle.described_scan(columns, where)
-        return handle.scan(columns, where)
+        """An input of the model's SQL, as only the SQL reads it (see ``table_input``)."""
+        return table_input(self.engine, self.store.open(spec), columns, where)
+
+    def lineage(self, spec: TableSpec, ranges: Ranges, columns: list[str]) -> pa.Table:
+        """The rows of ``spec`` whose lineage lies in ``ranges``: the new input a step
+        plans on (only those rows and the keys they touch pass this process)."""
+        return read_ranges(self.store, spec, ranges, columns)
+
+    def days_in(self, inputs: Mapping[str, tuple[Input, str]]) -> list[date]:
+        """The days (reporting time zone) of the timestamps in each input's column, found
+        by the engine: only the days come back to this process."""
+        sql = " UNION ".join(
+            f"SELECT DISTINCT local_date({column}) AS day FROM {name}"
+            for name, (_, column) in inputs.items()
+        )
+        days = self.engine.table_over(sql, {n: data for n, (data, _) in inputs.items()})["day"]
+        return sorted(d for d in days.to_pylist() if d is not None)
 
     def rebuild(self, days: list[date], tps: list[TopicPartition]) -> int:
         """Recompute ``days`` from silver and write them (``run --date``), for the models
@@ -128,22 +140,24 @@ class OrderPaymentsModel(DerivedModel):
 
     def compute(self, ids: pa.Array | None) -> pa.Table:
         """order_payments rows for ``ids`` (None: every order) from the silver tables."""
-        if ids is None:
-            orders = self.store.open(ORDERS).scan()
-            payments = self.store.open(PAYMENTS).scan()
-            ids = pc.unique(orders["order_id"])
-        else:
-            orders = self.input_rows(ORDERS, where=IsIn("order_id", ids))
-            payments = self.input_rows(PAYMENTS, where=IsIn("order_id", ids))
+        where = None if ids is None else IsIn("order_id", ids)
+        orders = self.input_rows(ORDERS, where=where)
         return self.engine.table_over(
             self.sql,
-            {"orders": orders, "payments": payments, "touched_orders": pa.table({"order_id": ids})},
+            {
+                "orders": orders,
+                "payments": self.input_rows(PAYMENTS, where=where),
+                # every order: the SQL reads only the order_id column of touched_orders
+                "touched_orders": orders if ids is None else pa.table({"order_id": ids}),
+            },
             {"now": datetime.now(UTC)},
         )
 
 
 class SalesMinuteModel(DerivedModel):
     """silver.order_payments → gold.fct_sales_minute, by the minutes touched."""
+
+    uses_local_date = True  # a rebuild finds the minutes of its days
 
     def recompute(self, ranges: Ranges, tps: list[TopicPartition]) -> tuple[pa.Table, list[date]]:
         made = self.recent.made_of(ORDER_PAYMENTS, ranges)
@@ -157,20 +171,17 @@ class SalesMinuteModel(DerivedModel):
 
     def rebuild(self, days: list[date], tps: list[TopicPartition]) -> int:
         """Recompute every minute of ``days`` (reporting time zone) and merge them."""
-        wanted = pa.array(days, pa.date32())
-        placed = self.store.open(ORDER_PAYMENTS).scan(["order_ts"])[0]
-        shown = self.store.open(self.spec).scan(["minute_bucket"])[0]
-        minutes = pc.unique(
-            pa.chunked_array(
-                [
-                    *pc.floor_temporal(placed, unit="minute").chunks,
-                    *shown.cast(TS).chunks,
-                ],
-                TS,
-            )
-        )
-        minutes = minutes.filter(pc.is_in(local_dates(minutes, self.timezone), value_set=wanted))
-        rows = self.compute(minutes)
+        minutes = self.engine.table_over(
+            _MINUTES_OF_DAYS,
+            {
+                "placed": self.input_rows(ORDER_PAYMENTS, ["order_ts"], utc_span(days, "order_ts")),
+                "shown": self.input_rows(
+                    self.spec, ["minute_bucket"], utc_span(days, "minute_bucket")
+                ),
+                "touched_days": _days_table(days),
+            },
+        )["minute_bucket"]
+        rows = self.compute(minutes.cast(TS))
         self.decl.commit(self.store, rows, None)
         return int(rows.num_rows)
 
@@ -208,6 +219,16 @@ class SalesMinuteModel(DerivedModel):
         )
 
 
+# The minutes of the touched days that hold an order or a row of the table.
+_MINUTES_OF_DAYS = """
+SELECT DISTINCT date_trunc('minute', order_ts) AS minute_bucket FROM placed
+WHERE local_date(order_ts) IN (SELECT partition_date FROM touched_days)
+UNION
+SELECT minute_bucket FROM shown
+WHERE local_date(minute_bucket) IN (SELECT partition_date FROM touched_days)
+"""
+
+
 def local_dates(ts: pa.Array | pa.ChunkedArray, timezone: str) -> pa.Array | pa.ChunkedArray:
     """The calendar day of each UTC timestamp in ``timezone`` (days are cut there)."""
     return pc.local_timestamp(ts.cast(pa.timestamp("us", tz=timezone))).cast(pa.date32())
@@ -221,21 +242,22 @@ def _midnight(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
+def utc_span(days: Sequence[date], column: str) -> AllOf:
+    """Timestamps in ``column`` within the UTC days that hold every instant of ``days``
+    (not empty), whatever the time zone: a query then cuts the days exactly."""
+    near = _near(days)
+    return AllOf(
+        (
+            Compare(column, ">=", _midnight(near[0].as_py())),
+            Compare(column, "<", _midnight(near[-1].as_py() + timedelta(days=1))),
+        )
+    )
+
+
 def _near(days: Iterable[date]) -> pa.Array:
     """``days`` and the day either side: the UTC dates holding every instant of those
     local days, whatever the time zone."""
     return pa.array(sorted({d + timedelta(days=k) for d in days for k in (-1, 0, 1)}), pa.date32())
-
-
-def read_near_days(
-    store: TableStore,
-    spec: TableSpec,
-    days: Iterable[date] | None,
-    columns: list[str],
-    date_column: str = "event_date",
-) -> pa.Table:
-    """The rows of a table that may fall on ``days`` (None: every row)."""
-    return store.open(spec).scan(columns, None if days is None else IsIn(date_column, _near(days)))
 
 
 def _days_table(days: Iterable[date]) -> pa.Table:
@@ -268,7 +290,7 @@ class DailyModel(DerivedModel):
     def touched_days(self, ranges: Ranges) -> set[date]:
         days: set[date] = set()
         for spec, _ in self.decl.reads:
-            days |= _day_set(read_ranges(self.store, spec, ranges, ["event_ts"])[0], self.timezone)
+            days |= _day_set(self.lineage(spec, ranges, ["event_ts"])[0], self.timezone)
         if self.uses_orders:
             ids = touched_orders(self.store, ranges)
             placed = self.store.open(ORDER_PAYMENTS).scan(["order_ts"], IsIn("order_id", ids))
@@ -287,17 +309,12 @@ class DailyModel(DerivedModel):
 
     def load_all(self) -> tuple[dict[str, pa.Table | TableScan], list[date]]:
         """Every row of the model's inputs, and the days they fall on."""
-        tables: dict[str, pa.Table | TableScan] = {}
-        found: set[date] = set()
-        for spec, columns in self.decl.reads:
-            rows = self.store.open(spec).scan(columns)
-            found |= _day_set(rows["event_ts"], self.timezone)
-            tables[spec.name] = rows
+        tables = {spec.name: self.input_rows(spec, columns) for spec, columns in self.decl.reads}
+        timed = {name: (rows, "event_ts") for name, rows in tables.items()}
         if self.uses_orders:
-            rows = self.store.open(ORDER_PAYMENTS).scan()
-            found |= _day_set(rows["order_ts"], self.timezone)
-            tables[ORDER_PAYMENTS.name] = rows
-        return tables, sorted(found)
+            tables[ORDER_PAYMENTS.name] = self.input_rows(ORDER_PAYMENTS)
+            timed[ORDER_PAYMENTS.name] = (tables[ORDER_PAYMENTS.name], "order_ts")
+        return tables, self.days_in(timed)
 
     def compute(self, days: list[date] | None) -> pa.Table:
         """Rows for ``days`` (None: every day the input has)."""
@@ -316,14 +333,7 @@ class DailyModel(DerivedModel):
         cuts the days exactly."""
         if not days:
             return ORDER_PAYMENTS.schema.empty_table()
-        near = _near(days)
-        span = AllOf(
-            (
-                Compare("order_ts", ">=", _midnight(near[0].as_py())),
-                Compare("order_ts", "<", _midnight(near[-1].as_py() + timedelta(days=1))),
-            )
-        )
-        return self.input_rows(ORDER_PAYMENTS, where=span)
+        return self.input_rows(ORDER_PAYMENTS, where=utc_span(days, "order_ts"))
 
 
 class ProductModel(DailyModel):
@@ -336,15 +346,15 @@ class ProductModel(DailyModel):
 
     def touched_days(self, ranges: Ranges) -> set[date]:
         days = super().touched_days(ranges)
-        updated = _day_set(
-            read_ranges(self.store, PRODUCT_UPDATES, ranges, ["event_ts"])[0], self.timezone
-        )
+        updated = _day_set(self.lineage(PRODUCT_UPDATES, ranges, ["event_ts"])[0], self.timezone)
         if updated:
-            first = min(updated)
-            later = self.store.open(self.spec).scan(
-                ["partition_date"], Compare("partition_date", ">=", first)
+            later = self.input_rows(
+                self.spec, ["partition_date"], Compare("partition_date", ">=", min(updated))
             )
-            days |= set(pc.unique(later["partition_date"]).to_pylist())
+            found = self.engine.table_over(
+                "SELECT DISTINCT partition_date FROM later", {"later": later}
+            )
+            days |= set(found["partition_date"].to_pylist())
         return days
 
     def load(self, days: list[date]) -> dict[str, pa.Table | TableScan]:
@@ -357,7 +367,7 @@ class ProductModel(DailyModel):
 
     def load_all(self) -> tuple[dict[str, pa.Table | TableScan], list[date]]:
         tables, days = super().load_all()
-        tables[PRODUCT_UPDATES.name] = self.store.open(PRODUCT_UPDATES).scan(self._CATALOG)
+        tables[PRODUCT_UPDATES.name] = self.input_rows(PRODUCT_UPDATES, self._CATALOG)
         return tables, days
 
 
@@ -369,13 +379,9 @@ class CustomerAnalyticsModel(DerivedModel):
     uses_local_date = True
 
     def recompute(self, ranges: Ranges, tps: list[TopicPartition]) -> tuple[pa.Table, list[date]]:
-        seen = [
-            read_ranges(self.store, spec, ranges, ["user_id", "event_ts"])
-            for spec, _ in self.decl.reads
-        ]
-        paid = self.store.open(ORDER_PAYMENTS).scan(
-            ["user_id", "order_ts"], IsIn("order_id", touched_orders(self.store, ranges))
-        )
+        seen = [self.lineage(spec, ranges, ["user_id", "event_ts"]) for spec, _ in self.decl.reads]
+        ids = touched_orders(self.store, ranges)
+        paid = self.store.open(ORDER_PAYMENTS).scan(["user_id", "order_ts"], IsIn("order_id", ids))
         seen.append(paid.select(["user_id", "order_ts"]).rename_columns(["user_id", "event_ts"]))
         touched = pa.concat_tables(seen, promote_options="permissive")
         rows = self.spec.schema.empty_table()

@@ -82,25 +82,28 @@ def read_ranges(store: TableStore, spec: TableSpec, ranges: Ranges, columns: lis
         return spec.schema.empty_table().select(columns)
     handle = store.open(spec)
     extra = [c for c in _LINEAGE if c not in columns]
+    parts = []
+    for mine, where in topic_spans(ranges):
+        rows = handle.scan([*columns, *extra], where)
+        parts.append(rows.filter(in_ranges(rows, mine)).select(columns))
+    return pa.concat_tables(parts)
+
+
+def topic_spans(ranges: Ranges) -> list[tuple[Ranges, AllOf]]:
+    """Per topic: its ranges, and a predicate on the topic and its span of offsets (a
+    superset of the ranges, which file statistics prune well)."""
     by_topic: dict[str, Ranges] = {}
     for tp, span in ranges.items():
         by_topic.setdefault(tp.topic, {})[tp] = span
-    parts = []
+    spans = []
     for topic, mine in by_topic.items():
         lo = min(start for start, _ in mine.values())
         hi = max(end for _, end in mine.values())
-        rows = handle.scan(
-            [*columns, *extra],
-            AllOf(
-                (
-                    Compare("topic", "=", topic),
-                    Compare("offset", ">=", lo),
-                    Compare("offset", "<", hi),
-                )
-            ),
+        where = AllOf(
+            (Compare("topic", "=", topic), Compare("offset", ">=", lo), Compare("offset", "<", hi))
         )
-        parts.append(rows.filter(in_ranges(rows, mine)).select(columns))
-    return pa.concat_tables(parts)
+        spans.append((mine, where))
+    return spans
 
 
 _LINEAGE = ("topic", "partition", "offset")

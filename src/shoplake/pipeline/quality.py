@@ -18,17 +18,16 @@ from shoplake.contract.tables import (
     RAW_EVENTS,
     TableSpec,
 )
-from shoplake.pipeline.gold import DerivedModel, _day_set, _days_table, read_near_days
+from shoplake.pipeline.gold import DerivedModel, _day_set, _days_table, _near
 from shoplake.pipeline.positions import (
     Positions,
     Ranges,
-    in_ranges,
-    lineage_span,
     positions_of,
     range_ends,
-    read_ranges,
+    topic_spans,
 )
 from shoplake.pipeline.silver import ONE_ROW_PER_EVENT
+from shoplake.tables.base import AllOf, Compare, IsIn, TableScan
 from shoplake.transport.base import TopicPartition
 
 _LINEAGE = ["topic", "partition", "offset"]
@@ -39,6 +38,15 @@ _EVENT_TABLES = pa.table(
         "table_name": pa.array([s.name for s in EVENT_TABLES.values()], pa.string()),
     }
 )
+# The lineage span, per partition, of the bronze records the report is over: where the
+# silver tables are read for their outcomes.
+_CONSUMED_SPAN = """
+SELECT b.topic, b."partition", MIN(b."offset") AS lo, MAX(b."offset") + 1 AS hi
+FROM bronze b
+JOIN consumed c ON c.topic = b.topic AND c."partition" = b."partition"
+WHERE b."offset" < c.end_offset
+GROUP BY b.topic, b."partition"
+"""
 
 
 class DataQualityModel(DerivedModel):
@@ -47,7 +55,7 @@ class DataQualityModel(DerivedModel):
     uses_local_date = True
 
     def recompute(self, ranges: Ranges, tps: list[TopicPartition]) -> tuple[pa.Table, list[date]]:
-        arrived = read_ranges(self.store, RAW_EVENTS, ranges, ["ingest_ts"])
+        arrived = self.lineage(RAW_EVENTS, ranges, ["ingest_ts"])
         days = sorted(_day_set(arrived["ingest_ts"], self.timezone))
         consumed = positions_of(self.store.open(self.spec), tps) | range_ends(ranges)
         return self.compute(days, consumed), days
@@ -58,61 +66,55 @@ class DataQualityModel(DerivedModel):
         return int(rows.num_rows)
 
     def compute(self, days: list[date] | None, consumed: Positions) -> pa.Table:
-        """Rows for ``days`` (None: every day) over the bronze records before ``consumed``."""
-        bronze = read_near_days(self.store, RAW_EVENTS, days, _BRONZE, "ingest_date")
-        bronze = bronze.filter(in_ranges(bronze, {tp: (0, end) for tp, end in consumed.items()}))
+        """Rows for ``days`` (None: every day) over the bronze records before ``consumed``.
+
+        The engine joins bronze with the outcomes; only the span of the records and the
+        days come back to this process."""
+        near = None if days is None else IsIn("ingest_date", _near(days))
+        bronze = self.input_rows(RAW_EVENTS, _BRONZE, near)
+        ends = pa.table(
+            {
+                "topic": pa.array([tp.topic for tp in consumed], pa.string()),
+                "partition": pa.array([tp.partition for tp in consumed], pa.int32()),
+                "end_offset": pa.array(list(consumed.values()), pa.int64()),
+            }
+        )
+        spans = self.engine.table_over(_CONSUMED_SPAN, {"bronze": bronze, "consumed": ends})
+        ranges = {
+            TopicPartition(r["topic"], r["partition"]): (r["lo"], r["hi"])
+            for r in spans.to_pylist()
+        }
         if days is None:
-            days = sorted(_day_set(bronze["ingest_ts"], self.timezone))
+            days = self.days_in({"bronze": (bronze, "ingest_ts")})
+        valid = [part for s in ONE_ROW_PER_EVENT for part in self._lineage(s, ranges, "is_late")]
         return self.engine.table_over(
             self.sql,
             {
                 "bronze": bronze,
-                "outcomes": self._outcomes(lineage_span(bronze)),
+                "consumed": ends,
+                "valid": valid,
+                "quarantined": self._lineage(QUARANTINE, ranges, "reason"),
+                "duplicates": self._lineage(DUPLICATES, ranges),
                 "event_tables": _EVENT_TABLES,
                 "touched_days": _days_table(days),
             },
             {"now": datetime.now(UTC)},
         )
 
-    def _outcomes(self, ranges: Ranges) -> pa.Table:
-        """Where each record in ``ranges`` went: valid (and late or not), quarantined, duplicate."""
+    def _lineage(self, spec: TableSpec, ranges: Ranges, *extra: str) -> list[pa.Table | TableScan]:
+        """The rows of ``spec`` that may lie in ``ranges``, with their lineage and ``extra``
+        columns, as scans per topic (the SQL matches the lineage exactly)."""
+        columns = [*_LINEAGE, *extra]
         if not ranges:
-            return _OUTCOMES.empty_table()
-
-        def read(spec: TableSpec, extra: list[str]) -> pa.Table:
-            return read_ranges(self.store, spec, ranges, [*_LINEAGE, *extra])
-
-        parts = [_outcome(read(s, ["is_late"]), "valid") for s in ONE_ROW_PER_EVENT]
-        parts.append(_outcome(read(QUARANTINE, ["reason"]), "quarantined"))
-        parts.append(_outcome(read(DUPLICATES, []), "duplicate"))
-        return pa.concat_tables(parts)
-
-
-_OUTCOMES = pa.schema(
-    [
-        pa.field("topic", pa.string()),
-        pa.field("partition", pa.int32()),
-        pa.field("offset", pa.int64()),
-        pa.field("outcome", pa.string()),
-        pa.field("reason", pa.string()),
-        pa.field("is_late", pa.bool_()),
-    ]
-)
-
-
-def _outcome(rows: pa.Table, outcome: str) -> pa.Table:
-    """Lineage rows of one table as outcome rows (missing reason / is_late filled in)."""
-    n = rows.num_rows
-    return pa.table(
-        {
-            "topic": rows["topic"],
-            "partition": rows["partition"],
-            "offset": rows["offset"],
-            "outcome": pa.array([outcome] * n, pa.string()),
-            "reason": rows["reason"] if "reason" in rows.column_names else pa.nulls(n, pa.string()),
-            "is_late": rows["is_late"]
-            if "is_late" in rows.column_names
-            else pa.array([False] * n, pa.bool_()),
-        },
-        schema=_OUTCOMES,
-    )
+            return [spec.schema.empty_table().select(columns)]
+        if self.engine.capabilities.reads_tables:
+            # One scan of the whole span: an engine plans a scan at a higher cost than it
+            # reads the rows the join then drops.
+            topics = sorted({tp.topic for tp in ranges})
+            lo = min(start for start, _ in ranges.values())
+            hi = max(end for _, end in ranges.values())
+            where = AllOf(
+                (IsIn("topic", topics), Compare("offset", ">=", lo), Compare("offset", "<", hi))
+            )
+            return [self.input_rows(spec, columns, where)]
+        return [self.input_rows(spec, columns, where) for _, where in topic_spans(ranges)]

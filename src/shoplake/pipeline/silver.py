@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING, cast
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -30,7 +31,7 @@ from shoplake.contract.tables import (
     USER_SESSIONS,
     TableSpec,
 )
-from shoplake.engines.base import Engine, RawEventRules
+from shoplake.engines.base import Engine, RawEventRules, table_input
 from shoplake.errors import ConfigError
 from shoplake.pipeline.positions import (
     Positions,
@@ -44,6 +45,9 @@ from shoplake.pipeline.positions import (
 )
 from shoplake.tables.base import AllOf, Compare, TableHandle, TableStore
 from shoplake.transport.base import TopicPartition
+
+if TYPE_CHECKING:
+    from shoplake.engines.base import Input
 
 # Silver tables appended from bronze: the engine derives each from the batch.
 SILVER_FROM_BRONZE: tuple[TableSpec, ...] = (
@@ -157,13 +161,16 @@ class SilverProcessor:
             now,
         )
         written: dict[TableSpec, pa.Table] = {}
-        for spec in SILVER_FROM_BRONZE:
+        fresh = {
+            spec: _first_per_key(_past(parsed.rows[spec.name], own[spec]), spec.key)
+            for spec in SILVER_FROM_BRONZE
+            if wanted_by[spec]
+        }
+        known = self._known_ids(fresh, handles)
+        for spec, rows in fresh.items():
             wanted = wanted_by[spec]
-            if not wanted:
-                continue
-            rows = _first_per_key(_past(parsed.rows[spec.name], own[spec]), spec.key)
-            if "event_id" in spec.key:
-                rows = self._drop_known(spec, handles[spec], rows)
+            if spec in known:
+                rows = rows.filter(pc.invert(pc.is_in(rows["event_id"], value_set=known[spec])))
             version = self.store.append(spec, rows, to_app_ids(wanted))
             if "event_id" in spec.key:
                 self._extend_held(spec, rows, version)
@@ -190,16 +197,41 @@ class SilverProcessor:
         own = [positions_of(self.store.open(spec), tps) for spec in SILVER_TABLES]
         return sum(max(0, bronze_end[tp] - min(p[tp] for p in own)) for tp in tps)
 
-    def _drop_known(self, spec: TableSpec, handle: TableHandle, rows: pa.Table) -> pa.Table:
-        """Remove rows whose event_id the table (snapshot ``handle``) already holds,
-        within the horizon."""
-        if rows.num_rows == 0:
-            return rows
-        since = pc.min(rows["event_date"]).as_py() - self.dedupe_horizon
-        held = self._held_ids(spec, handle, since)
-        if len(held) == 0:
-            return rows
-        return rows.filter(pc.invert(pc.is_in(rows["event_id"], value_set=held)))
+    def _known_ids(
+        self, fresh: dict[TableSpec, pa.Table], handles: dict[TableSpec, TableHandle]
+    ) -> dict[TableSpec, pa.Array]:
+        """Per table keyed by event_id: the ids of its ``fresh`` rows it already holds
+        (snapshot ``handles``) within the horizon, or more of its ids; tables with none
+        to check are left out."""
+        since = {
+            spec: pc.min(rows["event_date"]).as_py() - self.dedupe_horizon
+            for spec, rows in fresh.items()
+            if "event_id" in spec.key and rows.num_rows
+        }
+        if not self.engine.capabilities.reads_tables:
+            return {spec: self._held_ids(spec, handles[spec], day) for spec, day in since.items()}
+        if not since:
+            return {}
+        # An engine that reads the tables looks all of them up in one query: only the ids
+        # found come back to this process.
+        specs = list(since)
+        inputs: dict[str, Input] = {}
+        for i, spec in enumerate(specs):
+            where = Compare("event_date", ">=", since[spec])
+            inputs[f"held_{i}"] = handles[spec].described_scan(["event_id"], where)
+            inputs[f"fresh_{i}"] = fresh[spec].select(["event_id"])
+        found = self.engine.table_over(
+            " UNION ALL ".join(
+                f"SELECT {i} AS i, event_id FROM held_{i} "
+                f"WHERE event_id IN (SELECT event_id FROM fresh_{i})"
+                for i in range(len(specs))
+            ),
+            inputs,
+        )
+        return {
+            spec: pc.filter(found["event_id"], pc.equal(found["i"], i)).combine_chunks()
+            for i, spec in enumerate(specs)
+        }
 
     def _held_ids(self, spec: TableSpec, handle: TableHandle, since: date) -> pa.Array:
         """The event_ids ``spec`` holds from ``since`` on: kept from the last step when
@@ -272,12 +304,14 @@ class SilverProcessor:
                 Compare("offset", "<", start),
             )
         )
-        newest = [
-            pc.max(self.store.open(spec).scan(["event_ts"], before)[0])
+        earlier = [
+            table_input(self.engine, self.store.open(spec), ["event_ts"], before)
             for spec in (*ONE_ROW_PER_EVENT, DUPLICATES)
         ]
-        times = [m.as_py() for m in newest if m.is_valid]
-        return max(times) if times else None
+        newest = self.engine.table_over(
+            "SELECT max(event_ts) AS newest FROM earlier", {"earlier": earlier}
+        )
+        return cast("datetime | None", newest["newest"][0].as_py())
 
     def _remember_high_water(self, ranges: Ranges, before: pa.Table, batch_max: pa.Table) -> None:
         newest = {

@@ -1,13 +1,26 @@
 -- gold.data_quality_report for the days in touched_days(partition_date): per day of
 -- arrival in bronze (reporting time zone) and the silver table each record was meant for.
--- Inputs: bronze(topic, partition, offset, event_type, ingest_ts), outcomes(topic,
--- partition, offset, outcome, reason, is_late) with outcome valid | quarantined |
--- duplicate, event_tables(event_type, table_name). Records of no known type: 'unknown'.
-WITH arrived AS (
+-- Inputs: bronze(topic, partition, offset, event_type, ingest_ts) and consumed(topic,
+-- partition, end_offset): the report is over the bronze records before end_offset; where
+-- each went, by lineage: valid(…, is_late) — every event table —, quarantined(…, reason),
+-- duplicates(…); event_tables(event_type, table_name). Records of no known type: 'unknown'.
+WITH outcomes AS (
+    SELECT topic, "partition", "offset", 'valid' AS outcome, CAST(NULL AS VARCHAR) AS reason,
+           is_late
+    FROM valid
+    UNION ALL
+    SELECT topic, "partition", "offset", 'quarantined', reason, FALSE FROM quarantined
+    UNION ALL
+    SELECT topic, "partition", "offset", 'duplicate', CAST(NULL AS VARCHAR), FALSE
+    FROM duplicates
+),
+arrived AS (
     SELECT local_date(b.ingest_ts) AS partition_date,
            COALESCE(e.table_name, 'unknown') AS table_name,
            b.ingest_ts, o.outcome, o.reason, o.is_late
     FROM bronze b
+    JOIN consumed c
+      ON c.topic = b.topic AND c."partition" = b."partition" AND b."offset" < c.end_offset
     LEFT JOIN outcomes o
            ON o.topic = b.topic AND o."partition" = b."partition" AND o."offset" = b."offset"
     LEFT JOIN event_tables e ON e.event_type = b.event_type
