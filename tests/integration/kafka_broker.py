@@ -8,6 +8,7 @@ loopback ports with its data in a temporary directory.
 from __future__ import annotations
 
 import base64
+import contextlib
 import fcntl
 import os
 import socket
@@ -69,9 +70,18 @@ SASL_USER, SASL_PASSWORD = "shoplake", "shoplake-secret"
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    (port,) = free_ports(1)
+    return port
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free ports: each socket stays bound until all are picked (ports
+    picked one after another may repeat, and a broker whose listeners share one fails)."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in sockets]
 
 
 class KafkaBroker:
@@ -81,9 +91,7 @@ class KafkaBroker:
 
     def __init__(self, workdir: Path, partitions: int = 3) -> None:
         self.workdir = workdir
-        self.port = free_port()
-        self.controller_port = free_port()
-        self.sasl_port = free_port()
+        self.port, self.controller_port, self.sasl_port = free_ports(3)
         self.bootstrap = f"127.0.0.1:{self.port}"
         self.sasl_bootstrap = f"127.0.0.1:{self.sasl_port}"
         self.libs = kafka_libs()
@@ -135,7 +143,10 @@ class KafkaBroker:
         ]  # fmt: skip
 
     def _java(self, main: str, *args: str) -> None:
-        subprocess.run(self._command(main, *args), check=True, capture_output=True)
+        done = subprocess.run(self._command(main, *args), capture_output=True)
+        if done.returncode:
+            output = (done.stdout + done.stderr).decode(errors="replace")[-3000:]
+            raise RuntimeError(f"{main} exited with {done.returncode}:\n{output}")
 
     def start(self, timeout: float = 60.0) -> None:
         log = (self.workdir / "broker.log").open("ab")

@@ -17,7 +17,7 @@ from pathlib import Path
 import pyarrow.fs as pafs
 
 from shoplake.settings import StorageSettings
-from tests.integration.kafka_broker import free_port
+from tests.integration.kafka_broker import free_ports
 
 
 def weed_binary() -> str | None:
@@ -107,16 +107,14 @@ class S3Server:
         )
         data = self.workdir / "data"
         data.mkdir(exist_ok=True)
-        self.port = free_port()
-        self.iceberg_port = free_port()
-        ports = {  # every listener on a port of its own: nothing clashes with a second run
-            f"-{name}": str(free_port())
-            for name in (
-                "master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
-                "filer.port", "filer.port.grpc", "s3.port.grpc", "admin.port",
-                "admin.port.grpc",
-            )
-        } | {"-s3.port.iceberg": str(self.iceberg_port)}  # fmt: skip
+        listeners = (
+            "master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
+            "filer.port", "filer.port.grpc", "s3.port.grpc", "admin.port", "admin.port.grpc",
+        )  # fmt: skip
+        self.port, self.iceberg_port, *others = free_ports(2 + len(listeners))
+        # every listener on a port of its own: nothing clashes with a second run
+        ports = {f"-{name}": str(port) for name, port in zip(listeners, others, strict=True)}
+        ports["-s3.port.iceberg"] = str(self.iceberg_port)
         args = [
             weed, "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             f"-s3.port={self.port}", f"-s3.config={config}", f"-bucket={self.bucket}",
