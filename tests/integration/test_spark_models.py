@@ -27,13 +27,14 @@ import pyarrow.dataset as ds
 import pytest
 
 import shoplake.pipeline.models
-from shoplake.contract.tables import DATA_QUALITY_REPORT
+from shoplake.contract.tables import DATA_QUALITY_REPORT, PAGE_VIEWS
 from shoplake.engines.duckdb import DuckDB
 from shoplake.pipeline import registry
 from shoplake.pipeline.positions import positions_of
 from shoplake.pipeline.reconcile import bronze_partitions
 from shoplake.pipeline.runner import Pipeline
 from shoplake.settings import ReportingSettings, Settings
+from shoplake.tables.base import IsIn
 from tests.conftest import feed
 from tests.unit.test_gold_marts import SHOP
 
@@ -167,6 +168,25 @@ def test_the_shop_reaches_what_the_models_distinguish(shop: Pipeline) -> None:
     assert len(days) >= 5
     reasons = calls["data_quality_report"]["quarantine_reasons"].to_pylist()
     assert any(r != "{}" for r in reasons)
+
+
+def test_a_scan_with_a_long_in_list_reads_the_same_rows_on_spark(
+    shop: Pipeline, spark_engine: Any
+) -> None:
+    """More keys than Spark plans well as literals (a dimension's touched customers, the
+    orders a batch touched) become a broadcast semi-join: the same rows as the store's
+    own scan, keys that match nothing included."""
+    handle = shop.store.open(PAGE_VIEWS)
+    ids = handle.scan(["event_id"])["event_id"].combine_chunks()[:1500]
+    assert len(ids) == 1500
+    where = IsIn("event_id", pa.concat_arrays([ids, pa.array(["no-such-event"])]))
+    want = handle.scan(["event_id", "user_id"], where)
+    spark_engine.register("picked", handle.described_scan(["event_id", "user_id"], where))
+    try:
+        got = spark_engine.table("SELECT * FROM picked")
+    finally:
+        spark_engine.unregister("picked")
+    assert _rows(got) == _rows(want) and got.num_rows == 1500
 
 
 def test_round_follows_duckdb_on_a_tie_of_the_double(spark_engine: Any) -> None:

@@ -282,7 +282,7 @@ class SparkEngine:
             builder = SparkSession.builder.appName(app_name)
             if "PYSPARK_GATEWAY_PORT" not in os.environ:  # else spark-submit set the master
                 builder = builder.master(master)
-            settings = {
+            settings = _local_defaults(master) | {
                 # The Python workers (the ROUND UDF) run this interpreter, not python3.
                 "spark.pyspark.python": sys.executable,
                 "spark.ui.enabled": "false",
@@ -417,13 +417,12 @@ class SparkEngine:
         column = F.col(where.column)
         if isinstance(where, IsIn):
             values = where.values
-            if isinstance(values, pa.Array | pa.ChunkedArray):
-                values = values.to_pylist()
-            values = list(values)
+            if not isinstance(values, pa.Array | pa.ChunkedArray):
+                values = pa.array(list(values))
             if len(values) <= _INLINE_VALUES_MAX:
-                return frame.where(column.isin(values))
-            kind = frame.schema[where.column].dataType.simpleString()
-            keys = self.spark.createDataFrame([(v,) for v in values], f"{where.column} {kind}")
+                return frame.where(column.isin(values.to_pylist()))
+            # through Arrow: a list of Python rows converts thousands of keys slowly
+            keys = self._frame(pa.table({where.column: values}))
             return frame.join(F.broadcast(keys), on=where.column, how="left_semi")
         compare = {
             "=": column.__eq__,
@@ -643,6 +642,19 @@ def _is_double(node: exp.Expression) -> bool:
         cast.to.this in (exp.DataType.Type.DOUBLE, exp.DataType.Type.FLOAT)
         for cast in node.find_all(exp.Cast)
     )
+
+
+def _local_defaults(master: str) -> dict[str, str]:
+    """Spark's defaults are a cluster's: 200 shuffle partitions, and Delta replays a
+    table's log in 50 tasks, each time a step reads a new version. On one machine every
+    such task is overhead: as many as it has cores instead (conf overrides them)."""
+    if not master.startswith("local") or "PYSPARK_GATEWAY_PORT" in os.environ:
+        return {}
+    cores = str(os.cpu_count() or 2)
+    return {
+        "spark.sql.shuffle.partitions": cores,
+        "spark.databricks.delta.snapshotPartitions": cores,
+    }
 
 
 def _spark_friendly(table: pa.Table) -> pa.Table:
