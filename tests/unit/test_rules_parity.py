@@ -1,21 +1,28 @@
-"""The pydantic models (gateway) and the silver SQL (DuckDB) give the same verdict."""
+"""The pydantic models (gateway), the msgspec wire types derived from them (the gateway's
+fast path) and the silver SQL (DuckDB) give the same verdict."""
 
 from __future__ import annotations
 
 import itertools
+import json
 from typing import Any
 
+import msgspec
 import orjson
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from shoplake.contract import wire
 from shoplake.contract.events import EVENT_ADAPTER
 from shoplake.engines import duckdb_silver
 from shoplake.engines.duckdb import DuckDB
-from shoplake.settings import ReportingSettings
+from shoplake.gateway.validation import EventValidator
+from shoplake.settings import ReportingSettings, TopicSettings
 from shoplake.simulator import ShopSimulator
-from tests.unit.test_events import event
+from tests.unit.test_events import ENVELOPE, VALID, event
 from tests.unit.test_silver import CASES
 
 CURRENCIES = sorted(ReportingSettings().rates)
@@ -103,3 +110,135 @@ def test_valid_examples_pass_both(kind: str) -> None:
     raw = orjson.dumps(event(kind))
     assert model_ok(raw)
     assert sql_verdicts([raw]) == [None]
+
+
+# Where msgspec and pydantic could part: Python's "$" before a final newline, duplicate
+# keys, lone surrogates, numbers beyond 64 bits or a double, bools for numbers, nested
+# items, the tag itself.
+WIRE_EDGES: list[bytes] = [
+    orjson.dumps(event("page_view", country="US\n")),
+    orjson.dumps(event("page_view", timestamp="2026-03-01T10:00:00Z\n")),
+    orjson.dumps(event("page_view", timestamp="2026-02-30T10:00:00Z")),
+    orjson.dumps(event("add_to_cart", currency="EUR\n")),
+    orjson.dumps(event("add_to_cart", unit_price=3)),
+    orjson.dumps(event("add_to_cart", unit_price=-0.0)),
+    orjson.dumps(event("add_to_cart", quantity=True)),
+    json.dumps(event("page_view", schema_version=2**70)).encode(),
+    json.dumps(event("page_view", schema_version=-(2**63))).encode(),
+    json.dumps(event("page_view", schema_version=2**63)).encode(),
+    orjson.dumps(event("payment", amount_cents=10**18 - 1)),
+    orjson.dumps(event("purchase", items=[{**VALID["purchase"]["items"][0], "colour": "red"}])),
+    orjson.dumps(event("purchase", items=[{}])),
+    orjson.dumps(event("purchase", items={"product_id": "P"})),
+    orjson.dumps(event("purchase", items=None)),
+    orjson.dumps(event("page_view", event_type=None)),
+    orjson.dumps(event("page_view", event_type=5)),
+    orjson.dumps(event("page_view", event_type="PAGE_VIEW")),
+    orjson.dumps(event("page_view", device=None, country=None, session_id=None)),
+    orjson.dumps(event("page_view", extra={"nested": [1, 2]})),
+    b'{"event_type": "page_view", "event_type": "bogus"}',
+    orjson.dumps(event("add_to_cart"))[:-1] + b', "quantity": -1}',
+    orjson.dumps(event("add_to_cart"))[:-1] + b', "quantity": 3}',
+    orjson.dumps(event("page_view"))[:-1] + b', "page_url": "\\ud800"}',
+    orjson.dumps(event("purchase"))[:-1].replace(b"19.98", b"1e400") + b"}",
+    orjson.dumps(event("page_view")) + b"\r",
+    b" " + orjson.dumps(event("user_session")) + b" ",
+    orjson.dumps(event("page_view")) + b" trailing",
+    b"[]",
+    b'"page_view"',
+    b"null",
+]
+
+
+def gateway_model_ok(raw: bytes) -> bool:
+    """The gateway's pydantic path: orjson, then the models."""
+    try:
+        doc = orjson.loads(raw)
+        EVENT_ADAPTER.validate_python(doc)
+    except (orjson.JSONDecodeError, ValidationError):
+        return False
+    return isinstance(doc, dict)
+
+
+def wire_ok(raw: bytes) -> bool:
+    try:
+        wire.DECODER.decode(raw)
+    except msgspec.DecodeError:
+        return False
+    return True
+
+
+def test_the_gateways_wire_types_accept_exactly_what_the_models_accept() -> None:
+    raws = [e.value for e in itertools.islice(ShopSimulator(9, bad_ratio=0.3).stream(), 3000)]
+    raws += [orjson.dumps(e) for e in EDGES] + WIRE_EDGES
+    raws += [r if isinstance(r, bytes) else orjson.dumps(r) for r, _ in CASES]
+    assert [r for r in raws if wire_ok(r) != gateway_model_ok(r)] == []
+    # a JSON body's objects, converted rather than decoded
+    docs = [d for d in map(_loads_or_none, raws) if isinstance(d, dict)]
+    assert [d for d in docs if _converts(d) != gateway_model_ok(orjson.dumps(d))] == []
+    assert 300 < sum(map(wire_ok, raws)) < len(raws) - 300  # both verdicts are well tested
+
+
+def _loads_or_none(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _converts(doc: dict[str, Any]) -> bool:
+    try:
+        msgspec.convert(doc, wire.WIRE_EVENT)
+    except msgspec.ValidationError:
+        return False
+    return True
+
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=5,
+)
+# values near the contract's edges, more likely than random ones to sit on a boundary
+EDGY_VALUES = st.sampled_from(
+    ["", "DE", "de", "EUR", "2026-03-01T10:00:00Z", "2026-02-29T10:00:00Z", 0, -1, 1, 2.5,
+     2**31 - 1, 2**31, 10**18, 1e16, 2**63, "product", "captured", "login", "price_change",
+     [], [{}], None, True]
+)  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    kind=st.sampled_from(sorted(VALID)),
+    changes=st.dictionaries(
+        st.sampled_from(sorted({f for fields in VALID.values() for f in fields} | set(ENVELOPE))),
+        JSON_VALUES | EDGY_VALUES,
+        max_size=3,
+    ),
+    dropped=st.sets(st.sampled_from(sorted(ENVELOPE)), max_size=2),
+)
+def test_wire_types_and_models_agree_on_mutated_events(
+    kind: str, changes: dict[str, Any], dropped: set[str]
+) -> None:
+    doc = {k: v for k, v in {**event(kind), **changes}.items() if k not in dropped}
+    raw = json.dumps(doc).encode()  # orjson cannot write integers beyond 64 bits
+    assert wire_ok(raw) == gateway_model_ok(raw), raw
+    assert _converts(doc) == gateway_model_ok(raw), raw
+
+
+def test_the_fast_path_gives_the_models_verdicts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The gateway's answer — messages, rejections and their reasons — is the same with
+    the wire types as with the pydantic models alone."""
+    lines = [e.value for e in itertools.islice(ShopSimulator(10, bad_ratio=0.3).stream(), 2000)]
+    lines += [*WIRE_EDGES, orjson.dumps(event("payment", currency="XYZ"))]
+    docs = [d for d in map(_loads_or_none, lines) if d is not None]
+    validator = EventValidator(TopicSettings(), CURRENCIES)
+    fast = [validator.judge(list(lines)), validator.judge(list(docs))]
+    monkeypatch.setattr(EventValidator, "_accept", lambda self, item: None)
+    slow = [validator.judge(list(lines)), validator.judge(list(docs))]
+    assert fast == slow
+    assert len(fast[0].messages) > 1000 and len(fast[0].rejections) > 150

@@ -6,6 +6,7 @@ gateway validates against and the JSON Schema that ``shoplake schema`` exports.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -172,14 +173,19 @@ def topic_for(event_type: str, topics: TopicSettings) -> str | None:
 
 
 def key_for(event: dict[str, Any]) -> str | None:
-    """The partition key: order_id for payments, product_id for catalog updates, else session."""
-    kind = event.get("event_type")
-    if kind == "payment":
-        value = event.get("order_id")
-    elif kind == "product_update":
-        value = event.get("product_id")
+    """The partition key of an event as a dict."""
+    return partition_key(event.get("event_type"), event.get)
+
+
+def partition_key(event_type: object, field: Callable[[str], Any]) -> str | None:
+    """The partition key: order_id for payments, product_id for catalog updates, else
+    session (or user); ``field`` gives a field's value by name, None when absent."""
+    if event_type == "payment":
+        value = field("order_id")
+    elif event_type == "product_update":
+        value = field("product_id")
     else:
-        value = event.get("session_id") or event.get("user_id")
+        value = field("session_id") or field("user_id")
     return value if isinstance(value, str) else None
 
 

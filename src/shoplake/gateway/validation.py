@@ -1,8 +1,10 @@
 """The gateway's hot path: a request body → messages for the transport + rejections.
 
-Events are checked against the contract's pydantic models (the same verdicts as the
-silver SQL, see tests/unit/test_rules_parity.py) and get the reason codes silver's
-quarantine uses, so a client learns at once what silver would have quarantined.
+Each event is decoded and validated in one call by the contract's msgspec types
+(``contract.wire``). One they refuse is judged again by the contract's pydantic models
+(the same verdicts as the silver SQL, see tests/unit/test_rules_parity.py), whose errors
+give the reason codes silver's quarantine uses, so a client learns at once what silver
+would have quarantined.
 """
 
 from __future__ import annotations
@@ -11,11 +13,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import orjson
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-from shoplake.contract.events import EVENT_ADAPTER, key_for, topic_for
+from shoplake.contract import wire
+from shoplake.contract.events import EVENT_ADAPTER, key_for, partition_key, topic_for
 from shoplake.settings import TopicSettings
 from shoplake.transport.base import OutgoingMessage
 
@@ -64,10 +68,18 @@ class EventValidator:
     def __init__(self, topics: TopicSettings, currencies: Iterable[str]) -> None:
         self.topics = topics
         self.currencies = frozenset(currencies)
+        # each wire type → (its event type, its topic)
+        self._routes: dict[type, tuple[str, str | None]] = {
+            kind: (tag, topic_for(tag, topics)) for tag, kind in wire.EVENT_TYPES.items()
+        }
 
     def judge(self, items: list[bytes | Any]) -> Verdicts:
         out = Verdicts()
         for index, item in enumerate(items):
+            accepted = self._accept(item)
+            if accepted is not None:
+                out.messages.append(accepted)
+                continue
             if isinstance(item, bytes):  # an NDJSON line
                 try:
                     event = orjson.loads(item)
@@ -101,6 +113,25 @@ class EventValidator:
             assert topic is not None  # the model accepted the event type
             out.messages.append(OutgoingMessage(topic, key_for(event), raw or orjson.dumps(event)))
         return out
+
+    def _accept(self, item: bytes | Any) -> OutgoingMessage | None:
+        """The message of a valid event (a line, or a JSON body's object); None when the
+        wire types refuse it (judge then asks the pydantic models why)."""
+        try:
+            event = (
+                wire.DECODER.decode(item)
+                if isinstance(item, bytes)
+                else msgspec.convert(item, wire.WIRE_EVENT)
+            )
+        except msgspec.DecodeError:  # ValidationError is one
+            return None
+        currency = getattr(event, "currency", None)
+        if currency is not None and currency not in self.currencies:
+            return None
+        tag, topic = self._routes[type(event)]
+        assert topic is not None  # every wire type is an event type of the contract
+        key = partition_key(tag, lambda name: getattr(event, name, None))
+        return OutgoingMessage(topic, key, item if isinstance(item, bytes) else orjson.dumps(item))
 
     def _problem(self, event: dict[str, Any]) -> tuple[str, str] | None:
         try:
