@@ -5,9 +5,14 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+import pyarrow as pa
+import pytest
+
+from shoplake.contract.tables import ORDER_PAYMENTS
 from shoplake.pipeline.reconcile import current_gold, recomputed_gold
 from shoplake.pipeline.runner import Pipeline
 from shoplake.settings import Settings
+from shoplake.tables.delta import DeltaHandle
 from tests.conftest import feed, rows
 
 _ids = iter(range(1, 10_000))
@@ -166,3 +171,40 @@ def _tables(pipeline: Pipeline) -> list[Any]:
     from shoplake.query import Lakehouse
 
     return Lakehouse(pipeline.settings, pipeline.store).tables()
+
+
+def test_a_late_order_beside_todays_reads_only_the_orders_near_each(
+    settings: Settings, pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A late order from a month ago and one of today, in one round: the models read the
+    orders near each (their minutes, their days), not the month of orders between."""
+    month = [
+        e
+        for day in range(1, 29)
+        for e in (
+            order(f"M{day}", f"2026-02-{day:02d}T12:00:00Z", "10.00", "USD"),
+            payment(f"M{day}", "captured", 1000, "USD"),
+        )
+    ]
+    feed(settings, month)
+    pipeline.run("both", until_idle=True)
+    reads: list[int] = []
+    scan = DeltaHandle.scan
+
+    def metered(self: DeltaHandle, columns: Any = None, where: Any = None) -> pa.Table:
+        got = scan(self, columns, where)
+        if self._spec is ORDER_PAYMENTS:
+            reads.append(got.num_rows)
+        return got
+
+    monkeypatch.setattr(DeltaHandle, "scan", metered)
+    feed(settings, [order("LATE", "2026-02-01T12:30:00Z", "7.00", "USD"),
+                    payment("LATE", "captured", 700, "USD"),
+                    order("NOW", "2026-02-28T12:30:00Z", "9.00", "USD"),
+                    payment("NOW", "captured", 900, "USD")])  # fmt: skip
+    pipeline.run("both", until_idle=True)
+    assert reads and max(reads) <= 8  # the orders of Feb 1-2 and 27-28 at most, of 30
+    assert current_gold(pipeline.store) == recomputed_gold(pipeline.store, settings.reporting)
+    by_minute = {m: (gmv, n) for m, gmv, n in sales(pipeline)}
+    assert by_minute["2026-02-01 12:30"] == (Decimal("7.00"), 1)
+    assert by_minute["2026-02-28 12:30"] == (Decimal("9.00"), 1)

@@ -108,6 +108,17 @@ class DerivedModel:
         """An input of the model's SQL, as only the SQL reads it (see ``table_input``)."""
         return table_input(self.engine, self.store.open(spec), columns, where)
 
+    def rows_within(
+        self,
+        spec: TableSpec,
+        column: str,
+        spans: Sequence[tuple[datetime, datetime]],
+        columns: Sequence[str] | None = None,
+    ) -> Input:
+        """An input of the rows whose ``column`` lies in any of ``spans`` (one part each)."""
+        parts = [self.input_rows(spec, columns, within(column, span)) for span in spans]
+        return parts[0] if len(parts) == 1 else parts
+
     def lineage(self, spec: TableSpec, ranges: Ranges, columns: list[str]) -> pa.Table:
         """The rows of ``spec`` whose lineage lies in ``ranges``: the new input a step
         plans on (only those rows and the keys they touch pass this process)."""
@@ -171,13 +182,12 @@ class SalesMinuteModel(DerivedModel):
 
     def rebuild(self, days: list[date], tps: list[TopicPartition]) -> int:
         """Recompute every minute of ``days`` (reporting time zone) and merge them."""
+        spans = utc_spans(days)
         minutes = self.engine.table_over(
             _MINUTES_OF_DAYS,
             {
-                "placed": self.input_rows(ORDER_PAYMENTS, ["order_ts"], utc_span(days, "order_ts")),
-                "shown": self.input_rows(
-                    self.spec, ["minute_bucket"], utc_span(days, "minute_bucket")
-                ),
+                "placed": self.rows_within(ORDER_PAYMENTS, "order_ts", spans, ["order_ts"]),
+                "shown": self.rows_within(self.spec, "minute_bucket", spans, ["minute_bucket"]),
                 "touched_days": _days_table(days),
             },
         )["minute_bucket"]
@@ -208,15 +218,14 @@ class SalesMinuteModel(DerivedModel):
             {"now": datetime.now(UTC)},
         )
 
-    def _order_payments_within(self, minutes: pa.Array) -> pa.Table | TableScan:
+    def _order_payments_within(self, minutes: pa.Array) -> Input:
+        """The orders placed in ``minutes``, read as spans of nearby minutes (an hour
+        apart at most): a late order of last week does not make the read span the week."""
         if len(minutes) == 0:
             return ORDER_PAYMENTS.schema.empty_table()
-        lo = pc.min(minutes).as_py()
-        hi = pc.max(minutes).as_py() + timedelta(minutes=1)
-        return self.input_rows(
-            ORDER_PAYMENTS,
-            where=AllOf((Compare("order_ts", ">=", lo), Compare("order_ts", "<", hi))),
-        )
+        starts = sorted(pc.unique(minutes).to_pylist())
+        spans = spans_of(starts, timedelta(minutes=1), gap=timedelta(hours=1))
+        return self.rows_within(ORDER_PAYMENTS, "order_ts", spans)
 
 
 # The minutes of the touched days that hold an order or a row of the table.
@@ -242,16 +251,30 @@ def _midnight(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
-def utc_span(days: Sequence[date], column: str) -> AllOf:
-    """Timestamps in ``column`` within the UTC days that hold every instant of ``days``
-    (not empty), whatever the time zone: a query then cuts the days exactly."""
-    near = _near(days)
-    return AllOf(
-        (
-            Compare(column, ">=", _midnight(near[0].as_py())),
-            Compare(column, "<", _midnight(near[-1].as_py() + timedelta(days=1))),
-        )
-    )
+def utc_spans(days: Sequence[date]) -> list[tuple[datetime, datetime]]:
+    """[start, end) spans of the UTC days that hold every instant of ``days`` (not empty),
+    whatever the time zone: a query then cuts the days exactly. Days far apart (a late
+    event from last month beside today's) get spans of their own, not one span between."""
+    near = [_midnight(d.as_py()) for d in _near(days)]
+    return spans_of(near, timedelta(days=1))
+
+
+def spans_of(
+    starts: Sequence[datetime], length: timedelta, gap: timedelta = timedelta(0)
+) -> list[tuple[datetime, datetime]]:
+    """The fewest [start, end) spans covering [s, s + length) for each of the sorted
+    ``starts``, closing gaps up to ``gap`` between them."""
+    spans: list[tuple[datetime, datetime]] = []
+    for start in starts:
+        if spans and start <= spans[-1][1] + gap:
+            spans[-1] = (spans[-1][0], max(spans[-1][1], start + length))
+        else:
+            spans.append((start, start + length))
+    return spans
+
+
+def within(column: str, span: tuple[datetime, datetime]) -> AllOf:
+    return AllOf((Compare(column, ">=", span[0]), Compare(column, "<", span[1])))
 
 
 def _near(days: Iterable[date]) -> pa.Array:
@@ -328,12 +351,12 @@ class DailyModel(DerivedModel):
             {"now": datetime.now(UTC)},
         )
 
-    def _order_payments(self, days: list[date]) -> pa.Table | TableScan:
-        """The orders placed in the UTC span that holds every instant of ``days``: the SQL
+    def _order_payments(self, days: list[date]) -> Input:
+        """The orders placed in the UTC spans that hold every instant of ``days``: the SQL
         cuts the days exactly."""
         if not days:
             return ORDER_PAYMENTS.schema.empty_table()
-        return self.input_rows(ORDER_PAYMENTS, where=utc_span(days, "order_ts"))
+        return self.rows_within(ORDER_PAYMENTS, "order_ts", utc_spans(days))
 
 
 class ProductModel(DailyModel):
