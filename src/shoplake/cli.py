@@ -989,7 +989,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None, no_auth: bool)
     transport, with /healthz, /readyz, /metrics and the API reference at /docs."""
     import uvicorn
 
-    from shoplake.gateway.app import create_app
+    from shoplake.gateway.app import create_app, server_config
     from shoplake.tables import open_store
     from shoplake.transport import open_transport
 
@@ -1013,7 +1013,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None, no_auth: bool)
     try:
         click.echo(f"gateway on http://{cfg.host}:{cfg.port}  (API reference: /docs)", err=True)
         app = create_app(settings, transport, store=store)
-        uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning")
+        uvicorn.Server(server_config(app, cfg.host, cfg.port)).run()
     finally:
         transport.close()
         store.close()

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from shoplake.contract.tables import FCT_SALES_MINUTE, ORDERS, QUARANTINE, RAW_EVENTS
 from shoplake.errors import ShoplakeError
-from shoplake.gateway.app import create_app
+from shoplake.gateway.app import create_app, server_config
 from shoplake.gateway.metrics import PipelineMetrics
 from shoplake.pipeline.runner import Pipeline, RunStats
 from shoplake.settings import Settings
@@ -101,7 +101,7 @@ def run_demo(
     app = create_app(
         settings, transport, store=store, registry=registry, runtime=throughput.snapshot
     )
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(server_config(app, "127.0.0.1", port))
 
     def guarded(target: Callable[[], object]) -> Callable[[], None]:
         def run() -> None:

@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -71,6 +72,12 @@ class Accepted(BaseModel):
 class ErrorBody(BaseModel):
     error: str
     detail: str
+
+
+def server_config(app: Any, host: str, port: int) -> uvicorn.Config:
+    """How the gateway is served: by ``shoplake serve``, the demo, and the trivial endpoint
+    bench/bench_gateway.py measures as the ceiling of this server stack."""
+    return uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
 
 
 def _error(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> Response:
