@@ -33,6 +33,7 @@ from shoplake.contract.tables import (
 )
 from shoplake.engines.base import Engine, RawEventRules, table_input
 from shoplake.errors import ConfigError
+from shoplake.pipeline.event_ids import EventIdIndex
 from shoplake.pipeline.positions import (
     Positions,
     Ranges,
@@ -70,20 +71,9 @@ _LINEAGE_SCHEMA = pa.schema(
 )
 
 
-# Event ids kept per table for dedupe (~40 bytes each); a table holding more within the
-# horizon is read each step instead, as a restarted processor does.
-_HELD_IDS_MAX = 2_000_000
-_HELD_SCHEMA = pa.schema([("event_id", pa.string()), ("event_date", pa.date32())])
-
-
-@dataclass
-class _HeldIds:
-    """The event_ids (with event_date) one silver table holds from ``since`` on, as of
-    table ``version``."""
-
-    version: int
-    since: date
-    ids: pa.Table
+# Event ids kept per table for dedupe (16 bytes each, see event_ids); a table holding more
+# within the horizon is read each step instead, as a restarted processor does.
+_HELD_IDS_MAX = 32_000_000
 
 
 @dataclass
@@ -125,7 +115,7 @@ class SilverProcessor:
         self.engine = engine
         # (position, newest valid event time before it) per partition, as of the last step
         self._high_water: dict[TopicPartition, tuple[int, datetime | None]] = {}
-        self._held: dict[TableSpec, _HeldIds] = {}  # per table, for dedupe
+        self._held: dict[TableSpec, EventIdIndex] = {}  # per table, for dedupe
         for spec in SILVER_TABLES:
             store.ensure(spec)
 
@@ -201,15 +191,18 @@ class SilverProcessor:
         self, fresh: dict[TableSpec, pa.Table], handles: dict[TableSpec, TableHandle]
     ) -> dict[TableSpec, pa.Array]:
         """Per table keyed by event_id: the ids of its ``fresh`` rows it already holds
-        (snapshot ``handles``) within the horizon, or more of its ids; tables with none
-        to check are left out."""
+        (snapshot ``handles``) within the horizon; tables with none to check are left
+        out."""
         since = {
             spec: pc.min(rows["event_date"]).as_py() - self.dedupe_horizon
             for spec, rows in fresh.items()
             if "event_id" in spec.key and rows.num_rows
         }
         if not self.engine.capabilities.reads_tables:
-            return {spec: self._held_ids(spec, handles[spec], day) for spec, day in since.items()}
+            return {
+                spec: self._held_of(spec, handles[spec], day, fresh[spec]["event_id"])
+                for spec, day in since.items()
+            }
         if not since:
             return {}
         # An engine that reads the tables looks all of them up in one query: only the ids
@@ -233,32 +226,32 @@ class SilverProcessor:
             for i, spec in enumerate(specs)
         }
 
-    def _held_ids(self, spec: TableSpec, handle: TableHandle, since: date) -> pa.Array:
-        """The event_ids ``spec`` holds from ``since`` on: kept from the last step when
-        the table is still at the version that step left it at, else read."""
-        kept = self._held.get(spec)
-        if kept is None or kept.version != handle.version or since < kept.since:
-            # The ids are compared in memory, not in the scan's filter: pyarrow simplifies
-            # an isin of thousands of values against every file's statistics, slowly.
-            ids = handle.scan(["event_id", "event_date"], Compare("event_date", ">=", since))
-            kept = _HeldIds(handle.version, since, ids.cast(_HELD_SCHEMA).combine_chunks())
-            self._held[spec] = kept
-        elif since > kept.since:  # a new day: ids past the horizon go
-            kept.since = since
-            kept.ids = kept.ids.filter(pc.greater_equal(kept.ids["event_date"], since))
-        return kept.ids["event_id"].combine_chunks()
+    def _held_of(
+        self, spec: TableSpec, handle: TableHandle, since: date, ids: pa.Array
+    ) -> pa.Array:
+        """Those of ``ids`` that ``spec`` holds from ``since`` on, looked up in the index
+        kept from the last step when the table is still at the version that step left it
+        at, else in one built from the table."""
+        index = self._held.get(spec)
+        if index is None or index.version != handle.version or since < index.since:
+            held = handle.scan(["event_id", "event_date"], Compare("event_date", ">=", since))
+            index = EventIdIndex(handle.version, since)
+            index.add(held["event_id"], held["event_date"])
+            self._held[spec] = index
+        elif since > index.since:  # a new day: ids past the horizon go
+            index.forget_before(since)
+        return index.held(ids)
 
     def _extend_held(self, spec: TableSpec, appended: pa.Table, version: int) -> None:
         """After the append that made ``version``: its ids join the kept ones if no other
         commit came between."""
-        kept = self._held.pop(spec, None)
-        if kept is None or version != kept.version + 1:
+        index = self._held.pop(spec, None)
+        if index is None or version != index.version + 1:
             return
-        appended = appended.select(_HELD_SCHEMA.names).cast(_HELD_SCHEMA)
-        appended = appended.filter(pc.greater_equal(appended["event_date"], kept.since))
-        ids = pa.concat_tables([kept.ids, appended])
-        if ids.num_rows <= _HELD_IDS_MAX:
-            self._held[spec] = _HeldIds(kept.version + 1, kept.since, ids.combine_chunks())
+        index.add(appended["event_id"], appended["event_date"])
+        index.version = version
+        if len(index) <= _HELD_IDS_MAX:
+            self._held[spec] = index
 
     def _duplicates(self, valid: pa.Table, held: pa.Table | None = None) -> pa.Table:
         """The valid events that are not in their silver table: the repeats dropped there.

@@ -1,0 +1,54 @@
+"""Silver's in-memory index of event ids: exact membership, days past the horizon go."""
+
+from __future__ import annotations
+
+import random
+from datetime import date, timedelta
+
+import numpy as np
+import pyarrow as pa
+
+from shoplake.pipeline.event_ids import EventIdIndex, _Runs, digests
+
+DAY = date(2026, 3, 1)
+
+
+def test_the_index_holds_exactly_what_was_added_over_many_steps() -> None:
+    rng = random.Random(4)
+    index = EventIdIndex(version=0, since=DAY)
+    added: set[str] = set()
+    for step in range(60):  # enough steps for runs to merge many times
+        ids = [f"e-{rng.randrange(10**9)}" for _ in range(rng.randrange(1, 400))]
+        days = [DAY + timedelta(days=rng.randrange(3)) for _ in ids]
+        probe = ids[: len(ids) // 2] + [f"new-{step}-{i}" for i in range(50)]
+        rng.shuffle(probe)
+        got = index.held(pa.array(probe))
+        assert set(got.to_pylist()) == {i for i in probe if i in added}
+        index.add(pa.array(ids), pa.array(days, pa.date32()))
+        added |= set(ids)
+    assert len(index) >= len(added)  # an id given twice is kept twice: still held once
+    assert index.nbytes == 16 * len(index)
+
+
+def test_days_before_the_horizon_are_forgotten_and_never_added() -> None:
+    index = EventIdIndex(version=0, since=DAY)
+    index.add(pa.array(["old", "a", "b"]),
+              pa.array([DAY - timedelta(days=1), DAY, DAY + timedelta(days=1)]))  # fmt: skip
+    assert index.held(pa.array(["old", "a", "b", "c"])).to_pylist() == ["a", "b"]
+    index.forget_before(DAY + timedelta(days=1))
+    assert index.held(pa.array(["a", "b"])).to_pylist() == ["b"]
+    assert index.held(pa.array([], pa.string())).to_pylist() == []
+
+
+def test_digests_sharing_a_high_half_are_told_apart_by_the_low_one() -> None:
+    runs = _Runs()
+    hi = np.array([7, 7, 9], dtype=np.uint64)
+    runs.add(hi, np.array([1, 2, 3], dtype=np.uint64))
+    found = runs.holds(np.array([7, 7, 9, 9], dtype=np.uint64),
+                       np.array([2, 5, 3, 1], dtype=np.uint64))  # fmt: skip
+    assert found.tolist() == [True, False, True, False]
+
+
+def test_digests_are_stable_and_distinct() -> None:
+    hi, lo = digests(pa.array(["x", "y", "x"]))
+    assert (hi[0], lo[0]) == (hi[2], lo[2]) and (hi[0], lo[0]) != (hi[1], lo[1])
