@@ -1,16 +1,20 @@
-"""Gateway benchmark: load from this process, the gateway in another, over loopback.
+"""Gateway benchmark: ``shoplake serve`` loaded over loopback by wrk, beside its ceiling.
 
-- batches: POST /v1/events with NDJSON bodies of 500 events, from several kept-alive
-  connections at once, as fast as the gateway answers (aim >= 100k events/s);
-- single events: one event per request, as fast as possible (aim >= 5k requests/s);
-- latency: single events at half that rate, paced (open loop: latency counts from the
-  moment a request was due, so a slow answer cannot hide the queue behind it).
+In one run, with wrk (C; Debian: apt-get install wrk) as the load generator:
 
-Every 202 means the events were fsync'd to the embedded log (group commit). When ``wrk``
-is installed (Debian: apt-get install wrk), the two closed-loop figures are also measured
-with it: a load generator in C takes less of the CPU the gateway shares with it.
+- ceiling: a trivial endpoint answering 202 on the same server stack
+  (bench/gateway_ceiling.py), single-event requests over 32 connections;
+- batches: POST /v1/events with NDJSON bodies of 500 events, 8 connections
+  (aim >= 150k events/s);
+- single events: one event per request, 32 connections (aim >= 80% of the ceiling);
+- latency: single events at half that rate from this process, paced (open loop: latency
+  counts from the moment a request was due, so a slow answer cannot hide the queue
+  behind it; aim p99 <= 50 ms).
 
-Run:  .venv/bin/python bench/bench_gateway.py [--events 300000] [--seconds 10]
+Every 202 means the events were fsync'd to the embedded log (group commit).
+
+Run:  .venv/bin/python bench/bench_gateway.py [--seconds 10] [--connections 8]
+      [--baseline CHECKOUT]   (another commit's gateway too, e.g. a git worktree)
 """
 
 from __future__ import annotations
@@ -26,8 +30,10 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from common import command, machine
 
@@ -36,20 +42,20 @@ from shoplake.simulator import ShopSimulator
 NDJSON = {"Content-Type": "application/x-ndjson"}
 
 
-def start_gateway(home: Path, port: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "SHOPLAKE_HOME": str(home)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "shoplake.cli", "serve", "--no-auth", "--port", str(port)],
-        env=env,
-        stderr=subprocess.DEVNULL,
-    )
+def start(
+    command: list[str], home: Path, port: int, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "SHOPLAKE_HOME": str(home), **(env or {})}
+    proc = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
     for _ in range(200):
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
             return proc
+        except urllib.error.HTTPError:  # the ceiling has no /healthz: it is up
+            return proc
         except OSError:
             time.sleep(0.1)
-    raise SystemExit("gateway did not start")
+    raise SystemExit(f"{command} did not start")
 
 
 def post(conn: http.client.HTTPConnection, body: bytes) -> None:
@@ -58,50 +64,6 @@ def post(conn: http.client.HTTPConnection, body: bytes) -> None:
     response.read()
     if response.status != 202:
         raise SystemExit(f"gateway answered {response.status}")
-
-
-def batches(port: int, lines: list[bytes], connections: int) -> float:
-    bodies = [b"\n".join(lines[i : i + 500]) for i in range(0, len(lines), 500)]
-    work = iter(bodies)
-    lock = threading.Lock()
-
-    def client() -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port)
-        while True:
-            with lock:
-                body = next(work, None)
-            if body is None:
-                return
-            post(conn, body)
-
-    started = time.perf_counter()
-    threads = [threading.Thread(target=client) for _ in range(connections)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return len(lines) / (time.perf_counter() - started)
-
-
-def singles(port: int, lines: list[bytes], connections: int, seconds: float) -> float:
-    done = [0] * connections
-    stop = time.perf_counter() + seconds
-
-    def client(i: int) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port)
-        for line in itertools.cycle(lines[i::connections]):
-            if time.perf_counter() >= stop:
-                return
-            post(conn, line)
-            done[i] += 1
-
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(connections)]
-    started = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return sum(done) / (time.perf_counter() - started)
 
 
 def paced(
@@ -153,40 +115,69 @@ def wrk(port: int, body: bytes, connections: int, seconds: float) -> float:
     return float(out.split("Requests/sec:")[1].split()[0])
 
 
+def gateway_figures(
+    src: Path | None, home: Path, port: int, lines: list[bytes], args: argparse.Namespace
+) -> dict[str, Any]:
+    """wrk's batch and single-event figures, and the paced latency, of ``shoplake serve``
+    (from ``src``, a checkout's src/ folder, when given)."""
+    env = {} if src is None else {"PYTHONPATH": str(src)}
+    singles = args.connections * 4
+    gateway = start(
+        [sys.executable, "-m", "shoplake.cli", "serve", "--no-auth", "--port", str(port)],
+        home, port, env,
+    )  # fmt: skip
+    try:
+        batch = 500 * wrk(port, b"\n".join(lines[:500]), args.connections, args.seconds)
+        single = wrk(port, lines[0], singles, args.seconds)
+        lat = paced(port, lines, single / 2, singles, args.seconds)
+    finally:
+        gateway.terminate()
+        gateway.wait()
+    p99 = lat[int(len(lat) * 0.99) - 1]
+    return {"batch": batch, "single": single, "paced": single / 2,
+            "p50": statistics.median(lat) * 1000, "p99": p99 * 1000}  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--events", type=int, default=300_000)
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--connections", type=int, default=8)
-    args = parser.parse_args()
-    lines = [e.value for e in itertools.islice(ShopSimulator(7).stream(), args.events)]
-    with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp:
-        port = 18_000 + os.getpid() % 1000
-        gateway = start_gateway(Path(tmp), port)
-        try:
-            batch_rate = batches(port, lines, args.connections)
-            single_rate = singles(port, lines, args.connections * 4, args.seconds)
-            lat = paced(port, lines, single_rate / 2, args.connections * 4, args.seconds)
-            if shutil.which("wrk"):
-                batch_body = b"\n".join(lines[:500])
-                wrk_batch = 500 * wrk(port, batch_body, args.connections, args.seconds)
-                wrk_single = wrk(port, lines[0], args.connections * 4, args.seconds)
-        finally:
-            gateway.terminate()
-            gateway.wait()
-    p50 = statistics.median(lat) * 1000
-    p99 = lat[int(len(lat) * 0.99) - 1] * 1000
-    print(f"batches of 500, {args.connections} connections:  {batch_rate:,.0f} events/s")
-    print(f"single events, {args.connections * 4} connections: {single_rate:,.0f} requests/s")
-    print(
-        f"single events paced at {single_rate / 2:,.0f}/s: p50 {p50:.1f} ms, p99 {p99:.1f} ms "
-        f"({len(lat):,} requests)"
+    parser.add_argument("--connections", type=int, default=8, help="for batches; x4 single")
+    parser.add_argument(
+        "--baseline", type=Path, help="a checkout of another commit, measured in the same run"
     )
-    if shutil.which("wrk"):
-        print(
-            f"with wrk: batches of 500 {wrk_batch:,.0f} events/s, "
-            f"single events {wrk_single:,.0f} requests/s"
-        )
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        raise SystemExit("bench_gateway needs wrk on PATH (Debian: apt-get install wrk)")
+    lines = [e.value for e in itertools.islice(ShopSimulator(7).stream(), 20_000)]
+    singles = args.connections * 4
+    port = 18_000 + os.getpid() % 1000
+    runs: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp:
+        ceiling_server = start(
+            [sys.executable, str(Path(__file__).with_name("gateway_ceiling.py")), str(port)],
+            Path(tmp), port,
+        )  # fmt: skip
+        try:
+            ceiling = wrk(port, lines[0], singles, args.seconds)
+        finally:
+            ceiling_server.terminate()
+            ceiling_server.wait()
+        runs["this checkout"] = gateway_figures(None, Path(tmp) / "a", port, lines, args)
+        if args.baseline is not None:
+            runs[f"baseline {args.baseline}"] = gateway_figures(
+                args.baseline / "src", Path(tmp) / "b", port, lines, args
+            )
+    print(f"ceiling: trivial endpoint on the same stack, single events, {singles} connections: "
+          f"{ceiling:,.0f} requests/s (wrk)")  # fmt: skip
+    for name, r in runs.items():
+        print(f"-- {name}")
+        print(f"  batches of 500, {args.connections} connections (wrk):"
+              f"{r['batch']:>12,.0f} events/s    aim >= 150,000")  # fmt: skip
+        print(f"  single events, {singles} connections (wrk):"
+              f"{r['single']:>14,.0f} requests/s  {r['single'] / ceiling:.0%} of the ceiling"
+              " (aim >= 80%)")  # fmt: skip
+        print(f"  single events paced at {r['paced']:,.0f}/s (Python client): "
+              f"p50 {r['p50']:.1f} ms, p99 {r['p99']:.1f} ms    aim p99 <= 50 ms")  # fmt: skip
     print(f"machine: {machine()}")
     print(f"reproduce: {command()}")
 

@@ -12,7 +12,10 @@ every acknowledged event is in bronze exactly once, no transport record is in br
 twice, silver holds every bronze event id once, and ``shoplake check`` passes.
 
 Run:  .venv/bin/python bench/bench_soak.py [--minutes 60] [--rate 2000] [--kill-every 300]
-Writes bench/out/soak.csv and, with matplotlib installed, docs/soak.png.
+      .venv/bin/python bench/bench_soak.py --minutes 30 --rate 5000 --kill-every 0 \
+          --plot soak-memory.png     # memory only: no kills (issue 16's aim: <= 1 GB, flat)
+Writes bench/out/soak.csv and, with matplotlib installed (the bench extra), docs/soak.png;
+--plot names both.
 """
 
 from __future__ import annotations
@@ -22,8 +25,10 @@ import csv
 import http.client
 import itertools
 import json
+import math
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -176,7 +181,8 @@ def plot(samples: list[dict[str, float]], kills: list[float], path: Path) -> boo
     for k in kills:
         for ax in (top, bottom):
             ax.axvline(k / 60, color="grey", lw=0.5, ls="--")
-    top.set_title("soak: demo --rate 0 under load, kill -9 at the dashed lines", fontsize=9)
+    title = "kill -9 at the dashed lines" if kills else "no kills"
+    top.set_title(f"soak: demo --rate 0 under load, {title}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     return True
@@ -186,8 +192,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=60)
     parser.add_argument("--rate", type=float, default=2000, help="events per second")
-    parser.add_argument("--kill-every", type=float, default=300, help="seconds")
+    parser.add_argument("--kill-every", type=float, default=300, help="seconds; 0: never")
     parser.add_argument("--sample-every", type=float, default=10, help="seconds")
+    parser.add_argument("--plot", default="soak.png", help="file name of the plot in docs/")
     args = parser.parse_args()
     port = 19_500 + os.getpid() % 400
     OUT.mkdir(exist_ok=True)
@@ -200,7 +207,7 @@ def main() -> None:
         began = time.monotonic()
         samples: list[dict[str, float]] = []
         kills: list[float] = []
-        next_kill = args.kill_every
+        next_kill = args.kill_every if args.kill_every > 0 else math.inf
         while (elapsed := time.monotonic() - began) < args.minutes * 60:
             if elapsed >= next_kill:
                 demo.send_signal(signal.SIGKILL)
@@ -237,23 +244,27 @@ def main() -> None:
             [*SHOPLAKE, "check", "--max-age", "3600"], env=env, capture_output=True, text=True
         )
         result = verify(home, sender.acked)
-    with (OUT / "soak.csv").open("w", newline="") as f:
+    samples_csv = OUT / f"{Path(args.plot).stem}.csv"
+    with samples_csv.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(samples[0]))
         writer.writeheader()
         writer.writerows(samples)
-    drawn = plot(samples, kills, DOCS / "soak.png")
+    drawn = plot(samples, kills, DOCS / args.plot)
     settled = [s["rss_mb"] for s in samples if s["t"] >= 300]
     print(f"\nsoak: {args.minutes:g} min at {args.rate:,.0f} events/s, "
           f"{len(kills)} kill -9 of the demo, {sender.failed_batches} batches refused "
           "while it was down (not resent)")  # fmt: skip
     if settled:
+        middle = statistics.median(settled)
         print(f"RSS after the first 5 min: min {min(settled):.0f} MiB, "
-              f"max {max(settled):.0f} MiB")  # fmt: skip
+              f"median {middle:.0f} MiB, max {max(settled):.0f} MiB "
+              f"({(min(settled) / middle - 1) * 100:+.1f}% / "
+              f"{(max(settled) / middle - 1) * 100:+.1f}% of the median)")  # fmt: skip
     for key, value in result.items():
         print(f"  {key:<36}{value:>12,}")
     print(f"drain: exit {drained.returncode}; check: exit {checked.returncode}")
     print(checked.stdout)
-    print(f"samples: {OUT / 'soak.csv'}" + (f"; plot: {DOCS / 'soak.png'}" if drawn else ""))
+    print(f"samples: {samples_csv}" + (f"; plot: {DOCS / args.plot}" if drawn else ""))
     print(f"machine: {machine()}")
     print(f"reproduce: {command()}")
     lost_or_doubled = (
