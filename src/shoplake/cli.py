@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -1013,7 +1014,9 @@ def serve(ctx: click.Context, host: str | None, port: int | None, no_auth: bool)
     try:
         click.echo(f"gateway on http://{cfg.host}:{cfg.port}  (API reference: /docs)", err=True)
         app = create_app(settings, transport, store=store)
-        uvicorn.Server(server_config(app, cfg.host, cfg.port)).run()
+        # uvicorn re-raises Ctrl-C once it has shut down (uvicorn.run swallows it too)
+        with contextlib.suppress(KeyboardInterrupt):
+            uvicorn.Server(server_config(app, cfg.host, cfg.port)).run()
     finally:
         transport.close()
         store.close()

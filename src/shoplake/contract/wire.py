@@ -1,7 +1,7 @@
 """The event contract as msgspec types, derived from the pydantic models in ``events``.
 
-The gateway decodes and validates each event with these in one C call (several times
-faster than JSON parsing plus pydantic). They accept what the pydantic models accept and
+The gateway decodes and validates each event with these in one C call (about three
+times faster than orjson plus pydantic). They accept what the pydantic models accept and
 nothing more (tests/unit/test_rules_parity.py); a rejection is then explained by the
 pydantic models, whose errors carry the reason codes. Derived, not written twice: a field
 added to a model is checked here too, and a constraint this module cannot express fails
