@@ -107,7 +107,7 @@ def _struct(model: type[BaseModel], tag: str | None = None) -> type[msgspec.Stru
         fields,
         kw_only=True,
         tag_field="event_type" if tag is not None else None,
-        tag=tag if tag is not None else None,
+        tag=tag,
         namespace={"__post_init__": __post_init__} if after else None,
     )
 

@@ -26,7 +26,8 @@ _DIGEST_BYTES = 16
 def digests(ids: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     """The 128-bit digests of ``ids`` (strings, no nulls) as two uint64 halves, in order."""
     blake = hashlib.blake2b
-    joined = b"".join(blake(i.encode(), digest_size=16).digest() for i in ids.to_pylist())
+    size = _DIGEST_BYTES
+    joined = b"".join(blake(i.encode(), digest_size=size).digest() for i in ids.to_pylist())
     halves = np.frombuffer(joined, dtype="<u8").reshape(-1, 2)
     return np.ascontiguousarray(halves[:, 0]), np.ascontiguousarray(halves[:, 1])
 
