@@ -12,7 +12,7 @@ from shoplake.contract.tables import ORDER_PAYMENTS
 from shoplake.pipeline.reconcile import current_gold, recomputed_gold
 from shoplake.pipeline.runner import Pipeline
 from shoplake.settings import Settings
-from shoplake.tables.delta import DeltaHandle
+from shoplake.tables.delta import DeltaHandle, DeltaStore
 from tests.conftest import feed, rows
 
 _ids = iter(range(1, 10_000))
@@ -189,15 +189,24 @@ def test_a_late_order_beside_todays_reads_only_the_orders_near_each(
     feed(settings, month)
     pipeline.run("both", until_idle=True)
     reads: list[int] = []
-    scan = DeltaHandle.scan
+    scan, rewrite = DeltaHandle.scan, DeltaStore._rewrite_spans
+    writing: list[bool] = []  # the store reading the files it rewrites: no model reads that
 
     def metered(self: DeltaHandle, columns: Any = None, where: Any = None) -> pa.Table:
         got = scan(self, columns, where)
-        if self._spec is ORDER_PAYMENTS:
+        if self._spec is ORDER_PAYMENTS and not writing:
             reads.append(got.num_rows)
         return got
 
+    def unmetered(self: DeltaStore, *args: Any) -> None:
+        writing.append(True)
+        try:
+            rewrite(self, *args)
+        finally:
+            writing.pop()
+
     monkeypatch.setattr(DeltaHandle, "scan", metered)
+    monkeypatch.setattr(DeltaStore, "_rewrite_spans", unmetered)
     feed(settings, [order("LATE", "2026-02-01T12:30:00Z", "7.00", "USD"),
                     payment("LATE", "captured", 700, "USD"),
                     order("NOW", "2026-02-28T12:30:00Z", "9.00", "USD"),
@@ -208,3 +217,23 @@ def test_a_late_order_beside_todays_reads_only_the_orders_near_each(
     by_minute = {m: (gmv, n) for m, gmv, n in sales(pipeline)}
     assert by_minute["2026-02-01 12:30"] == (Decimal("7.00"), 1)
     assert by_minute["2026-02-28 12:30"] == (Decimal("9.00"), 1)
+
+
+def test_an_order_placed_again_earlier_moves_its_row_not_doubles_it(
+    settings: Settings, pipeline: Pipeline
+) -> None:
+    """order_payments is rewritten only near each round's orders (TableSpec.cluster_by).
+    An order placed a second time with an earlier timestamp moves its row back in time:
+    the row at its old time, in a file of its own, is still replaced."""
+    feed(settings, [order("TWICE", "2026-02-01T12:30:00Z", "10.00", "USD"),
+                    payment("TWICE", "captured", 1000, "USD")])  # fmt: skip
+    pipeline.run("both", until_idle=True)
+    feed(settings, [order("OTHER", "2026-02-01T08:00:00Z", "5.00", "USD")])
+    pipeline.run("both", until_idle=True)
+    feed(settings, [order("TWICE", "2026-02-01T09:00:00Z", "10.00", "USD")])  # the first wins
+    pipeline.run("both", until_idle=True)
+    placed = rows(
+        pipeline,
+        "SELECT order_id, strftime(order_ts, '%H:%M') AS at FROM silver.order_payments ORDER BY 1",
+    )
+    assert [(r["order_id"], r["at"]) for r in placed] == [("OTHER", "08:00"), ("TWICE", "09:00")]

@@ -41,6 +41,10 @@ class TableSpec:
     # Columns of unique payloads: written without dictionary encoding or statistics,
     # which would cost time and buy nothing.
     payload_columns: tuple[str, ...] = ()
+    # A column a row keeps for life, that new rows arrive in order of (a timestamp): the
+    # files are kept sorted by it, so an upsert rewrites only the files near its rows
+    # (see TableStore.upsert's ``located``).
+    cluster_by: str | None = None
 
     @property
     def qualified(self) -> str:
@@ -213,6 +217,7 @@ ORDER_PAYMENTS = TableSpec(
     ),
     key=("order_id",),
     description="Each order with what has been paid for it: captured − refunded, order currency.",
+    cluster_by="order_ts",  # payments come soon after their order: a round touches recent files
 )
 
 QUARANTINE = TableSpec(

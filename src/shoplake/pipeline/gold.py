@@ -33,7 +33,17 @@ from shoplake.pipeline.models import load_model
 from shoplake.pipeline.positions import Ranges, RecentCommits, read_ranges
 from shoplake.pipeline.silver import pending_ranges, touched_orders
 from shoplake.settings import ReportingSettings
-from shoplake.tables.base import AllOf, Compare, IsIn, Predicate, TableScan, TableStore, all_of
+from shoplake.tables.base import (
+    Compare,
+    IsIn,
+    Located,
+    Predicate,
+    TableScan,
+    TableStore,
+    all_of,
+    merged_spans,
+    within,
+)
 from shoplake.transport.base import TopicPartition
 
 if TYPE_CHECKING:  # the registry imports the models
@@ -90,7 +100,7 @@ class DerivedModel:
         if not ranges:
             return 0
         rows, partitions = self.recompute(ranges, tps)
-        self.decl.commit(self.store, rows, ranges, partitions)
+        self.decl.commit(self.store, rows, ranges, partitions, self.located())
         self.committed(ranges, rows)
         return int(rows.num_rows)
 
@@ -98,6 +108,11 @@ class DerivedModel:
         """The rows of what ``ranges`` touch, and the partitions they replace (if the
         table is written by partition)."""
         raise NotImplementedError
+
+    def located(self) -> Located | None:
+        """Where the rows of the last ``recompute`` lie, for a table with ``cluster_by``
+        (None: not known, the commit merges over the whole table)."""
+        return None
 
     def committed(self, ranges: Ranges, rows: pa.Table) -> None:
         """Called once a step's rows are committed."""
@@ -141,19 +156,33 @@ class DerivedModel:
 
 
 class OrderPaymentsModel(DerivedModel):
-    """silver.orders + silver.payments → silver.order_payments, for the orders touched."""
+    """silver.orders + silver.payments → silver.order_payments, for the orders touched.
+
+    Its rows are stored sorted by order_ts, and a step says where they lie (``located``):
+    a payment comes soon after its order, so a step rewrites only the recent files."""
+
+    _located: Located | None = None
 
     def recompute(self, ranges: Ranges, tps: list[TopicPartition]) -> tuple[pa.Table, list[date]]:
-        return self.compute(touched_orders(self.store, ranges, self.recent)), []
+        rows, self._located = self._compute(touched_orders(self.store, ranges, self.recent))
+        return rows, []
+
+    def located(self) -> Located | None:
+        return self._located
 
     def committed(self, ranges: Ranges, rows: pa.Table) -> None:
         self.recent.record(self.spec, ranges, rows)  # fct_sales_minute takes them from memory
 
     def compute(self, ids: pa.Array | None) -> pa.Table:
         """order_payments rows for ``ids`` (None: every order) from the silver tables."""
+        return self._compute(ids, locate=False)[0]
+
+    def _compute(
+        self, ids: pa.Array | None, locate: bool = True
+    ) -> tuple[pa.Table, Located | None]:
         where = None if ids is None else IsIn("order_id", ids)
         orders = self.input_rows(ORDERS, where=where)
-        return self.engine.table_over(
+        rows = self.engine.table_over(
             self.sql,
             {
                 "orders": orders,
@@ -163,6 +192,25 @@ class OrderPaymentsModel(DerivedModel):
             },
             {"now": datetime.now(UTC)},
         )
+        if not locate:
+            return rows, None
+        # A stored row's order_ts is its first order event of those seen so far: the one
+        # now computed unless the order was placed more than once (then between the first
+        # and the last of its events).
+        placed_again = self.engine.table_over(_PLACED_AGAIN, {"orders": orders})
+        tick = timedelta(microseconds=1)
+        points = [(t, t + tick) for t in pc.unique(rows["order_ts"]).to_pylist()]
+        firsts, lasts = (placed_again[c].to_pylist() for c in ("first_ts", "last_ts"))
+        again = [(a, b + tick) for a, b in zip(firsts, lasts, strict=True)]
+        spans = merged_spans([*points, *again], _LOCATE_GAP)
+        return rows, Located(tuple(spans))
+
+
+_PLACED_AGAIN = """
+SELECT min(event_ts) AS first_ts, max(event_ts) AS last_ts FROM orders
+GROUP BY order_id HAVING count(*) > 1
+"""
+_LOCATE_GAP = timedelta(minutes=1)  # a step's orders a minute apart or less: one span
 
 
 class SalesMinuteModel(DerivedModel):
@@ -264,17 +312,7 @@ def spans_of(
 ) -> list[tuple[datetime, datetime]]:
     """The fewest [start, end) spans covering [s, s + length) for each of the sorted
     ``starts``, closing gaps up to ``gap`` between them."""
-    spans: list[tuple[datetime, datetime]] = []
-    for start in starts:
-        if spans and start <= spans[-1][1] + gap:
-            spans[-1] = (spans[-1][0], max(spans[-1][1], start + length))
-        else:
-            spans.append((start, start + length))
-    return spans
-
-
-def within(column: str, span: tuple[datetime, datetime]) -> AllOf:
-    return AllOf((Compare(column, ">=", span[0]), Compare(column, "<", span[1])))
+    return merged_spans([(start, start + length) for start in starts], gap)
 
 
 def _near(days: Iterable[date]) -> pa.Array:

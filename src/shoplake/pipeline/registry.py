@@ -53,7 +53,7 @@ from shoplake.pipeline.positions import Ranges, RecentCommits, range_ends, to_ap
 from shoplake.pipeline.quality import DataQualityModel
 from shoplake.pipeline.silver import SILVER_TABLES
 from shoplake.settings import ReportingSettings
-from shoplake.tables.base import Compare, Predicate, TableStore
+from shoplake.tables.base import Compare, Located, Predicate, TableStore
 
 
 class Write(Enum):
@@ -121,12 +121,14 @@ class ModelDecl(Generic[M]):
         rows: pa.Table,
         ranges: Ranges | None,
         partitions: Sequence[date] = (),
+        located: Located | None = None,
     ) -> None:
         """Write ``rows`` the declared way, with the ends of ``ranges`` as the positions
-        consumed in the same commit (None: a rebuild, which consumes nothing)."""
+        consumed in the same commit (None: a rebuild, which consumes nothing); ``located``:
+        where merged rows lie (see TableStore.upsert)."""
         positions = None if ranges is None else to_app_ids(range_ends(ranges))
         if self.write is Write.MERGE:
-            store.upsert(self.spec, rows, positions, delete_when=self.delete_when)
+            store.upsert(self.spec, rows, positions, delete_when=self.delete_when, located=located)
         elif self.write is Write.REPLACE_PARTITIONS:
             store.replace(self.spec, rows, self.partition, partitions, positions)
         else:

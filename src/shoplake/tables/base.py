@@ -11,7 +11,7 @@ import functools
 import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol, TypeAlias
 
 import pyarrow as pa
@@ -51,6 +51,34 @@ class AllOf:
 
 
 Predicate: TypeAlias = "Compare | IsIn | AllOf"
+
+
+def within(column: str, span: tuple[datetime, datetime]) -> AllOf:
+    """``column`` lies in the [start, end) ``span``."""
+    return AllOf((Compare(column, ">=", span[0]), Compare(column, "<", span[1])))
+
+
+def merged_spans(
+    spans: Iterable[tuple[datetime, datetime]], gap: timedelta = timedelta(0)
+) -> list[tuple[datetime, datetime]]:
+    """The fewest [start, end) spans covering ``spans``, closing gaps up to ``gap``."""
+    merged: list[tuple[datetime, datetime]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1] + gap:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+@dataclass(frozen=True)
+class Located:
+    """Where an upsert's rows lie along the table's ``cluster_by`` column: every row of
+    its data, and every row of the table with a key of its data, has that column in one
+    of ``spans`` ([start, end), sorted, apart). A store may then rewrite just the rows in
+    those spans rather than merge over the whole table."""
+
+    spans: tuple[tuple[datetime, datetime], ...]
 
 
 def all_of(*terms: Predicate | None) -> Predicate | None:
@@ -208,10 +236,12 @@ class TableStore(Protocol):
         data: pa.Table,
         positions: Mapping[str, int] | None = None,
         delete_when: Predicate | None = None,
+        located: Located | None = None,
     ) -> None:
         """Merge on the spec's key: update matches, insert the rest; source rows for which
         ``delete_when`` holds delete their key from the target instead, and are not
-        inserted."""
+        inserted. ``located``: where the rows lie, for a table with ``cluster_by`` (a store
+        that cannot use it merges as usual)."""
         ...
 
     def replace(

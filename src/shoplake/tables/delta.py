@@ -8,12 +8,13 @@ import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 from deltalake import (
@@ -34,11 +35,14 @@ from shoplake.tables.base import (
     AllOf,
     Commit,
     IsIn,
+    Located,
     Predicate,
     TableScan,
     arrow_filter,
     columns_to_add,
+    merged_spans,
     rewound_positions,
+    within,
 )
 from shoplake.tables.storage import arrow_filesystem, arrow_subtree, delta_options
 
@@ -132,6 +136,34 @@ def _conform(spec: TableSpec, data: pa.Table) -> pa.Table:
     return data.select(spec.schema.names).cast(spec.schema)
 
 
+# The files of a clustered table (TableSpec.cluster_by) are cut at about this size: an
+# upsert rewrites the newest one each step, and a late update one more.
+_CLUSTERED_FILE_BYTES = 1 << 20
+
+
+def _with_files_overlapping(
+    table: DeltaTable, column: str, spans: Sequence[tuple[datetime, datetime]]
+) -> list[tuple[datetime, datetime]]:
+    """``spans`` widened to the whole of every file they overlap (by the files' min/max of
+    ``column``; a file without them overlaps everything): those files are then rewritten
+    whole, not cut in two."""
+    files = pa.table(table.get_add_actions(flatten=True))
+    if files.num_rows == 0:
+        return list(spans)
+    low, high = f"min.{column}", f"max.{column}"
+    everything = [(datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC))]
+    if low not in files.column_names:
+        return everything
+    tick = timedelta(microseconds=1)
+    widened = list(spans)
+    for first, last in zip(files[low].to_pylist(), files[high].to_pylist(), strict=True):
+        if first is None or last is None:
+            return everything
+        if any(first < end and start <= last for start, end in spans):
+            widened.append((first, last + tick))
+    return merged_spans(widened)
+
+
 def _writer_properties(spec: TableSpec) -> WriterProperties:
     if not spec.payload_columns:
         return WriterProperties()
@@ -143,8 +175,9 @@ class _Write:
     """One write through a held table; ``committed`` is False when it made no commit;
     ``version``: the table's version after it."""
 
-    def __init__(self, table: DeltaTable) -> None:
+    def __init__(self, table: DeltaTable, cache: _SnapshotCache) -> None:
         self.table = table
+        self.cache = cache  # of the version written over
         self.committed = True
         self.version = -1
 
@@ -169,8 +202,8 @@ def _sql_literal(value: object) -> str:
         return "true" if value else "false"
     if isinstance(value, int | float | Decimal):
         return str(value)
-    if isinstance(value, datetime):
-        return f"TIMESTAMP '{value.isoformat()}'"
+    if isinstance(value, datetime):  # a TIMESTAMP literal is naive nanoseconds to delta-rs
+        return f"'{value.isoformat()}'"
     if isinstance(value, date):
         return f"DATE '{value.isoformat()}'"
     if isinstance(value, str):
@@ -178,11 +211,11 @@ def _sql_literal(value: object) -> str:
     raise TypeError(f"no SQL literal for {value!r}")
 
 
-def _merge_sql(where: Predicate, alias: str) -> str:
-    """``where`` as a predicate of delta-rs's merge SQL over the table aliased ``alias``."""
+def _merge_sql(where: Predicate, alias: str | None = None) -> str:
+    """``where`` as a predicate of delta-rs's SQL over the table aliased ``alias``."""
     if isinstance(where, AllOf):
         return " AND ".join(f"({_merge_sql(t, alias)})" for t in where.terms)
-    column = f"{alias}.{where.column}"
+    column = where.column if alias is None else f"{alias}.{where.column}"
     if isinstance(where, IsIn):
         values = (
             where.values.to_pylist()
@@ -460,7 +493,7 @@ class DeltaStore:
             before = int(table.version())
             cache = self._cache(spec, before)
             known = dict(cache.known)
-            write = _Write(table)
+            write = _Write(table, cache)
             yield write
             after = write.version = int(table.version())  # delta-rs moved it to its commit
             if write.committed and after == before + 1:
@@ -483,12 +516,16 @@ class DeltaStore:
         data: pa.Table,
         positions: Mapping[str, int] | None = None,
         delete_when: Predicate | None = None,
+        located: Located | None = None,
     ) -> None:
         if data.num_rows == 0:
             self.append(spec, spec.schema.empty_table(), positions)
             return
         if not spec.key:
             raise TableError(f"{spec.qualified} has no key to merge on")
+        if located and located.spans and spec.cluster_by and delete_when is None:
+            self._rewrite_spans(spec, data, positions, located)
+            return
         predicate = " AND ".join(f"t.{k} = s.{k}" for k in spec.key)
         with self._writing(spec, "merging into", positions) as write:
             merger = write.table.merge(
@@ -513,6 +550,39 @@ class DeltaStore:
         if positions and not write.committed:
             # delta-rs makes no commit for a merge that changes nothing; record positions.
             self.append(spec, spec.schema.empty_table(), positions)
+
+    def _rewrite_spans(
+        self,
+        spec: TableSpec,
+        data: pa.Table,
+        positions: Mapping[str, int] | None,
+        located: Located,
+    ) -> None:
+        """An upsert into a table kept sorted by ``spec.cluster_by``: the files overlapping
+        ``located``'s spans are read whole, their rows with a key of ``data`` replaced, and
+        written back sorted, cut at _CLUSTERED_FILE_BYTES, in one commit. A merge would
+        rewrite every file holding a key of ``data``, and without the order every file
+        does."""
+        column = spec.cluster_by
+        assert column is not None
+        (key,) = spec.key
+        data = _conform(spec, data)
+        with self._writing(spec, "merging into", positions) as write:
+            spans = _with_files_overlapping(write.table, column, located.spans)
+            handle = self._handle(write.table, spec, write.cache)
+            held = [_conform(spec, handle.scan(None, within(column, span))) for span in spans]
+            kept = pa.concat_tables(held)
+            kept = kept.filter(pc.invert(pc.is_in(kept[key], value_set=data[key])))
+            write_deltalake(
+                write.table,
+                pa.concat_tables([kept, data]).sort_by(column),
+                mode="overwrite",
+                predicate=" OR ".join(f"({_merge_sql(within(column, s))})" for s in spans),
+                target_file_size=_CLUSTERED_FILE_BYTES,
+                partition_by=list(spec.partition_by) or None,
+                commit_properties=_commit(positions),
+                writer_properties=_writer_properties(spec),
+            )
 
     def replace(
         self,
@@ -588,6 +658,9 @@ class DeltaStore:
         return self._with_table(spec, "compacting", lambda t: t.optimize.compact())
 
     def excess_files(self, spec: TableSpec) -> int:
+        if spec.cluster_by is not None:
+            return 0  # its upserts keep its files sorted and cut: bin-packing would mix them
+
         def count(table: DeltaTable) -> int:
             files = pa.table(table.get_add_actions(flatten=True))
             keys = [c for c in files.column_names if c.startswith("partition.")]

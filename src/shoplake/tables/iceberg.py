@@ -60,6 +60,7 @@ from shoplake.tables.base import (
     AllOf,
     Commit,
     IsIn,
+    Located,
     Predicate,
     TableScan,
     arrow_filter,
@@ -462,6 +463,7 @@ class IcebergStore:
         data: pa.Table,
         positions: Mapping[str, int] | None = None,
         delete_when: Predicate | None = None,
+        located: Located | None = None,  # not used: this store merges by key (copy-on-write)
     ) -> None:
         if data.num_rows == 0:
             self.append(spec, spec.schema.empty_table(), positions)
