@@ -224,16 +224,25 @@ def test_an_order_placed_again_earlier_moves_its_row_not_doubles_it(
 ) -> None:
     """order_payments is rewritten only near each round's orders (TableSpec.cluster_by).
     An order placed a second time with an earlier timestamp moves its row back in time:
-    the row at its old time, in a file of its own, is still replaced."""
-    feed(settings, [order("TWICE", "2026-02-01T12:30:00Z", "10.00", "USD"),
+    the row at its old time, in a file of its own, is still replaced, and the minute and
+    day it leaves are recomputed too."""
+    feed(settings, [order("TWICE", "2026-02-02T00:30:00Z", "10.00", "USD"),
                     payment("TWICE", "captured", 1000, "USD")])  # fmt: skip
     pipeline.run("both", until_idle=True)
     feed(settings, [order("OTHER", "2026-02-01T08:00:00Z", "5.00", "USD")])
     pipeline.run("both", until_idle=True)
-    feed(settings, [order("TWICE", "2026-02-01T09:00:00Z", "10.00", "USD")])  # the first wins
+    feed(settings, [order("TWICE", "2026-02-01T23:00:00Z", "10.00", "USD")])  # the first wins
     pipeline.run("both", until_idle=True)
     placed = rows(
         pipeline,
-        "SELECT order_id, strftime(order_ts, '%H:%M') AS at FROM silver.order_payments ORDER BY 1",
+        "SELECT order_id, strftime(order_ts, '%d %H:%M') AS at FROM silver.order_payments "
+        "ORDER BY 1",
     )
-    assert [(r["order_id"], r["at"]) for r in placed] == [("OTHER", "08:00"), ("TWICE", "09:00")]
+    assert [(r["order_id"], r["at"]) for r in placed] == [
+        ("OTHER", "01 08:00"),
+        ("TWICE", "01 23:00"),
+    ]
+    assert sales(pipeline) == [("2026-02-01 23:00", Decimal("10.00"), 1)]  # not 2 Feb too
+    days = rows(pipeline, "SELECT partition_date, orders_placed FROM gold.daily_sales_summary")
+    assert [(str(r["partition_date"]), r["orders_placed"]) for r in days] == [("2026-02-01", 2)]
+    assert current_gold(pipeline.store) == recomputed_gold(pipeline.store, settings.reporting)

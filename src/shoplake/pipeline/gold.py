@@ -162,24 +162,30 @@ class OrderPaymentsModel(DerivedModel):
     a payment comes soon after its order, so a step rewrites only the recent files."""
 
     _located: Located | None = None
+    _moved_from: pa.Array | None = None
 
     def recompute(self, ranges: Ranges, tps: list[TopicPartition]) -> tuple[pa.Table, list[date]]:
-        rows, self._located = self._compute(touched_orders(self.store, ranges, self.recent))
+        ids = touched_orders(self.store, ranges, self.recent)
+        rows, again = self._compute(ids, locate=True)
+        self._located = _where_orders_lie(rows, again)
+        self._moved_from = again["event_ts"].combine_chunks()
         return rows, []
 
     def located(self) -> Located | None:
         return self._located
 
     def committed(self, ranges: Ranges, rows: pa.Table) -> None:
-        self.recent.record(self.spec, ranges, rows)  # fct_sales_minute takes them from memory
+        # fct_sales_minute takes them from memory, and the minutes an order moved from
+        self.recent.record(self.spec, ranges, rows, self._moved_from)
 
     def compute(self, ids: pa.Array | None) -> pa.Table:
         """order_payments rows for ``ids`` (None: every order) from the silver tables."""
         return self._compute(ids, locate=False)[0]
 
-    def _compute(
-        self, ids: pa.Array | None, locate: bool = True
-    ) -> tuple[pa.Table, Located | None]:
+    def _compute(self, ids: pa.Array | None, locate: bool) -> tuple[pa.Table, pa.Table]:
+        """The rows, and (``locate``) the events of the orders among them placed more than
+        once: a stored row's order_ts is the first of its order events seen so far, so it
+        may move back in time."""
         where = None if ids is None else IsIn("order_id", ids)
         orders = self.input_rows(ORDERS, where=where)
         rows = self.engine.table_over(
@@ -192,25 +198,28 @@ class OrderPaymentsModel(DerivedModel):
             },
             {"now": datetime.now(UTC)},
         )
-        if not locate:
-            return rows, None
-        # A stored row's order_ts is its first order event of those seen so far: the one
-        # now computed unless the order was placed more than once (then between the first
-        # and the last of its events).
-        placed_again = self.engine.table_over(_PLACED_AGAIN, {"orders": orders})
-        tick = timedelta(microseconds=1)
-        points = [(t, t + tick) for t in pc.unique(rows["order_ts"]).to_pylist()]
-        firsts, lasts = (placed_again[c].to_pylist() for c in ("first_ts", "last_ts"))
-        again = [(a, b + tick) for a, b in zip(firsts, lasts, strict=True)]
-        spans = merged_spans([*points, *again], _LOCATE_GAP)
-        return rows, Located(tuple(spans))
+        again = self.engine.table_over(_PLACED_AGAIN, {"orders": orders}) if locate else None
+        return rows, again if again is not None else _NO_EVENTS
 
 
 _PLACED_AGAIN = """
-SELECT min(event_ts) AS first_ts, max(event_ts) AS last_ts FROM orders
-GROUP BY order_id HAVING count(*) > 1
+SELECT order_id, event_ts FROM orders
+WHERE order_id IN (SELECT order_id FROM orders GROUP BY order_id HAVING count(*) > 1)
 """
+_NO_EVENTS = pa.table({"order_id": pa.array([], pa.string()), "event_ts": pa.array([], TS)})
 _LOCATE_GAP = timedelta(minutes=1)  # a step's orders a minute apart or less: one span
+
+
+def _where_orders_lie(rows: pa.Table, again: pa.Table) -> Located:
+    """Where a step's order_payments rows lie, before and after: each row's order_ts, and
+    for an order placed more than once, the span of its order events (its stored row's
+    order_ts is one of them)."""
+    tick = timedelta(microseconds=1)
+    points = [(t, t + tick) for t in pc.unique(rows["order_ts"]).to_pylist()]
+    bounds = again.group_by("order_id").aggregate([("event_ts", "min"), ("event_ts", "max")])
+    firsts, lasts = (bounds[c].to_pylist() for c in ("event_ts_min", "event_ts_max"))
+    spans = [(a, b + tick) for a, b in zip(firsts, lasts, strict=True)]
+    return Located(tuple(merged_spans([*points, *spans], _LOCATE_GAP)))
 
 
 class SalesMinuteModel(DerivedModel):
@@ -221,10 +230,12 @@ class SalesMinuteModel(DerivedModel):
     def recompute(self, ranges: Ranges, tps: list[TopicPartition]) -> tuple[pa.Table, list[date]]:
         made = self.recent.made_of(ORDER_PAYMENTS, ranges)
         if made is not None:  # order_payments' rows for the orders of exactly these ranges
-            order_ts = made["order_ts"]
-        else:
+            moved = self.recent.moved_of(ORDER_PAYMENTS, ranges)
+            earlier = [] if moved is None else [moved.cast(TS)]
+            order_ts = pa.chunked_array([*made["order_ts"].cast(TS).chunks, *earlier], TS)
+        else:  # every order event of those orders: the minute each order was and is in
             ids = touched_orders(self.store, ranges, self.recent)
-            order_ts = self.store.open(ORDER_PAYMENTS).scan(["order_ts"], IsIn("order_id", ids))[0]
+            order_ts = self.store.open(ORDERS).scan(["event_ts"], IsIn("order_id", ids))[0]
         minutes = pc.unique(pc.floor_temporal(order_ts, unit="minute"))
         return self.compute(minutes), []
 
@@ -352,10 +363,10 @@ class DailyModel(DerivedModel):
         days: set[date] = set()
         for spec, _ in self.decl.reads:
             days |= _day_set(self.lineage(spec, ranges, ["event_ts"])[0], self.timezone)
-        if self.uses_orders:
+        if self.uses_orders:  # every order event of those orders: the day each was and is on
             ids = touched_orders(self.store, ranges)
-            placed = self.store.open(ORDER_PAYMENTS).scan(["order_ts"], IsIn("order_id", ids))
-            days |= _day_set(placed["order_ts"], self.timezone)
+            placed = self.store.open(ORDERS).scan(["event_ts"], IsIn("order_id", ids))
+            days |= _day_set(placed["event_ts"], self.timezone)
         return days
 
     def load(self, days: list[date]) -> dict[str, pa.Table | TableScan]:

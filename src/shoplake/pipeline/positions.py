@@ -124,6 +124,7 @@ def lineage_span(rows: pa.Table) -> Ranges:
 class _Commit:
     ranges: Ranges  # non-empty ranges only
     rows: pa.Table
+    moved_from: pa.Array | None = None  # see RecentCommits.record
 
 
 def _nonempty(ranges: Ranges) -> Ranges:
@@ -142,13 +143,26 @@ class RecentCommits:
     def __init__(self) -> None:
         self._last: dict[str, _Commit] = {}
 
-    def record(self, spec: TableSpec, ranges: Ranges, rows: pa.Table) -> None:
-        self._last[spec.qualified] = _Commit(_nonempty(ranges), rows)
+    def record(
+        self,
+        spec: TableSpec,
+        ranges: Ranges,
+        rows: pa.Table,
+        moved_from: pa.Array | None = None,
+    ) -> None:
+        """``moved_from``: of a derived table, the times (of its cluster_by column) its
+        replaced rows may have held before, where they moved from."""
+        self._last[spec.qualified] = _Commit(_nonempty(ranges), rows, moved_from)
 
     def made_of(self, spec: TableSpec, ranges: Ranges) -> pa.Table | None:
         """The rows the last commit to ``spec`` made of exactly ``ranges``, if it did."""
         last = self._last.get(spec.qualified)
         return last.rows if last is not None and last.ranges == _nonempty(ranges) else None
+
+    def moved_of(self, spec: TableSpec, ranges: Ranges) -> pa.Array | None:
+        """The ``moved_from`` of that commit (None: it moved nothing, or is not there)."""
+        last = self._last.get(spec.qualified)
+        return last.moved_from if last is not None and last.ranges == _nonempty(ranges) else None
 
     def lineage_rows(
         self, store: TableStore, spec: TableSpec, ranges: Ranges, columns: list[str]

@@ -143,22 +143,21 @@ _CLUSTERED_FILE_BYTES = 1 << 20
 
 def _with_files_overlapping(
     table: DeltaTable, column: str, spans: Sequence[tuple[datetime, datetime]]
-) -> list[tuple[datetime, datetime]]:
-    """``spans`` widened to the whole of every file they overlap (by the files' min/max of
-    ``column``; a file without them overlaps everything): those files are then rewritten
-    whole, not cut in two."""
+) -> list[tuple[datetime, datetime]] | None:
+    """``spans`` widened to the whole of every file they overlap, by the files' min/max of
+    ``column`` (those files are then rewritten whole, not cut in two); None when a file
+    has no such statistics."""
     files = pa.table(table.get_add_actions(flatten=True))
     if files.num_rows == 0:
         return list(spans)
     low, high = f"min.{column}", f"max.{column}"
-    everything = [(datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC))]
     if low not in files.column_names:
-        return everything
+        return None
     tick = timedelta(microseconds=1)
     widened = list(spans)
     for first, last in zip(files[low].to_pylist(), files[high].to_pylist(), strict=True):
         if first is None or last is None:
-            return everything
+            return None
         if any(first < end and start <= last for start, end in spans):
             widened.append((first, last + tick))
     return merged_spans(widened)
@@ -523,8 +522,8 @@ class DeltaStore:
             return
         if not spec.key:
             raise TableError(f"{spec.qualified} has no key to merge on")
-        if located and located.spans and spec.cluster_by and delete_when is None:
-            self._rewrite_spans(spec, data, positions, located)
+        clustered = located is not None and spec.cluster_by is not None and delete_when is None
+        if clustered and located and self._rewrite_spans(spec, data, positions, located):
             return
         predicate = " AND ".join(f"t.{k} = s.{k}" for k in spec.key)
         with self._writing(spec, "merging into", positions) as write:
@@ -557,18 +556,20 @@ class DeltaStore:
         data: pa.Table,
         positions: Mapping[str, int] | None,
         located: Located,
-    ) -> None:
+    ) -> bool:
         """An upsert into a table kept sorted by ``spec.cluster_by``: the files overlapping
         ``located``'s spans are read whole, their rows with a key of ``data`` replaced, and
         written back sorted, cut at _CLUSTERED_FILE_BYTES, in one commit. A merge would
         rewrite every file holding a key of ``data``, and without the order every file
-        does."""
-        column = spec.cluster_by
-        assert column is not None
-        (key,) = spec.key
+        does. False (nothing written): a file's span is unknown, so merge instead."""
+        column = str(spec.cluster_by)
+        (key,) = spec.key  # one key column: order_payments' order_id
         data = _conform(spec, data)
         with self._writing(spec, "merging into", positions) as write:
             spans = _with_files_overlapping(write.table, column, located.spans)
+            if not spans:
+                write.committed = False
+                return False
             handle = self._handle(write.table, spec, write.cache)
             held = [_conform(spec, handle.scan(None, within(column, span))) for span in spans]
             kept = pa.concat_tables(held)
@@ -583,6 +584,7 @@ class DeltaStore:
                 commit_properties=_commit(positions),
                 writer_properties=_writer_properties(spec),
             )
+        return True
 
     def replace(
         self,
