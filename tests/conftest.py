@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import orjson
+import pyarrow as pa
 import pytest
 
+from shoplake.contract.tables import ORDER_PAYMENTS
 from shoplake.pipeline.runner import Pipeline
 from shoplake.settings import Settings
 from shoplake.simulator.sinks import route
@@ -73,6 +77,29 @@ def feed(settings: Settings, lines: list[bytes | dict[str, Any]]) -> None:
         )
     finally:
         transport.close()
+
+
+def order_payment_rows(placed: Mapping[str, datetime], paid: Sequence[int]) -> pa.Table:
+    """silver.order_payments rows of orders of 10.00 EUR placed at ``placed`` (id → time),
+    with ``paid`` EUR paid each."""
+    ids = list(placed)
+    n = len(ids)
+    return pa.table(
+        {
+            "order_id": ids,
+            "user_id": [f"u-{i}" for i in ids],
+            "session_id": [None] * n,
+            "order_event_id": [f"e-{i}" for i in ids],
+            "total_amount": [Decimal("10.00")] * n,
+            "paid_amount": [Decimal(p) for p in paid],
+            "currency": ["EUR"] * n,
+            "fully_paid": [p >= 10 for p in paid],
+            "order_ts": list(placed.values()),
+            "last_payment_ts": [None] * n,
+            "updated_ts": [min(placed.values(), default=None)] * n,
+        },
+        ORDER_PAYMENTS.schema,
+    )
 
 
 def rows(pipeline: Pipeline, sql: str) -> list[dict[str, Any]]:

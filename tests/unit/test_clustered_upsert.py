@@ -17,30 +17,14 @@ from shoplake.contract.tables import ORDER_PAYMENTS
 from shoplake.settings import Settings
 from shoplake.tables import delta, open_store
 from shoplake.tables.base import Located, merged_spans
+from tests.conftest import order_payment_rows
 
 NOON = datetime(2026, 3, 1, 12, tzinfo=UTC)
 TICK = timedelta(microseconds=1)
 
 
 def orders(placed: dict[str, datetime], paid: int = 0) -> pa.Table:
-    ids = list(placed)
-    n = len(ids)
-    return pa.table(
-        {
-            "order_id": ids,
-            "user_id": [f"u-{i}" for i in ids],
-            "session_id": [None] * n,
-            "order_event_id": [f"e-{i}" for i in ids],
-            "total_amount": [Decimal("10.00")] * n,
-            "paid_amount": [Decimal(paid)] * n,
-            "currency": ["EUR"] * n,
-            "fully_paid": [paid >= 10] * n,
-            "order_ts": list(placed.values()),
-            "last_payment_ts": [None] * n,
-            "updated_ts": [NOON] * n,
-        },
-        ORDER_PAYMENTS.schema,
-    )
+    return order_payment_rows(placed, [paid] * len(placed))
 
 
 def at(rows: pa.Table) -> Located:

@@ -13,28 +13,13 @@ from shoplake.contract.tables import ORDER_PAYMENTS, PAGE_VIEWS, TableSpec
 from shoplake.settings import Settings
 from shoplake.tables import TableStore, open_store
 from shoplake.tables.base import AllOf, Compare, IsIn, all_of
+from tests.conftest import order_payment_rows
 
 BASE = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def order_payments(ids: list[str], paid: list[int]) -> pa.Table:
-    n = len(ids)
-    return pa.table(
-        {
-            "order_id": ids,
-            "user_id": [f"u-{i}" for i in ids],
-            "session_id": [None] * n,
-            "order_event_id": [f"e-{i}" for i in ids],
-            "total_amount": [Decimal("10.00")] * n,
-            "paid_amount": [Decimal(p) for p in paid],
-            "currency": ["EUR"] * n,
-            "fully_paid": [p >= 10 for p in paid],
-            "order_ts": [BASE + timedelta(minutes=k) for k in range(n)],
-            "last_payment_ts": [None] * n,
-            "updated_ts": [BASE] * n,
-        },
-        ORDER_PAYMENTS.schema,
-    )
+    return order_payment_rows({i: BASE + timedelta(minutes=k) for k, i in enumerate(ids)}, paid)
 
 
 @pytest.fixture

@@ -198,8 +198,9 @@ class OrderPaymentsModel(DerivedModel):
             },
             {"now": datetime.now(UTC)},
         )
-        again = self.engine.table_over(_PLACED_AGAIN, {"orders": orders}) if locate else None
-        return rows, again if again is not None else _NO_EVENTS
+        if not locate:
+            return rows, _NO_EVENTS
+        return rows, self.engine.table_over(_PLACED_AGAIN, {"orders": orders})
 
 
 _PLACED_AGAIN = """
