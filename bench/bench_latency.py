@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import http.client
-import json
 import math
 import os
 import subprocess
@@ -39,7 +38,7 @@ from typing import Any
 
 import orjson
 import pyarrow.compute as pc
-from common import command, machine
+from common import command, get_json, machine, wait_up
 from deltalake import DeltaTable
 
 from shoplake.contract.tables import (
@@ -144,29 +143,12 @@ def post(port: int, body: bytes) -> None:
         conn.close()
 
 
-def get(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(url, timeout=10) as r:
-        result: dict[str, Any] = json.loads(r.read())
-        return result
-
-
 def accepted_total(url: str) -> float:
     with urllib.request.urlopen(f"{url}/metrics", timeout=10) as r:
         for line in r.read().decode().splitlines():
             if line.startswith("shoplake_events_accepted_total "):
                 return float(line.split()[1])
     return 0.0
-
-
-def wait_up(url: str) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"{url}/healthz", timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise SystemExit("the demo did not come up within 60 s")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -209,7 +191,7 @@ def measure(args: argparse.Namespace) -> tuple[list[Marker], dict[str, Any]]:
                 post(port, body)
                 time.sleep(args.marker_every)
             accepted = (accepted_total(url) - accepted_before) / (time.monotonic() - started)
-            health = get(f"{url}/api/health")
+            health = get_json(f"{url}/api/health")
             deadline = time.monotonic() + args.grace
             while time.monotonic() < deadline and any(len(m.seen) < len(watchers) for m in markers):
                 time.sleep(0.2)

@@ -24,7 +24,6 @@ import argparse
 import csv
 import http.client
 import itertools
-import json
 import math
 import os
 import signal
@@ -34,13 +33,12 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import orjson
-from common import OUT, command, machine
+from common import OUT, command, get_json, machine, wait_up
 
 from shoplake.contract.tables import QUARANTINE, RAW_EVENTS
 from shoplake.pipeline.silver import SILVER_FROM_BRONZE
@@ -109,9 +107,7 @@ def rss_mb(pid: int) -> float:
 
 def health(port: int) -> dict[str, Any]:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=5) as r:
-            result: dict[str, Any] = json.loads(r.read())
-            return result
+        return get_json(f"http://127.0.0.1:{port}/api/health")
     except (OSError, ValueError):
         return {}
 
@@ -121,14 +117,8 @@ def start_demo(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
         [*SHOPLAKE, "demo", "--rate", "0", "--port", str(port)],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
-                return demo
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError("the demo did not come up within 60 s")
+    wait_up(f"http://127.0.0.1:{port}")
+    return demo
 
 
 def verify(home: Path, acked: list[str]) -> dict[str, Any]:

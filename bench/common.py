@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import platform
 import resource
 import sys
+import time
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 OUT = Path(__file__).parent / "out"
 
@@ -50,3 +54,21 @@ def peak_rss_mb() -> float:
 
 def command() -> str:
     return " ".join([".venv/bin/python", *sys.argv])
+
+
+def get_json(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(url, timeout=10) as r:
+        result: dict[str, Any] = json.loads(r.read())
+        return result
+
+
+def wait_up(url: str, seconds: float = 60) -> None:
+    """Until the server at ``url`` answers /healthz (a demo or gateway just started)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"{url}/healthz", timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit(f"{url} did not come up within {seconds:.0f} s")
