@@ -211,6 +211,12 @@ _NO_EVENTS = pa.table({"order_id": pa.array([], pa.string()), "event_ts": pa.arr
 _LOCATE_GAP = timedelta(minutes=1)  # a step's orders a minute apart or less: one span
 
 
+def order_event_times(store: TableStore, ids: pa.Array) -> pa.ChunkedArray:
+    """The times of every order event of the orders ``ids``: where each order's row was
+    and is, as an order placed again earlier moves back in time."""
+    return store.open(ORDERS).scan(["event_ts"], IsIn("order_id", ids))["event_ts"]
+
+
 def _where_orders_lie(rows: pa.Table, again: pa.Table) -> Located:
     """Where a step's order_payments rows lie, before and after: each row's order_ts, and
     for an order placed more than once, the span of its order events (its stored row's
@@ -234,9 +240,9 @@ class SalesMinuteModel(DerivedModel):
             moved = self.recent.moved_of(ORDER_PAYMENTS, ranges)
             earlier = [] if moved is None else [moved.cast(TS)]
             order_ts = pa.chunked_array([*made["order_ts"].cast(TS).chunks, *earlier], TS)
-        else:  # every order event of those orders: the minute each order was and is in
+        else:
             ids = touched_orders(self.store, ranges, self.recent)
-            order_ts = self.store.open(ORDERS).scan(["event_ts"], IsIn("order_id", ids))[0]
+            order_ts = order_event_times(self.store, ids)
         minutes = pc.unique(pc.floor_temporal(order_ts, unit="minute"))
         return self.compute(minutes), []
 
@@ -364,10 +370,9 @@ class DailyModel(DerivedModel):
         days: set[date] = set()
         for spec, _ in self.decl.reads:
             days |= _day_set(self.lineage(spec, ranges, ["event_ts"])[0], self.timezone)
-        if self.uses_orders:  # every order event of those orders: the day each was and is on
-            ids = touched_orders(self.store, ranges)
-            placed = self.store.open(ORDERS).scan(["event_ts"], IsIn("order_id", ids))
-            days |= _day_set(placed["event_ts"], self.timezone)
+        if self.uses_orders:
+            placed = order_event_times(self.store, touched_orders(self.store, ranges))
+            days |= _day_set(placed, self.timezone)
         return days
 
     def load(self, days: list[date]) -> dict[str, pa.Table | TableScan]:

@@ -163,6 +163,28 @@ def _with_files_overlapping(
     return merged_spans(widened)
 
 
+def _write_through(
+    table: DeltaTable,
+    spec: TableSpec,
+    rows: pa.Table,
+    positions: Mapping[str, int] | None,
+    replace_where: str | None = None,
+    target_file_size: int | None = None,
+) -> None:
+    """Append ``rows`` (in the spec's types) through the held ``table``, or overwrite the
+    rows matching ``replace_where`` with them, in one commit with ``positions``."""
+    options: dict[str, Any] = {
+        "partition_by": list(spec.partition_by) or None,
+        "target_file_size": target_file_size,
+        "commit_properties": _commit(positions),
+        "writer_properties": _writer_properties(spec),
+    }
+    if replace_where is None:
+        write_deltalake(table, rows, mode="append", **options)
+    else:
+        write_deltalake(table, rows, mode="overwrite", predicate=replace_where, **options)
+
+
 def _writer_properties(spec: TableSpec) -> WriterProperties:
     if not spec.payload_columns:
         return WriterProperties()
@@ -522,8 +544,12 @@ class DeltaStore:
             return
         if not spec.key:
             raise TableError(f"{spec.qualified} has no key to merge on")
-        clustered = located is not None and spec.cluster_by is not None and delete_when is None
-        if clustered and located and self._rewrite_spans(spec, data, positions, located):
+        if (
+            located is not None
+            and spec.cluster_by is not None
+            and delete_when is None
+            and self._rewrite_spans(spec, data, positions, located)
+        ):
             return
         predicate = " AND ".join(f"t.{k} = s.{k}" for k in spec.key)
         with self._writing(spec, "merging into", positions) as write:
@@ -574,15 +600,13 @@ class DeltaStore:
             held = [_conform(spec, handle.scan(None, within(column, span))) for span in spans]
             kept = pa.concat_tables(held)
             kept = kept.filter(pc.invert(pc.is_in(kept[key], value_set=data[key])))
-            write_deltalake(
+            _write_through(
                 write.table,
+                spec,
                 pa.concat_tables([kept, data]).sort_by(column),
-                mode="overwrite",
-                predicate=" OR ".join(f"({_merge_sql(within(column, s))})" for s in spans),
+                positions,
+                " OR ".join(f"({_merge_sql(within(column, s))})" for s in spans),
                 target_file_size=_CLUSTERED_FILE_BYTES,
-                partition_by=list(spec.partition_by) or None,
-                commit_properties=_commit(positions),
-                writer_properties=_writer_properties(spec),
             )
         return True
 
@@ -610,22 +634,8 @@ class DeltaStore:
     ) -> int:
         """Append, or overwrite the rows matching ``replace_where``, in one commit; returns
         its version."""
-        options: dict[str, Any] = {
-            "partition_by": list(spec.partition_by) or None,
-            "commit_properties": _commit(positions),
-            "writer_properties": _writer_properties(spec),
-        }
         with self._writing(spec, action, positions) as write:
-            if replace_where is None:
-                write_deltalake(write.table, _conform(spec, data), mode="append", **options)
-            else:
-                write_deltalake(
-                    write.table,
-                    _conform(spec, data),
-                    mode="overwrite",
-                    predicate=replace_where,
-                    **options,
-                )
+            _write_through(write.table, spec, _conform(spec, data), positions, replace_where)
         return write.version
 
     def history(self, spec: TableSpec, limit: int | None = None) -> list[Commit]:
