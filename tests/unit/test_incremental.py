@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import itertools
+import json
 import tempfile
 import threading
 import time
+from datetime import date, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
+from shoplake.contract.tables import DATA_QUALITY_REPORT, EVENT_TABLES, RAW_EVENTS
 from shoplake.errors import TableNotFound
 from shoplake.pipeline.reconcile import current_gold, recomputed_gold
 from shoplake.pipeline.runner import Pipeline
@@ -141,4 +145,37 @@ def test_the_refresher_thread_brings_the_other_gold_tables_up_to_date(tmp_path: 
         stop.set()
         runner.join(60)
     assert current_gold(p.store) == one_shot_gold()
+    p.close()
+
+
+def test_the_data_quality_report_adds_each_step_to_its_days(tmp_path: Path) -> None:
+    """Each step adds what its records hold to the day's rows (reasons summed, not
+    replaced); every row of a day says how old its table's newest arrival was at the
+    step that wrote it, tables the step did not touch included."""
+    s = Settings(home=tmp_path, pipeline={"batch_max_records": 300, "catch_up_gold_every_s": 0})
+    p = Pipeline(s)
+    lines = list(stream())
+    for lo, hi in itertools.pairwise([0, 700, 1500, N]):
+        feed(s, lines[lo:hi])
+        p.run("both", until_idle=True)
+        time.sleep(0.05)
+    assert len(p.store.history(DATA_QUALITY_REPORT)) > 3  # one version per step
+    gold = current_gold(p.store)
+    assert gold == recomputed_gold(p.store, s.reporting) == one_shot_gold()
+    reasons = [json.loads(r["quarantine_reasons"]) for r in gold["gold.data_quality_report"]]
+    assert max(sum(r.values()) for r in reasons) > 10  # counted over several steps
+    report = p.store.open(DATA_QUALITY_REPORT).scan().to_pylist()
+    bronze = p.store.open(RAW_EVENTS).scan(["event_type", "ingest_ts"]).to_pylist()
+    zone = ZoneInfo(s.reporting.timezone)
+    newest: dict[tuple[date, str], datetime] = {}
+    for b in bronze:
+        spec = EVENT_TABLES.get(b["event_type"])
+        key = (b["ingest_ts"].astimezone(zone).date(), "unknown" if spec is None else spec.name)
+        newest[key] = max(newest.get(key, b["ingest_ts"]), b["ingest_ts"])
+    assert len({(r["partition_date"], r["processed_ts"]) for r in report}) == len(
+        {r["partition_date"] for r in report}
+    )  # the rows of a day are as of the step that wrote it, untouched tables too
+    for r in report:
+        age = r["processed_ts"] - newest[(r["partition_date"], r["table_name"])]
+        assert abs(r["freshness_s"] - age.total_seconds()) < 1e-3, r["table_name"]
     p.close()

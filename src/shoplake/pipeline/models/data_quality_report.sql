@@ -1,7 +1,8 @@
 -- gold.data_quality_report for the days in touched_days(partition_date): per day of
 -- arrival in bronze (reporting time zone) and the silver table each record was meant for.
 -- Inputs: bronze(topic, partition, offset, event_type, ingest_ts) and consumed(topic,
--- partition, end_offset): the report is over the bronze records before end_offset; where
+-- partition, start_offset, end_offset): the report is over the bronze records from
+-- start_offset (0 for all of them, a step's start for what it adds) to end_offset; where
 -- each went, by lineage: valid(…, is_late) — every event table —, quarantined(…, reason),
 -- duplicates(…); event_tables(event_type, table_name). Records of no known type: 'unknown'.
 WITH outcomes AS (
@@ -20,7 +21,8 @@ arrived AS (
            b.ingest_ts, o.outcome, o.reason, o.is_late
     FROM bronze b
     JOIN consumed c
-      ON c.topic = b.topic AND c."partition" = b."partition" AND b."offset" < c.end_offset
+      ON c.topic = b.topic AND c."partition" = b."partition"
+     AND b."offset" >= c.start_offset AND b."offset" < c.end_offset
     LEFT JOIN outcomes o
            ON o.topic = b.topic AND o."partition" = b."partition" AND o."offset" = b."offset"
     LEFT JOIN event_tables e ON e.event_type = b.event_type
