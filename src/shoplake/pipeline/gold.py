@@ -12,10 +12,10 @@ gold.daily_customer_analytics merges the touched customers' days.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -30,7 +30,13 @@ from shoplake.contract.tables import (
 )
 from shoplake.engines.base import Engine, table_input
 from shoplake.pipeline.models import load_model
-from shoplake.pipeline.positions import Ranges, RecentCommits, read_ranges
+from shoplake.pipeline.positions import (
+    Ranges,
+    RecentCommits,
+    SharedReads,
+    ranges_key,
+    read_ranges,
+)
 from shoplake.pipeline.silver import pending_ranges, touched_orders
 from shoplake.settings import ReportingSettings
 from shoplake.tables.base import (
@@ -49,6 +55,8 @@ from shoplake.transport.base import TopicPartition
 if TYPE_CHECKING:  # the registry imports the models
     from shoplake.engines.base import Input
     from shoplake.pipeline.registry import ModelDecl
+
+T = TypeVar("T")
 
 
 def rates_table(reporting: ReportingSettings) -> pa.Table:
@@ -82,6 +90,7 @@ class DerivedModel:
         *,
         engine: Engine,
         recent: RecentCommits | None = None,
+        shared: SharedReads | None = None,
     ) -> None:
         self.decl = decl
         self.spec = decl.spec
@@ -90,17 +99,20 @@ class DerivedModel:
         self.rates = rates_table(reporting)
         self.engine = engine
         self.recent = recent or RecentCommits()
+        self.shared = shared
         if self.uses_local_date:
             engine.define_local_date(self.timezone)
         self.sql = load_model(decl.sql)
         store.ensure(self.spec)
 
     def step(self, tps: list[TopicPartition]) -> int:
-        ranges = pending_ranges(self.store, self.spec, self.decl.inputs, tps)
+        ranges = pending_ranges(self.store, self.spec, self.decl.inputs, tps, self.shared)
         if not ranges:
             return 0
         rows, partitions = self.recompute(ranges, tps)
         self.decl.commit(self.store, rows, ranges, partitions, self.located())
+        if self.shared is not None:
+            self.shared.committed(self.spec)
         self.committed(ranges, rows)
         return int(rows.num_rows)
 
@@ -137,7 +149,22 @@ class DerivedModel:
     def lineage(self, spec: TableSpec, ranges: Ranges, columns: list[str]) -> pa.Table:
         """The rows of ``spec`` whose lineage lies in ``ranges``: the new input a step
         plans on (only those rows and the keys they touch pass this process)."""
-        return read_ranges(self.store, spec, ranges, columns)
+        key = ("lineage", spec.qualified, ranges_key(ranges), tuple(columns))
+        return self._once(key, lambda: read_ranges(self.store, spec, ranges, columns))
+
+    def touched_orders(self, ranges: Ranges) -> pa.Array:
+        """order_ids of the orders and payments in ``ranges``."""
+        key = ("touched_orders", ranges_key(ranges))
+        return self._once(key, lambda: touched_orders(self.store, ranges, self.recent))
+
+    def order_event_times(self, ranges: Ranges) -> pa.ChunkedArray:
+        """The times of every order event of the orders touched in ``ranges``."""
+        key = ("order_event_times", ranges_key(ranges))
+        return self._once(key, lambda: order_event_times(self.store, self.touched_orders(ranges)))
+
+    def _once(self, key: Hashable, read: Callable[[], T]) -> T:
+        """``read()``, shared with the other models of the pass if they share one."""
+        return read() if self.shared is None else self.shared.once(key, read)
 
     def days_in(self, inputs: Mapping[str, tuple[Input, str]]) -> list[date]:
         """The days (reporting time zone) of the timestamps in each input's column, found
@@ -165,7 +192,7 @@ class OrderPaymentsModel(DerivedModel):
     _moved_from: pa.Array | None = None
 
     def recompute(self, ranges: Ranges, tps: list[TopicPartition]) -> tuple[pa.Table, list[date]]:
-        ids = touched_orders(self.store, ranges, self.recent)
+        ids = self.touched_orders(ranges)
         rows, again = self._compute(ids, locate=True)
         self._located = _where_orders_lie(rows, again)
         self._moved_from = again["event_ts"].combine_chunks()
@@ -241,8 +268,7 @@ class SalesMinuteModel(DerivedModel):
             earlier = [] if moved is None else [moved.cast(TS)]
             order_ts = pa.chunked_array([*made["order_ts"].cast(TS).chunks, *earlier], TS)
         else:
-            ids = touched_orders(self.store, ranges, self.recent)
-            order_ts = order_event_times(self.store, ids)
+            order_ts = self.order_event_times(ranges)
         minutes = pc.unique(pc.floor_temporal(order_ts, unit="minute"))
         return self.compute(minutes), []
 
@@ -371,8 +397,7 @@ class DailyModel(DerivedModel):
         for spec, _ in self.decl.reads:
             days |= _day_set(self.lineage(spec, ranges, ["event_ts"])[0], self.timezone)
         if self.uses_orders:
-            placed = order_event_times(self.store, touched_orders(self.store, ranges))
-            days |= _day_set(placed, self.timezone)
+            days |= _day_set(self.order_event_times(ranges), self.timezone)
         return days
 
     def load(self, days: list[date]) -> dict[str, pa.Table | TableScan]:
@@ -458,7 +483,7 @@ class CustomerAnalyticsModel(DerivedModel):
 
     def recompute(self, ranges: Ranges, tps: list[TopicPartition]) -> tuple[pa.Table, list[date]]:
         seen = [self.lineage(spec, ranges, ["user_id", "event_ts"]) for spec, _ in self.decl.reads]
-        ids = touched_orders(self.store, ranges)
+        ids = self.touched_orders(ranges)
         paid = self.store.open(ORDER_PAYMENTS).scan(["user_id", "order_ts"], IsIn("order_id", ids))
         seen.append(paid.select(["user_id", "order_ts"]).rename_columns(["user_id", "event_ts"]))
         touched = pa.concat_tables(seen, promote_options="permissive")

@@ -8,8 +8,10 @@ consumed under ``bronze/TOPIC/PARTITION``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -178,3 +180,62 @@ class RecentCommits:
                 return last.rows.select(columns)
             return last.rows.filter(in_ranges(last.rows, wanted)).select(columns)
         return read_ranges(store, spec, ranges, columns)
+
+
+T = TypeVar("T")
+
+
+def ranges_key(ranges: Ranges) -> tuple[tuple[str, int, int, int], ...]:
+    """``ranges`` as a dictionary key (empty ranges left out)."""
+    return tuple(sorted((tp.topic, tp.partition, a, b) for tp, (a, b) in _nonempty(ranges).items()))
+
+
+class SharedReads:
+    """What the models of one pass read alike, read once per pass: the positions of
+    their input tables and what they derive from the same ranges of them (the new rows,
+    the orders those touch). Five daily models read the day's new page views, and plan
+    on the same ranges only if they see the same input positions.
+
+    Inside ``one_pass``, an input's positions are those of its first read in the pass
+    (it may have moved on since: the next pass takes the rest) until a model of the pass
+    commits to it. Outside, every read is made afresh."""
+
+    def __init__(self) -> None:
+        self._active = False
+        self._positions: dict[str, Positions] = {}
+        self._read: dict[Hashable, Any] = {}
+
+    @contextmanager
+    def one_pass(self) -> Iterator[None]:
+        """Share the reads of the steps inside; forget them after (they hold rows)."""
+        self._active = True
+        try:
+            yield
+        finally:
+            self._active = False
+            self._positions.clear()
+            self._read.clear()
+
+    def positions(
+        self, store: TableStore, spec: TableSpec, tps: Iterable[TopicPartition]
+    ) -> Positions:
+        tps = list(tps)
+        got = self._positions.get(spec.qualified)
+        if got is None or any(tp not in got for tp in tps):
+            got = positions_of(store.open(spec), tps)
+            if self._active:
+                self._positions[spec.qualified] = got
+        return got
+
+    def committed(self, spec: TableSpec) -> None:
+        """A model of the pass committed to ``spec``: its positions moved."""
+        self._positions.pop(spec.qualified, None)
+
+    def once(self, key: Hashable, read: Callable[[], T]) -> T:
+        """``read()``, called once per pass for ``key``."""
+        if not self._active:
+            return read()
+        if key not in self._read:
+            self._read[key] = read()
+        result: T = self._read[key]
+        return result

@@ -49,7 +49,13 @@ from shoplake.pipeline.gold import (
     ProductModel,
     SalesMinuteModel,
 )
-from shoplake.pipeline.positions import Ranges, RecentCommits, range_ends, to_app_ids
+from shoplake.pipeline.positions import (
+    Ranges,
+    RecentCommits,
+    SharedReads,
+    range_ends,
+    to_app_ids,
+)
 from shoplake.pipeline.quality import DataQualityModel
 from shoplake.pipeline.silver import SILVER_TABLES
 from shoplake.settings import ReportingSettings
@@ -112,8 +118,9 @@ class ModelDecl(Generic[M]):
         *,
         engine: Engine,
         recent: RecentCommits | None = None,
+        shared: SharedReads | None = None,
     ) -> M:
-        return self.model(self, store, reporting, engine=engine, recent=recent)
+        return self.model(self, store, reporting, engine=engine, recent=recent, shared=shared)
 
     def commit(
         self,
@@ -135,7 +142,7 @@ class ModelDecl(Generic[M]):
             store.append(self.spec, rows, positions)
 
 
-_EVENT = ("event_id", "event_ts")
+# reads: only the columns the SQL uses (a day of page views is most of what a step reads)
 _SOLD = ("quantity", "line_amount", "currency", "event_ts")  # of an order item
 
 ORDER_PAYMENTS_MODEL = ModelDecl(
@@ -186,20 +193,20 @@ def _daily(
 
 
 DAILY_SALES_MODEL = _daily(
-    DAILY_SALES_SUMMARY, "daily_sales_summary", ((PAGE_VIEWS, ("user_id", *_EVENT)),)
+    DAILY_SALES_SUMMARY, "daily_sales_summary", ((PAGE_VIEWS, ("user_id", "event_ts")),)
 )
 TRAFFIC_SOURCES_MODEL = _daily(
     DAILY_TRAFFIC_SOURCES,
     "daily_traffic_sources",
-    ((PAGE_VIEWS, ("user_id", "session_id", "traffic_source", *_EVENT)),),
+    ((PAGE_VIEWS, ("user_id", "session_id", "traffic_source", "event_ts", "event_id")),),
 )
 FUNNEL_MODEL = _daily(
     FUNNEL_DAILY,
     "funnel_daily",
     (
-        (PAGE_VIEWS, ("session_id", "page_type", *_EVENT)),
-        (CART_EVENTS, ("session_id", "event_type", *_EVENT)),
-        (ORDERS, ("session_id", *_EVENT)),
+        (PAGE_VIEWS, ("session_id", "page_type", "event_ts")),
+        (CART_EVENTS, ("session_id", "event_type", "event_ts")),
+        (ORDERS, ("session_id", "event_ts")),
     ),
     uses_orders=False,
 )
@@ -212,8 +219,8 @@ PRODUCT_MODEL = _daily(
     PRODUCT_ANALYTICS,
     "product_analytics",
     (
-        (PAGE_VIEWS, ("product_id", "category", *_EVENT)),
-        (CART_EVENTS, ("product_id", "category", "event_type", *_EVENT)),
+        (PAGE_VIEWS, ("product_id", "category", "event_ts")),
+        (CART_EVENTS, ("product_id", "category", "event_type", "event_ts")),
         (ORDER_ITEMS, ("event_id", "product_id", "category", *_SOLD)),
     ),
     extra=(PRODUCT_UPDATES,),  # a product update touches the days from its own on
@@ -267,11 +274,14 @@ def build_models(
     engine: Engine,
     recent: RecentCommits | None = None,
     lanes: tuple[Lane, ...] = tuple(Lane),
+    shared: SharedReads | None = None,
 ) -> list[DerivedModel]:
     """The runnable model of every declared table on ``lanes``, in MODELS' order.
     ``recent``: the commits of the stages before, as the FAST lane takes them from
-    memory."""
+    memory; ``shared``: the reads the models of a pass share (see ``step_models``)."""
     ensure_dim_date(store)  # the calendar the models join: fixed, not a model
     return [
-        d.build(store, reporting, engine=engine, recent=recent) for d in MODELS if d.lane in lanes
+        d.build(store, reporting, engine=engine, recent=recent, shared=shared)
+        for d in MODELS
+        if d.lane in lanes
     ]

@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -17,7 +18,7 @@ from shoplake.errors import ShoplakeError
 from shoplake.pipeline.gold import DerivedModel
 from shoplake.pipeline.ingest import BronzeIngest
 from shoplake.pipeline.maintenance import TableMaintenance
-from shoplake.pipeline.positions import RecentCommits
+from shoplake.pipeline.positions import RecentCommits, SharedReads
 from shoplake.pipeline.registry import Lane, build_models
 from shoplake.pipeline.silver import SilverProcessor
 from shoplake.pipeline.steptrace import step
@@ -41,12 +42,16 @@ class Observer(Protocol):
     def visible_in_gold(self, latencies_s: list[float]) -> None: ...
 
 
-def step_models(models: list[DerivedModel], tps: list[TopicPartition]) -> int:
-    """One step of each model in turn (each traced, see steptrace); the rows written."""
+def step_models(
+    models: list[DerivedModel], tps: list[TopicPartition], shared: SharedReads | None = None
+) -> int:
+    """One step of each model in turn (each traced, see steptrace), as one pass of the
+    reads they share (built with ``shared``); the rows written."""
     rows = 0
-    for model in models:
-        with step(model.spec.qualified):
-            rows += model.step(tps)
+    with shared.one_pass() if shared is not None else nullcontext():
+        for model in models:
+            with step(model.spec.qualified):
+                rows += model.step(tps)
     return rows
 
 
@@ -96,6 +101,7 @@ class Pipeline:
             settings.engine, settings.storage if settings.on_object_storage else None, iceberg
         )
         self._recent = RecentCommits()  # each stage's last commit, for the next stage
+        self._shared = SharedReads()  # what the models of a round read alike
         self._ingest: BronzeIngest | None = None
         self._silver: SilverProcessor | None = None
         self._models: list[DerivedModel] = []
@@ -141,7 +147,9 @@ class Pipeline:
                 engine=eng,
                 recent=self._recent,
             )
-            self._models = build_models(store, cfg.reporting, eng, self._recent)
+            self._models = build_models(
+                store, cfg.reporting, eng, self._recent, shared=self._shared
+            )
         return self._silver, self._models
 
     def process_once(
@@ -186,7 +194,7 @@ class Pipeline:
         self._models_ran_at = started = time.monotonic()
         if fast_only:
             models = [m for m in models if m.decl.lane is Lane.FAST]
-        derived = step_models(models, tps)
+        derived = step_models(models, tps, self._shared)
         stats.gold_rows += derived
         if self.observer is not None:
             if derived:
@@ -393,8 +401,13 @@ class GoldRefresher:
         self.stop = stop
         self.store = open_store(self.settings)
         self.engine = pipeline._engine.sibling()  # its own views: the main loop runs too
+        self.shared = SharedReads()
         self.models = build_models(
-            self.store, self.settings.reporting, self.engine, lanes=(Lane.REFRESH,)
+            self.store,
+            self.settings.reporting,
+            self.engine,
+            lanes=(Lane.REFRESH,),
+            shared=self.shared,
         )
         self.maintenance = TableMaintenance(self.store, self.settings.pipeline)
         self.error: ShoplakeError | None = None
@@ -406,7 +419,7 @@ class GoldRefresher:
         while not self.stop.wait(every):
             started = time.monotonic()
             try:
-                rows = step_models(self.models, self.tps)
+                rows = step_models(self.models, self.tps, self.shared)
                 self.maintenance.run_due()
             except ShoplakeError as exc:
                 if exc.transient:

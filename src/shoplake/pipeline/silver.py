@@ -38,6 +38,7 @@ from shoplake.pipeline.positions import (
     Positions,
     Ranges,
     RecentCommits,
+    SharedReads,
     in_ranges,
     lineage_span,
     positions_of,
@@ -381,10 +382,15 @@ def pending_ranges(
     spec: TableSpec,
     inputs: tuple[TableSpec, ...],
     tps: list[TopicPartition],
+    shared: SharedReads | None = None,
 ) -> Ranges:
-    """Bronze ranges every input has consumed but ``spec`` has not."""
+    """Bronze ranges every input has consumed but ``spec`` has not (``shared``: the
+    inputs' positions as the pass first read them)."""
     own = positions_of(store.open(spec), tps)
-    ends = [positions_of(store.open(s), tps) for s in inputs]
+    ends = [
+        positions_of(store.open(s), tps) if shared is None else shared.positions(store, s, tps)
+        for s in inputs
+    ]
     out: Ranges = {}
     for tp in tps:
         end = min(e[tp] for e in ends)
