@@ -6,6 +6,10 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
+import pyarrow as pa
+from deltalake import DeltaTable
+from pytest import MonkeyPatch
+
 from shoplake.contract.tables import ALL_TABLES, RAW_EVENTS
 from shoplake.pipeline.maintenance import TableMaintenance
 from shoplake.pipeline.positions import positions_of
@@ -13,6 +17,7 @@ from shoplake.pipeline.reconcile import current_gold, recomputed_gold
 from shoplake.pipeline.runner import Pipeline
 from shoplake.settings import Settings
 from shoplake.simulator import ShopSimulator
+from shoplake.tables import delta
 from tests.conftest import feed, rows
 from tests.unit.test_cli import shoplake
 
@@ -71,3 +76,36 @@ def test_maintain_command(tmp_path: Path) -> None:
     assert "bronze.raw_events" not in again  # nothing left to compact
     missing = shoplake(tmp_path / "nowhere", "maintain", check=False)
     assert missing.returncode == 1 and missing.stderr.strip()
+
+
+def test_compaction_leaves_full_files_alone(tmp_path: Path, monkeypatch: MonkeyPatch) -> None:
+    """A busy day's files grow to the compacted size and stay: compaction rewrites only the
+    small files the batches since left, not the whole day again every time."""
+    monkeypatch.setattr(delta, "_COMPACTED_FILE_BYTES", 32 << 10)
+    home = tmp_path / "home"
+    s = Settings(home=home, pipeline={"batch_max_records": 100_000})
+    feed(s, [e.value for e in itertools.islice(ShopSimulator(8).stream(), 1500)])
+    p = Pipeline(s)
+    p.run("both", until_idle=True)  # one batch: a file per partition
+    p.close()
+    lake = DeltaTable(p.store.location(RAW_EVENTS))
+    full = {f for f, size in _files(lake) if size >= 32 << 10}
+    assert full
+    s = Settings(home=home, pipeline={"batch_max_records": 50})
+    feed(s, [e.value for e in itertools.islice(ShopSimulator(9).stream(), 600)])
+    p = Pipeline(s)
+    p.run("both", until_idle=True)  # small batches: small files
+    small = p.store.excess_files(RAW_EVENTS)
+    assert small >= 10
+    p.store.compact(RAW_EVENTS)
+    lake.update_incremental()
+    assert full <= {f for f, _ in _files(lake)}  # not rewritten
+    assert p.store.excess_files(RAW_EVENTS) <= small // 2  # the small ones were
+    assert rows(p, "SELECT count(*) AS n FROM bronze.raw_events")[0]["n"] == 2100
+    assert current_gold(p.store) == recomputed_gold(p.store, s.reporting)
+    p.close()
+
+
+def _files(table: DeltaTable) -> list[tuple[str, int]]:
+    actions = pa.table(table.get_add_actions(flatten=True))
+    return list(zip(actions["path"].to_pylist(), actions["size_bytes"].to_pylist(), strict=True))
