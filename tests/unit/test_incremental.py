@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from shoplake.contract.tables import DATA_QUALITY_REPORT, EVENT_TABLES, RAW_EVENTS
+from shoplake.contract.tables import DATA_QUALITY_REPORT, DIM_CUSTOMERS, EVENT_TABLES, RAW_EVENTS
 from shoplake.errors import TableNotFound
 from shoplake.pipeline.reconcile import current_gold, recomputed_gold
 from shoplake.pipeline.runner import Pipeline
@@ -178,4 +178,53 @@ def test_the_data_quality_report_adds_each_step_to_its_days(tmp_path: Path) -> N
     for r in report:
         age = r["processed_ts"] - newest[(r["partition_date"], r["table_name"])]
         assert abs(r["freshness_s"] - age.total_seconds()) < 1e-3, r["table_name"]
+    p.close()
+
+
+def _seen(event_id: str, ts: str, kind: str = "page_view", **changes: Any) -> dict[str, Any]:
+    from tests.unit.test_events import event
+
+    return event(kind, event_id=event_id, timestamp=ts, user_id="U1", **changes)
+
+
+def test_a_customers_row_folds_new_events_in_and_is_recomputed_when_it_cannot(
+    tmp_path: Path,
+) -> None:
+    """silver.dim_customers folds a step's later events into a customer's row; an older
+    event (it may carry the latest country) or an order placed again makes the step
+    recompute the customer from all of their events. Each step must equal a recompute."""
+    s = Settings(home=tmp_path, pipeline={"catch_up_gold_every_s": 0})
+    p = Pipeline(s)
+    steps = [
+        [_seen("a", "2026-03-01T10:00:00Z", country="DE", device="mobile")],
+        # later: folded in; the order counts once
+        [_seen("b", "2026-03-01T11:00:00Z", country="FR"),
+         _seen("c", "2026-03-01T11:05:00Z", "purchase", order_id="O1", country=None)],
+        # an older view with a later country than… none: FR stays; recomputed
+        [_seen("d", "2026-03-01T10:30:00Z", country="IT", device="tablet")],
+        # O1 placed again later: counted once, recomputed
+        [_seen("e", "2026-03-01T12:00:00Z", "purchase", order_id="O1")],
+        # a new order, later: folded, counted
+        [_seen("f", "2026-03-01T13:00:00Z", "purchase", order_id="O2", device="desktop")],
+    ]  # fmt: skip
+    expected = [
+        ("DE", "mobile", 0, "10:00", "10:00"),
+        ("FR", "mobile", 1, "10:00", "11:05"),
+        ("FR", "mobile", 1, "10:00", "11:05"),
+        ("DE", "mobile", 1, "10:00", "12:00"),
+        ("DE", "desktop", 2, "10:00", "13:00"),
+    ]
+    for events, (country, device, orders, first, last) in zip(steps, expected, strict=True):
+        feed(s, list(events))
+        p.run("both", until_idle=True)
+        [row] = p.store.open(DIM_CUSTOMERS).scan().to_pylist()
+        seen = (row["first_seen_ts"].strftime("%H:%M"), row["last_seen_ts"].strftime("%H:%M"))
+        assert (row["country"], row["device"], row["orders_placed"], *seen) == (
+            country, device, orders, first, last,
+        )  # fmt: skip
+        gold = current_gold(p.store)
+        assert (
+            gold["silver.dim_customers"]
+            == recomputed_gold(p.store, s.reporting)["silver.dim_customers"]
+        )
     p.close()

@@ -13,9 +13,15 @@ from typing import TYPE_CHECKING, ClassVar
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from shoplake.contract.tables import DIM_DATE, ORDERS, PRODUCT_UPDATES, TableSpec
+from shoplake.contract.tables import (
+    DIM_CUSTOMERS,
+    DIM_DATE,
+    ORDERS,
+    PRODUCT_UPDATES,
+    TableSpec,
+)
 from shoplake.pipeline.gold import DerivedModel
-from shoplake.pipeline.positions import Ranges
+from shoplake.pipeline.positions import Ranges, in_ranges
 from shoplake.tables.base import IsIn, TableStore
 from shoplake.transport.base import TopicPartition
 
@@ -66,15 +72,105 @@ class DimProductsModel(KeyedModel):
 
 
 class DimCustomersModel(KeyedModel):
-    """Every event of a customer → silver.dim_customers (first/last seen, country, device)."""
+    """Every event of a customer → silver.dim_customers (first/last seen, country, device).
+
+    A step folds its new events into the customers' rows where that is exact: every new
+    event of the customer is later than the row's last_seen_ts (so none of them is in the
+    row already, and the latest country and device are the new ones where they carry
+    any), and none of their new orders' ids was placed before. A customer with an older
+    event among the new ones, or an order placed again, is recomputed from all of their
+    history, as every customer was before: with a few thousand customers each step
+    touches nearly all of them, and their history grows without end."""
 
     touched = "touched_users"
     _SEEN: ClassVar[list[str]] = ["user_id", "event_id", "event_ts", "country", "device"]
+    _PLACED: ClassVar[list[str]] = ["user_id", "order_id", "event_ts"]
+
+    def recompute(self, ranges: Ranges, tps: list[TopicPartition]) -> tuple[pa.Table, list[date]]:
+        seen = pa.concat_tables([self.lineage(s, ranges, self._SEEN) for s in self.decl.inputs])
+        seen = seen.filter(pc.is_valid(seen["user_id"]))
+        placed = self.lineage(ORDERS, ranges, self._PLACED)
+        placed = placed.filter(pc.is_valid(placed["user_id"]))
+        users = pc.unique(seen["user_id"])
+        before = self.store.open(self.spec).scan(where=IsIn("user_id", users))
+        folded, redo = fold_customers(
+            before, seen, placed, self._placed_again(placed, ranges), datetime.now(UTC)
+        )
+        if redo:
+            redone = self.compute(pa.array(redo, pa.string())).select(folded.column_names)
+            folded = pa.concat_tables([folded, redone.cast(folded.schema)])
+        return folded, []
+
+    def _placed_again(self, placed: pa.Table, ranges: Ranges) -> set[str]:
+        """Customers of the new orders whose order_id has another order event, outside
+        ``ranges``: counted already, or to count once."""
+        ids = pc.unique(placed["order_id"])
+        if len(ids) == 0:
+            return set()
+        events = self.store.open(ORDERS).scan([*_LINEAGE, "order_id"], IsIn("order_id", ids))
+        elsewhere = pc.unique(events.filter(pc.invert(in_ranges(events, ranges)))["order_id"])
+        again = placed.filter(pc.is_in(placed["order_id"], value_set=elsewhere))
+        return set(again["user_id"].to_pylist())
 
     def compute(self, keys: pa.Array | None) -> pa.Table:
         seen = [self._read(s, self._SEEN, keys) for s in self.decl.inputs]
-        orders = self._read(ORDERS, ["user_id", "order_id", "event_ts"], keys)
+        orders = self._read(ORDERS, self._PLACED, keys)
         return self._run({"seen": seen, "orders": orders}, keys, "seen")
+
+
+_LINEAGE = ["topic", "partition", "offset"]
+
+
+def fold_customers(
+    before: pa.Table, seen: pa.Table, placed: pa.Table, again: set[str], now: datetime
+) -> tuple[pa.Table, list[str]]:
+    """dim_customers rows ``before`` with new events ``seen`` (user_id, event_id, event_ts,
+    country, device) and new orders ``placed`` (user_id, order_id, event_ts) folded in,
+    and the customers whose rows cannot be (see DimCustomersModel): those in ``again``
+    and those with a new event at or before their row's last_seen_ts."""
+    rows = {r["user_id"]: r for r in before.to_pylist()}
+    spans = seen.group_by("user_id").aggregate([("event_ts", "min"), ("event_ts", "max")])
+    latest = {c: _latest(seen, c) for c in ("country", "device")}
+    orders = {
+        r["user_id"]: r
+        for r in placed.group_by("user_id")
+        .aggregate([("order_id", "count_distinct"), ("event_ts", "min"), ("event_ts", "max")])
+        .to_pylist()
+    }
+    folded, redo = [], []
+    for span in spans.to_pylist():
+        user = span["user_id"]
+        old = rows.get(user)
+        if user in again or (old is not None and span["event_ts_min"] <= old["last_seen_ts"]):
+            redo.append(user)
+            continue
+        row = old or {
+            "user_id": user, "country": None, "device": None, "first_seen_ts": span["event_ts_min"],
+            "orders_placed": 0, "first_order_ts": None, "last_order_ts": None,
+        }  # fmt: skip
+        row["last_seen_ts"] = span["event_ts_max"]
+        for column, values in latest.items():
+            row[column] = values.get(user, row[column])
+        new = orders.get(user)
+        if new is not None:
+            row["orders_placed"] += new["order_id_count_distinct"]
+            row["first_order_ts"] = row["first_order_ts"] or new["event_ts_min"]
+            row["last_order_ts"] = new["event_ts_max"]  # later than any of the row's
+        row["updated_ts"] = now
+        folded.append(row)
+    return pa.Table.from_pylist(folded, schema=DIM_CUSTOMERS.schema), redo
+
+
+def _latest(seen: pa.Table, column: str) -> dict[str, str]:
+    """Each customer's ``column`` on their latest event that carries one (latest by
+    event_ts, then event_id, as the SQL orders them)."""
+    carrying = seen.filter(pc.is_valid(seen[column])).sort_by(
+        [("user_id", "ascending"), ("event_ts", "descending"), ("event_id", "descending")]
+    )
+    firsts = carrying.group_by("user_id", use_threads=False).aggregate([(column, "first")])
+    return dict(
+        zip(firsts["user_id"].to_pylist(), firsts[f"{column}_first"].to_pylist(), strict=True)
+    )
 
 
 # dim_date spans these years: wide enough for any shop's history and plans.
