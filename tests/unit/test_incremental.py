@@ -206,6 +206,10 @@ def test_a_customers_row_folds_new_events_in_and_is_recomputed_when_it_cannot(
         [_seen("e", "2026-03-01T12:00:00Z", "purchase", order_id="O1")],
         # a new order, later: folded, counted
         [_seen("f", "2026-03-01T13:00:00Z", "purchase", order_id="O2", device="desktop")],
+        # an older view that agrees with the row: folded in
+        [_seen("g", "2026-03-01T10:20:00Z", device="desktop")],
+        # an order older than everything: recomputed (first seen moves)
+        [_seen("h", "2026-03-01T09:00:00Z", "purchase", order_id="O3", device="desktop")],
     ]  # fmt: skip
     expected = [
         ("DE", "mobile", 0, "10:00", "10:00"),
@@ -213,6 +217,8 @@ def test_a_customers_row_folds_new_events_in_and_is_recomputed_when_it_cannot(
         ("FR", "mobile", 1, "10:00", "11:05"),
         ("DE", "mobile", 1, "10:00", "12:00"),
         ("DE", "desktop", 2, "10:00", "13:00"),
+        ("DE", "desktop", 2, "10:00", "13:00"),
+        ("DE", "desktop", 3, "09:00", "13:00"),
     ]
     for events, (country, device, orders, first, last) in zip(steps, expected, strict=True):
         feed(s, list(events))

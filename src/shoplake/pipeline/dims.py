@@ -74,13 +74,10 @@ class DimProductsModel(KeyedModel):
 class DimCustomersModel(KeyedModel):
     """Every event of a customer → silver.dim_customers (first/last seen, country, device).
 
-    A step folds its new events into the customers' rows where that is exact: every new
-    event of the customer is later than the row's last_seen_ts (so none of them is in the
-    row already, and the latest country and device are the new ones where they carry
-    any), and none of their new orders' ids was placed before. A customer with an older
-    event among the new ones, or an order placed again, is recomputed from all of their
-    history, as every customer was before: with a few thousand customers each step
-    touches nearly all of them, and their history grows without end."""
+    A step folds its new events into the customers' rows where that is exact (see
+    ``fold_customers``); the other customers are recomputed from all of their history, as
+    every customer was before: with a few thousand customers each step touches nearly
+    all of them, and their history grows without end."""
 
     touched = "touched_users"
     _SEEN: ClassVar[list[str]] = ["user_id", "event_id", "event_ts", "country", "device"]
@@ -126,9 +123,17 @@ def fold_customers(
 ) -> tuple[pa.Table, list[str]]:
     """dim_customers rows ``before`` with new events ``seen`` (user_id, event_id, event_ts,
     country, device) and new orders ``placed`` (user_id, order_id, event_ts) folded in,
-    and the customers whose rows cannot be (see DimCustomersModel): those in ``again``
-    and those with a new event at or before their row's last_seen_ts."""
+    and the customers whose rows cannot be, to recompute:
+
+    - those in ``again`` (a new order's id was placed before: it must count once);
+    - those with a new order at or before their row's last_seen_ts (a recompute may have
+      read it already, beyond the ranges it consumed);
+    - those with a new event at or before last_seen_ts that carries another country or
+      device than the row's (it may or may not be later than the event that set it).
+
+    Every other new event is later than anything in the row, or changes nothing in it."""
     rows = {r["user_id"]: r for r in before.to_pylist()}
+    redo = set(again) | _late(placed, before) | _late(seen, before, contradicting=True)
     spans = seen.group_by("user_id").aggregate([("event_ts", "min"), ("event_ts", "max")])
     latest = {c: _latest(seen, c) for c in ("country", "device")}
     orders = {
@@ -137,28 +142,51 @@ def fold_customers(
         .aggregate([("order_id", "count_distinct"), ("event_ts", "min"), ("event_ts", "max")])
         .to_pylist()
     }
-    folded, redo = [], []
+    folded = []
     for span in spans.to_pylist():
         user = span["user_id"]
-        old = rows.get(user)
-        if user in again or (old is not None and span["event_ts_min"] <= old["last_seen_ts"]):
-            redo.append(user)
+        if user in redo:
             continue
+        old = rows.get(user)
         row = old or {
             "user_id": user, "country": None, "device": None, "first_seen_ts": span["event_ts_min"],
-            "orders_placed": 0, "first_order_ts": None, "last_order_ts": None,
+            "last_seen_ts": span["event_ts_max"], "orders_placed": 0, "first_order_ts": None,
+            "last_order_ts": None,
         }  # fmt: skip
-        row["last_seen_ts"] = span["event_ts_max"]
+        later = span["event_ts_max"] > row["last_seen_ts"]
+        row["first_seen_ts"] = min(row["first_seen_ts"], span["event_ts_min"])
+        row["last_seen_ts"] = max(row["last_seen_ts"], span["event_ts_max"])
         for column, values in latest.items():
-            row[column] = values.get(user, row[column])
+            if later or old is None:  # else the new ones agree with the row (see above)
+                row[column] = values.get(user, row[column])
         new = orders.get(user)
-        if new is not None:
+        if new is not None:  # later than any order in the row
             row["orders_placed"] += new["order_id_count_distinct"]
             row["first_order_ts"] = row["first_order_ts"] or new["event_ts_min"]
-            row["last_order_ts"] = new["event_ts_max"]  # later than any of the row's
+            row["last_order_ts"] = new["event_ts_max"]
         row["updated_ts"] = now
         folded.append(row)
-    return pa.Table.from_pylist(folded, schema=DIM_CUSTOMERS.schema), redo
+    return pa.Table.from_pylist(folded, schema=DIM_CUSTOMERS.schema), sorted(redo)
+
+
+def _late(events: pa.Table, before: pa.Table, *, contradicting: bool = False) -> set[str]:
+    """Customers with one of ``events`` at or before their row's last_seen_ts (with
+    ``contradicting``: only such events carrying another country or device)."""
+    rows = before.select(["user_id", "last_seen_ts", "country", "device"]).rename_columns(
+        ["user_id", "row_last_seen", "row_country", "row_device"]
+    )
+    late = events.join(rows, "user_id", join_type="inner")
+    late = late.filter(pc.less_equal(late["event_ts"], late["row_last_seen"]))
+    if contradicting:
+        other = [
+            pc.and_(
+                pc.is_valid(late[c]),
+                pc.fill_null(pc.not_equal(late[c], late[f"row_{c}"]), True),
+            )
+            for c in ("country", "device")
+        ]
+        late = late.filter(pc.or_(*other))
+    return set(late["user_id"].to_pylist())
 
 
 def _latest(seen: pa.Table, column: str) -> dict[str, str]:
