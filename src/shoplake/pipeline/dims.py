@@ -21,7 +21,7 @@ from shoplake.contract.tables import (
     TableSpec,
 )
 from shoplake.pipeline.gold import DerivedModel
-from shoplake.pipeline.positions import Ranges, in_ranges
+from shoplake.pipeline.positions import LINEAGE, Ranges, in_ranges
 from shoplake.tables.base import IsIn, TableStore
 from shoplake.transport.base import TopicPartition
 
@@ -84,9 +84,13 @@ class DimCustomersModel(KeyedModel):
     _PLACED: ClassVar[list[str]] = ["user_id", "order_id", "event_ts"]
 
     def recompute(self, ranges: Ranges, tps: list[TopicPartition]) -> tuple[pa.Table, list[date]]:
-        seen = pa.concat_tables([self.lineage(s, ranges, self._SEEN) for s in self.decl.inputs])
+        new = {  # the orders' rows read once: they are seen events and placed orders
+            s: self.lineage(s, ranges, [*self._SEEN, "order_id"] if s is ORDERS else self._SEEN)
+            for s in self.decl.inputs
+        }
+        seen = pa.concat_tables([rows.select(self._SEEN) for rows in new.values()])
         seen = seen.filter(pc.is_valid(seen["user_id"]))
-        placed = self.lineage(ORDERS, ranges, self._PLACED)
+        placed = new[ORDERS].select(self._PLACED)
         placed = placed.filter(pc.is_valid(placed["user_id"]))
         users = pc.unique(seen["user_id"])
         before = self.store.open(self.spec).scan(where=IsIn("user_id", users))
@@ -104,7 +108,7 @@ class DimCustomersModel(KeyedModel):
         ids = pc.unique(placed["order_id"])
         if len(ids) == 0:
             return set()
-        events = self.store.open(ORDERS).scan([*_LINEAGE, "order_id"], IsIn("order_id", ids))
+        events = self.store.open(ORDERS).scan([*LINEAGE, "order_id"], IsIn("order_id", ids))
         elsewhere = pc.unique(events.filter(pc.invert(in_ranges(events, ranges)))["order_id"])
         again = placed.filter(pc.is_in(placed["order_id"], value_set=elsewhere))
         return set(again["user_id"].to_pylist())
@@ -113,9 +117,6 @@ class DimCustomersModel(KeyedModel):
         seen = [self._read(s, self._SEEN, keys) for s in self.decl.inputs]
         orders = self._read(ORDERS, self._PLACED, keys)
         return self._run({"seen": seen, "orders": orders}, keys, "seen")
-
-
-_LINEAGE = ["topic", "partition", "offset"]
 
 
 def fold_customers(

@@ -83,7 +83,7 @@ def read_ranges(store: TableStore, spec: TableSpec, ranges: Ranges, columns: lis
     if not ranges:
         return spec.schema.empty_table().select(columns)
     handle = store.open(spec)
-    extra = [c for c in _LINEAGE if c not in columns]
+    extra = [c for c in LINEAGE if c not in columns]
     parts = []
     for mine, where in topic_spans(ranges):
         rows = handle.scan([*columns, *extra], where)
@@ -108,7 +108,8 @@ def topic_spans(ranges: Ranges) -> list[tuple[Ranges, AllOf]]:
     return spans
 
 
-_LINEAGE = ("topic", "partition", "offset")
+# The lineage columns of a table row: where in bronze it came from (what in_ranges reads).
+LINEAGE = ("topic", "partition", "offset")
 
 
 def lineage_span(rows: pa.Table) -> Ranges:

@@ -22,14 +22,13 @@ from shoplake.contract.tables import (
     TableSpec,
 )
 from shoplake.pipeline.gold import DerivedModel, _day_set, _days_table, _near
-from shoplake.pipeline.positions import Positions, Ranges, positions_of, topic_spans
+from shoplake.pipeline.positions import LINEAGE, Positions, Ranges, positions_of, topic_spans
 from shoplake.pipeline.silver import ONE_ROW_PER_EVENT
 from shoplake.tables.base import AllOf, Compare, IsIn, TableScan
 from shoplake.transport.base import TopicPartition
 
-_LINEAGE = ["topic", "partition", "offset"]
 _ARRIVAL = ("event_type", "ingest_ts")
-_BRONZE = [*_LINEAGE, *_ARRIVAL]
+_BRONZE = [*LINEAGE, *_ARRIVAL]
 _EVENT_TABLES = pa.table(
     {
         "event_type": pa.array(list(EVENT_TABLES), pa.string()),
@@ -122,7 +121,7 @@ class DataQualityModel(DerivedModel):
     def _lineage(self, spec: TableSpec, ranges: Ranges, *extra: str) -> list[pa.Table | TableScan]:
         """The rows of ``spec`` that may lie in ``ranges``, with their lineage and ``extra``
         columns, as scans per topic (the SQL matches the lineage exactly)."""
-        columns = [*_LINEAGE, *extra]
+        columns = [*LINEAGE, *extra]
         if not ranges:
             return [spec.schema.empty_table().select(columns)]
         if self.engine.capabilities.reads_tables:
