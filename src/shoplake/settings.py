@@ -280,7 +280,7 @@ class PipelineSettings(BaseModel):
     # their steps rereads whole days and customers) but never longer than this.
     catch_up_gold_every_s: float = Field(30.0, ge=0)
     # A continuous run brings gold.fct_sales_minute up to date every round; the other
-    # derived tables follow in a thread of their own, this often (they reread whole days).
+    # derived tables follow in a process of their own (pipeline/refresher.py), this often.
     gold_refresh_s: float = Field(5.0, gt=0)
     # Table upkeep in a continuous run (DESIGN: small files compacted, old versions
     # vacuumed, on a schedule): a table is compacted once it holds this many files more

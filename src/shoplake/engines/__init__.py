@@ -6,10 +6,12 @@ an engine, through ``open_engine``; the rest of the code sees the ``Engine`` por
 
 from __future__ import annotations
 
-from shoplake.engines.base import Capabilities, Engine, IcebergCatalog
-from shoplake.settings import EngineSettings, StorageSettings
+from pathlib import Path
 
-__all__ = ["Capabilities", "Engine", "IcebergCatalog", "open_engine"]
+from shoplake.engines.base import Capabilities, Engine, IcebergCatalog
+from shoplake.settings import EngineSettings, Settings, StorageSettings
+
+__all__ = ["Capabilities", "Engine", "IcebergCatalog", "open_engine", "open_models_engine"]
 
 
 def open_engine(
@@ -29,4 +31,26 @@ def open_engine(
 
     return SparkEngine(
         master=settings.spark_master, conf=settings.spark_conf, storage=storage, iceberg=iceberg
+    )
+
+
+def open_models_engine(settings: Settings) -> Engine:
+    """The engine silver and the derived tables run on: the one ``settings`` name, told
+    where the tables live (Spark reads S3 and the Iceberg catalog itself)."""
+    iceberg = _iceberg_catalog(settings) if settings.tables.format == "iceberg" else None
+    return open_engine(
+        settings.engine, settings.storage if settings.on_object_storage else None, iceberg
+    )
+
+
+def _iceberg_catalog(settings: Settings) -> IcebergCatalog:
+    """The tables' Iceberg catalog as the engine reaches it (Spark reads through it)."""
+    root = settings.lake_root
+    credential = settings.tables.catalog_credential
+    return IcebergCatalog(
+        settings.tables.catalog_name,
+        settings.iceberg_catalog_uri,
+        settings.tables.catalog_warehouse
+        or (root if "://" in root else Path(root).resolve().as_posix()),
+        None if credential is None else credential.get_secret_value(),
     )

@@ -74,7 +74,7 @@ class Lane(Enum):
     """When a continuous run steps a model."""
 
     FAST = "fast"  # every round: what gold.fct_sales_minute needs
-    REFRESH = "refresh"  # on the refresher's thread, every ``gold_refresh_s``
+    REFRESH = "refresh"  # in the refresh lane (pipeline/refresher.py), every ``gold_refresh_s``
 
 
 M = TypeVar("M", bound=DerivedModel, covariant=True)

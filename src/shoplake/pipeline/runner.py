@@ -6,26 +6,23 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import date
-from pathlib import Path
 from typing import Literal, Protocol
 
 from shoplake.contract.tables import RAW_EVENTS
-from shoplake.engines import IcebergCatalog, open_engine
+from shoplake.engines import open_engine, open_models_engine
 from shoplake.errors import ShoplakeError
 from shoplake.pipeline.gold import DerivedModel
 from shoplake.pipeline.ingest import BronzeIngest
-from shoplake.pipeline.maintenance import TableMaintenance
 from shoplake.pipeline.positions import RecentCommits, SharedReads
+from shoplake.pipeline.refresher import GoldRefresher, step_models
 from shoplake.pipeline.registry import Lane, build_models
 from shoplake.pipeline.silver import SilverProcessor
 from shoplake.pipeline.steptrace import step
 from shoplake.settings import EngineSettings, Settings
 from shoplake.tables import TableStore, open_store
 from shoplake.transport import Transport, open_transport
-from shoplake.transport.base import TopicPartition
 
 log = logging.getLogger(__name__)
 _MAX_BACKOFF_S = 5.0  # the longest wait between retries of a transient error
@@ -40,32 +37,6 @@ class Observer(Protocol):
     def stage(self, name: str, rows: int, seconds: float) -> None: ...
 
     def visible_in_gold(self, latencies_s: list[float]) -> None: ...
-
-
-def step_models(
-    models: list[DerivedModel], tps: list[TopicPartition], shared: SharedReads | None = None
-) -> int:
-    """One step of each model in turn (each traced, see steptrace), as one pass of the
-    reads they share (built with ``shared``); the rows written."""
-    rows = 0
-    with shared.one_pass() if shared is not None else nullcontext():
-        for model in models:
-            with step(model.spec.qualified):
-                rows += model.step(tps)
-    return rows
-
-
-def _iceberg_catalog(settings: Settings) -> IcebergCatalog:
-    """The tables' Iceberg catalog as the engine reaches it (Spark reads through it)."""
-    root = settings.lake_root
-    credential = settings.tables.catalog_credential
-    return IcebergCatalog(
-        settings.tables.catalog_name,
-        settings.iceberg_catalog_uri,
-        settings.tables.catalog_warehouse
-        or (root if "://" in root else Path(root).resolve().as_posix()),
-        None if credential is None else credential.get_secret_value(),
-    )
 
 
 @dataclass
@@ -96,10 +67,7 @@ class Pipeline:
         self.store = store or open_store(settings)
         # Ingestion parses records in this process; silver and gold run on the engine.
         self._ingest_engine = open_engine(EngineSettings())
-        iceberg = _iceberg_catalog(settings) if settings.tables.format == "iceberg" else None
-        self._engine = open_engine(
-            settings.engine, settings.storage if settings.on_object_storage else None, iceberg
-        )
+        self._engine = open_models_engine(settings)
         self._recent = RecentCommits()  # each stage's last commit, for the next stage
         self._shared = SharedReads()  # what the models of a round read alike
         self._ingest: BronzeIngest | None = None
@@ -277,7 +245,9 @@ class Pipeline:
         if not until_idle and job in ("processing", "both"):
             self.store.ensure(RAW_EVENTS)
             self._processing_stages()  # the derived tables exist before the thread reads them
-            refresher = GoldRefresher(self, stop)
+            refresher = GoldRefresher(
+                self.settings, self._engine, self.transport.partitions(), stop, self.observer
+            )
         try:
             self._loop(job, stats, stop, until_idle, wait_s, refresher is not None, on_round)
         finally:
@@ -386,56 +356,3 @@ class Pipeline:
         self.store.close()
         self._engine.close()
         self._ingest_engine.close()
-
-
-class GoldRefresher:
-    """Steps the REFRESH lane's models every ``gold_refresh_s`` on a thread of its
-    own, so the daily tables' rereads never hold gold.fct_sales_minute back, and keeps the
-    tables compacted and vacuumed. It has its own table handles and engine session:
-    neither may be shared across threads."""
-
-    def __init__(self, pipeline: Pipeline, stop: threading.Event) -> None:
-        self.settings = pipeline.settings
-        self.observer = pipeline.observer
-        self.tps = pipeline.transport.partitions()
-        self.stop = stop
-        self.store = open_store(self.settings)
-        self.engine = pipeline._engine.sibling()  # its own views: the main loop runs too
-        self.shared = SharedReads()
-        self.models = build_models(
-            self.store,
-            self.settings.reporting,
-            self.engine,
-            lanes=(Lane.REFRESH,),
-            shared=self.shared,
-        )
-        self.maintenance = TableMaintenance(self.store, self.settings.pipeline)
-        self.error: ShoplakeError | None = None
-        self._thread = threading.Thread(target=self._run, name="gold-refresh", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        every = self.settings.pipeline.gold_refresh_s
-        while not self.stop.wait(every):
-            started = time.monotonic()
-            try:
-                rows = step_models(self.models, self.tps, self.shared)
-                self.maintenance.run_due()
-            except ShoplakeError as exc:
-                if exc.transient:
-                    log.warning("transient error in the gold refresh, retrying: %s", exc)
-                    continue
-                self.error = exc
-            except Exception as exc:  # a bug: stop the run rather than let gold go stale
-                self.error = ShoplakeError(f"gold refresh failed: {exc!r}")
-            if self.error is not None:
-                self.stop.set()
-                return
-            if rows and self.observer is not None:
-                self.observer.stage("gold", rows, time.monotonic() - started)
-
-    def close(self) -> None:
-        self.stop.set()  # the run is over, however it ended
-        self._thread.join(timeout=120)
-        self.store.close()
-        self.engine.close()

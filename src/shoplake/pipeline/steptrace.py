@@ -6,8 +6,10 @@ each derived table's model, each table's compaction and vacuum) writes one line
 ``PID THREAD start NAME`` before it and ``PID THREAD end NAME`` after it, each with one
 ``write`` to FILE opened with O_APPEND (atomic for lines this short, no fsync: the kernel
 keeps what a SIGKILLed process wrote). A step a killed process started and never ended
-was interrupted by the kill (``open_steps``). Unset, as it is outside tests, a step costs
-one check of a module global.
+was interrupted by the kill (``open_steps``). PID is the run's: the gold refresh lane's
+process (pipeline/refresher.py) dies with the run and traces its steps under the run's
+PID (``RUN_ENV``), its THREAD qualified by its own. Unset, as it is outside tests, a step
+costs one check of a module global.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 ENV = "SHOPLAKE_STEP_TRACE"
+RUN_ENV = "SHOPLAKE_STEP_TRACE_RUN"  # set in a helper process: the PID of the run it serves
 
 _fd: int | None = None
 _checked = False
@@ -44,7 +47,9 @@ def step(name: str) -> Iterator[None]:
     if fd is None:
         yield
         return
-    prefix = f"{os.getpid()} {threading.get_ident()}"
+    run = os.environ.get(RUN_ENV)
+    thread = threading.get_ident()
+    prefix = f"{run} {os.getpid()}.{thread}" if run else f"{os.getpid()} {thread}"
     os.write(fd, f"{prefix} start {name}\n".encode())
     yield
     os.write(fd, f"{prefix} end {name}\n".encode())
