@@ -5,7 +5,8 @@ fresh home and posts valid simulated events to its gateway at R events/s from th
 process, in batches, keeping the event id of every event answered 202 (a batch that fails,
 while the demo is down, is dropped, never resent, so an id reaches the transport at most
 once). Every K seconds the demo is SIGKILLed and started again on the same home. Every
-10 s it samples the demo's RSS, the lag and the pipeline's latency from /api/health.
+10 s it samples the demo's RSS (its gold refresh lane's process included), the lag and
+the pipeline's latency from /api/health.
 
 At the end the demo is stopped, ``shoplake run --until-idle`` drains what is left, and:
 every acknowledged event is in bronze exactly once, no transport record is in bronze
@@ -21,6 +22,7 @@ Writes bench/out/soak.csv and, with matplotlib installed (the bench extra), docs
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import http.client
 import itertools
@@ -96,6 +98,19 @@ class Sender(threading.Thread):
 
 
 def rss_mb(pid: int) -> float:
+    """The RSS of ``pid`` and its descendants (the demo's gold refresh lane is a child
+    process), or NaN when ``pid`` is gone."""
+    own = _own_rss_mb(pid)
+    if own != own:  # NaN
+        return own
+    kids = []  # each thread's children: the demo's pipeline thread starts the lane
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            kids += [int(c) for c in (task / "children").read_text().split()]
+    return own + sum(r for r in map(rss_mb, kids) if r == r)
+
+
+def _own_rss_mb(pid: int) -> float:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
