@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -40,14 +41,27 @@ def home(tmp_path: Path) -> Path:
     return home
 
 
-def _start_run(home: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [*SHOPLAKE, "run"],
-        env=_env(home),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+@pytest.fixture()
+def start_run() -> Iterator[Callable[[Path], subprocess.Popen[str]]]:
+    """Starts ``shoplake run`` on a home; whatever the test's outcome, kills it after."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start(home: Path) -> subprocess.Popen[str]:
+        run = subprocess.Popen(
+            [*SHOPLAKE, "run"],
+            env=_env(home),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        started.append(run)
+        return run
+
+    yield start
+    for run in started:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
 
 
 def _lane_of(run: subprocess.Popen[str], home: Path) -> int:
@@ -82,8 +96,10 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def test_the_lane_dies_with_the_run(home: Path) -> None:
-    run = _start_run(home)
+def test_the_lane_dies_with_the_run(
+    home: Path, start_run: Callable[[Path], subprocess.Popen[str]]
+) -> None:
+    run = start_run(home)
     lane = _lane_of(run, home)
     run.send_signal(signal.SIGKILL)
     run.wait()
@@ -93,8 +109,10 @@ def test_the_lane_dies_with_the_run(home: Path) -> None:
     assert not _alive(lane), "the refresh lane outlived its run"
 
 
-def test_the_run_stops_with_a_clear_error_when_the_lane_dies(home: Path) -> None:
-    run = _start_run(home)
+def test_the_run_stops_with_a_clear_error_when_the_lane_dies(
+    home: Path, start_run: Callable[[Path], subprocess.Popen[str]]
+) -> None:
+    run = start_run(home)
     lane = _lane_of(run, home)
     os.kill(lane, signal.SIGKILL)
     _, err = run.communicate(timeout=60)
@@ -102,10 +120,12 @@ def test_the_run_stops_with_a_clear_error_when_the_lane_dies(home: Path) -> None
     assert "error: the gold refresh process died (exit code -9)" in err
 
 
-def test_a_terminal_error_in_the_lane_ends_the_run_with_its_message(home: Path) -> None:
+def test_a_terminal_error_in_the_lane_ends_the_run_with_its_message(
+    home: Path, start_run: Callable[[Path], subprocess.Popen[str]]
+) -> None:
     """A damaged commit the lane reads (a garbage version of a daily table, written
     while the run is live) ends the run with the table's one-line error."""
-    run = _start_run(home)
+    run = start_run(home)
     _lane_of(run, home)
     log = home / "lake" / "gold" / DAILY_SALES_SUMMARY.name / "_delta_log"
     version = max(int(p.stem) for p in log.glob("*.json")) + 1

@@ -13,12 +13,15 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from shoplake.contract.tables import DATA_QUALITY_REPORT, DIM_CUSTOMERS, EVENT_TABLES, RAW_EVENTS
+from shoplake.engines import open_models_engine
 from shoplake.errors import TableNotFound
+from shoplake.pipeline import refresher
 from shoplake.pipeline.reconcile import current_gold, recomputed_gold
 from shoplake.pipeline.runner import Pipeline
 from shoplake.settings import Settings
@@ -234,3 +237,41 @@ def test_a_customers_row_folds_new_events_in_and_is_recomputed_when_it_cannot(
             == recomputed_gold(p.store, s.reporting)["silver.dim_customers"]
         )
     p.close()
+
+
+def test_a_refresh_pass_starts_every_period_not_a_period_after_the_last(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The refresh lane waits out only what is left of ``gold_refresh_s`` after a pass
+    (so the daily tables are at most one period and one pass behind, not two)."""
+    s = Settings(home=tmp_path, pipeline={"gold_refresh_s": 30})
+    feed(s, list(stream()))
+    p = Pipeline(s)
+    p.run("both", until_idle=True)
+    real_step = refresher.step_models
+
+    def slow_step(*args: Any) -> int:
+        time.sleep(0.3)
+        return real_step(*args)
+
+    monkeypatch.setattr(refresher, "step_models", slow_step)
+    waits: list[float | None] = []
+
+    class ThreePasses:
+        def wait(self, timeout: float | None = None) -> bool:
+            waits.append(timeout)
+            return len(waits) > 3
+
+        def is_set(self) -> bool:
+            return len(waits) > 3
+
+    engine = open_models_engine(s)
+    refresher.refresh_until_stopped(
+        s, engine, p.transport.partitions(), ThreePasses(), lambda *_: None
+    )
+    engine.close()
+    p.close()
+    first, *later = waits
+    assert first == pytest.approx(30, abs=0.05)
+    assert len(later) == 3
+    assert all(w is not None and w < 29.75 for w in later), waits

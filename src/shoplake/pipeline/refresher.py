@@ -82,8 +82,12 @@ def refresh_until_stopped(
             store, settings.reporting, engine, lanes=(Lane.REFRESH,), shared=shared
         )
         maintenance = TableMaintenance(store, settings.pipeline)
-        while not stop.wait(settings.pipeline.gold_refresh_s):
+        every = settings.pipeline.gold_refresh_s
+        due = time.monotonic() + every
+        # A pass starts every ``every`` seconds, or at once when the last one took longer.
+        while not stop.wait(max(0.0, due - time.monotonic())):
             started = time.monotonic()
+            due = started + every
             try:
                 rows = step_models(models, tps, shared)
                 maintenance.run_due()
