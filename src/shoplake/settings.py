@@ -280,9 +280,12 @@ class PipelineSettings(BaseModel):
     # their steps rereads whole days and customers) but never longer than this.
     catch_up_gold_every_s: float = Field(30.0, ge=0)
     # A continuous run brings gold.fct_sales_minute up to date every round; the other
-    # derived tables follow in a process of their own (pipeline/refresher.py), a pass
+    # derived tables follow on a thread of their own (pipeline/refresher.py), a pass
     # starting this often (at once when the last one took longer).
     gold_refresh_s: float = Field(5.0, gt=0)
+    # ... or, with the DuckDB engine, in a process of their own: off the interpreter lock
+    # the gateway and the main loop share, for ~0.5 GB more memory (docs/benchmarks.md).
+    gold_refresh_process: bool = False
     # Table upkeep in a continuous run (DESIGN: small files compacted, old versions
     # vacuumed, on a schedule): a table is compacted once it holds this many files more
     # than one per partition; files no version younger than the retention needs are deleted.

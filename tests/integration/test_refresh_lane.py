@@ -1,6 +1,7 @@
-"""The gold refresh lane of a continuous run lives in a process of its own
-(pipeline/refresher.py): it dies with the run, and the run ends with one clear error when
-the lane fails or dies — gold is never left silently stale."""
+"""The gold refresh lane of a continuous run (pipeline/refresher.py) as a process of its
+own (``GOLD_REFRESH_PROCESS``): it dies with the run, and the run ends with one clear
+error when the lane fails or dies — gold is never left silently stale. A terminal error
+ends the run as a thread too."""
 
 from __future__ import annotations
 
@@ -19,11 +20,12 @@ from tests.conftest import SHOPLAKE
 pytestmark = [pytest.mark.integration]
 
 
-def _env(home: Path) -> dict[str, str]:
+def _env(home: Path, process: bool = True) -> dict[str, str]:
     return {
         **os.environ,
         "SHOPLAKE_HOME": str(home),
         "SHOPLAKE_PIPELINE__GOLD_REFRESH_S": "0.2",
+        "SHOPLAKE_PIPELINE__GOLD_REFRESH_PROCESS": str(process).lower(),
     }
 
 
@@ -42,14 +44,14 @@ def home(tmp_path: Path) -> Path:
 
 
 @pytest.fixture()
-def start_run() -> Iterator[Callable[[Path], subprocess.Popen[str]]]:
+def start_run() -> Iterator[Callable[..., subprocess.Popen[str]]]:
     """Starts ``shoplake run`` on a home; whatever the test's outcome, kills it after."""
     started: list[subprocess.Popen[str]] = []
 
-    def start(home: Path) -> subprocess.Popen[str]:
+    def start(home: Path, process: bool = True) -> subprocess.Popen[str]:
         run = subprocess.Popen(
             [*SHOPLAKE, "run"],
-            env=_env(home),
+            env=_env(home, process),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
@@ -65,17 +67,23 @@ def start_run() -> Iterator[Callable[[Path], subprocess.Popen[str]]]:
 
 
 def _lane_of(run: subprocess.Popen[str], home: Path) -> int:
-    """The PID of the run's refresh lane, once it has stepped gold (the daily table has
-    a second version)."""
+    """The PID of the run's refresh lane process, once it has stepped gold."""
+    _stepped(run, home)
+    for child in _children(run.pid):
+        if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+            return child
+    raise AssertionError("the run has no refresh lane process")
+
+
+def _stepped(run: subprocess.Popen[str], home: Path) -> None:
+    """Waits until the refresh lane has stepped a daily table (it has a second version)."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         assert run.poll() is None, run.stderr.read() if run.stderr else run.returncode
-        for child in _children(run.pid):
-            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
-            if b"spawn_main" in cmdline and _versions(home) >= 2:
-                return child
+        if _versions(home) >= 2:
+            return
         time.sleep(0.1)
-    raise AssertionError("no refresh lane process stepped gold within 60 s")
+    raise AssertionError("the refresh lane stepped no daily table within 60 s")
 
 
 def _versions(home: Path) -> int:
@@ -97,7 +105,7 @@ def _alive(pid: int) -> bool:
 
 
 def test_the_lane_dies_with_the_run(
-    home: Path, start_run: Callable[[Path], subprocess.Popen[str]]
+    home: Path, start_run: Callable[..., subprocess.Popen[str]]
 ) -> None:
     run = start_run(home)
     lane = _lane_of(run, home)
@@ -110,7 +118,7 @@ def test_the_lane_dies_with_the_run(
 
 
 def test_the_run_stops_with_a_clear_error_when_the_lane_dies(
-    home: Path, start_run: Callable[[Path], subprocess.Popen[str]]
+    home: Path, start_run: Callable[..., subprocess.Popen[str]]
 ) -> None:
     run = start_run(home)
     lane = _lane_of(run, home)
@@ -120,13 +128,17 @@ def test_the_run_stops_with_a_clear_error_when_the_lane_dies(
     assert "error: the gold refresh process died (exit code -9)" in err
 
 
+@pytest.mark.parametrize("process", [True, False], ids=["process", "thread"])
 def test_a_terminal_error_in_the_lane_ends_the_run_with_its_message(
-    home: Path, start_run: Callable[[Path], subprocess.Popen[str]]
+    home: Path, start_run: Callable[..., subprocess.Popen[str]], process: bool
 ) -> None:
     """A damaged commit the lane reads (a garbage version of a daily table, written
     while the run is live) ends the run with the table's one-line error."""
-    run = start_run(home)
-    _lane_of(run, home)
+    run = start_run(home, process)
+    if process:
+        _lane_of(run, home)
+    else:
+        _stepped(run, home)
     log = home / "lake" / "gold" / DAILY_SALES_SUMMARY.name / "_delta_log"
     version = max(int(p.stem) for p in log.glob("*.json")) + 1
     while True:  # the lane may commit this version first: damage the next free one

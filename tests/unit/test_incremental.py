@@ -126,8 +126,11 @@ def test_a_continuous_run_keeps_sales_per_minute_current_every_round(tmp_path: P
     p.close()
 
 
-def test_the_refresher_thread_brings_the_other_gold_tables_up_to_date(tmp_path: Path) -> None:
-    s = Settings(home=tmp_path, pipeline={"gold_refresh_s": 0.2})
+@pytest.mark.parametrize("process", [False, True], ids=["thread", "process"])
+def test_the_refresh_lane_brings_the_other_gold_tables_up_to_date(
+    tmp_path: Path, process: bool
+) -> None:
+    s = Settings(home=tmp_path, pipeline={"gold_refresh_s": 0.2, "gold_refresh_process": process})
     feed(s, list(stream()))
     p = Pipeline(s)
     stop = threading.Event()

@@ -1,13 +1,13 @@
 """The REFRESH lane of a continuous run: every model but gold.fct_sales_minute, stepped
 every ``gold_refresh_s`` beside the main loop, with the tables' compaction and vacuum.
 
-With an in-process engine (DuckDB) the lane runs in a process of its own: a pass is
-mostly Python (planning, Arrow, the delta-rs log), and under one interpreter lock with
-the gateway, the log's writer and the main loop a pass that takes ~2 s alone took 15-20 s
-(docs/benchmarks.md). Positions in each commit make two processes as safe as two threads.
-The child dies with its parent (a SIGKILL of the run takes the lane with it) and ignores
-Ctrl-C: the parent stops it. With Spark the lane is a thread on a session of the same
-Spark application.
+The lane is a thread with an engine of its own (with Spark: a session of the same
+application). With ``gold_refresh_process`` and the DuckDB engine it is a process of its
+own instead: a pass is mostly Python (planning, Arrow, the delta-rs log), and a thread
+shares one interpreter lock with the gateway, the log's writer and the main loop; the
+process costs a second interpreter's memory. Positions in each commit make two processes
+as safe as two threads. The process dies with its parent (a SIGKILL of the run takes the
+lane with it) and ignores Ctrl-C: the parent stops it.
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ class GoldRefresher:
         self.observer = observer
         self.error: ShoplakeError | None = None
         self._process: multiprocessing.process.BaseProcess | None = None
-        if engine.capabilities.in_process:
+        if engine.capabilities.in_process and settings.pipeline.gold_refresh_process:
             spawn = multiprocessing.get_context("spawn")  # fork copies other threads' locks
             # One pipe both ways: the lane reports passes and errors, the parent says stop
             # (no multiprocessing.Event: setting one blocks if a waiter died mid-wait).
