@@ -45,7 +45,7 @@ _PR_SET_PDEATHSIG = 1  # prctl(2): the signal this process gets when its parent 
 
 
 class Stoppable(Protocol):
-    """What both kinds of stop event offer (threading's and multiprocessing's)."""
+    """A stop event: the run's ``threading.Event``, or the lane process's message."""
 
     def wait(self, timeout: float | None = None) -> bool: ...
 
