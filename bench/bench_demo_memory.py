@@ -14,7 +14,6 @@ Run:  .venv/bin/python bench/bench_demo_memory.py [--seconds 180] [--rate 5000]
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import shutil
 import statistics
@@ -24,23 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import command, machine, wait_up
-
-
-def _rss_mb(pid: int) -> float:
-    with contextlib.suppress(OSError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def _children(pid: int) -> list[int]:
-    kids: list[int] = []  # each thread's: the demo's pipeline thread starts the lane
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        with contextlib.suppress(OSError):
-            kids += [int(c) for c in (task / "children").read_text().split()]
-    return kids
+from common import child_pids, command, machine, own_rss_mb, wait_up
 
 
 def measure(src: Path | None, seconds: float, rate: float) -> dict[str, float]:
@@ -65,8 +48,8 @@ def measure(src: Path | None, seconds: float, rate: float) -> dict[str, float]:
         started = time.monotonic()
         while (elapsed := time.monotonic() - started) < seconds:
             time.sleep(5)
-            children = sum(_rss_mb(c) for c in _children(demo.pid))
-            samples.append((elapsed, _rss_mb(demo.pid), children))
+            children = sum(r for r in map(own_rss_mb, child_pids(demo.pid)) if r == r)
+            samples.append((elapsed, own_rss_mb(demo.pid), children))
     finally:
         if sender is not None:
             sender.terminate()

@@ -22,7 +22,6 @@ Writes bench/out/soak.csv and, with matplotlib installed (the bench extra), docs
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import http.client
 import itertools
@@ -40,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from common import OUT, command, get_json, machine, wait_up
+from common import OUT, child_pids, command, get_json, machine, own_rss_mb, wait_up
 
 from shoplake.contract.tables import QUARANTINE, RAW_EVENTS
 from shoplake.pipeline.silver import SILVER_FROM_BRONZE
@@ -100,24 +99,10 @@ class Sender(threading.Thread):
 def rss_mb(pid: int) -> float:
     """The RSS of ``pid`` and its descendants (the demo's gold refresh lane is a child
     process), or NaN when ``pid`` is gone."""
-    own = _own_rss_mb(pid)
+    own = own_rss_mb(pid)
     if own != own:  # NaN
         return own
-    kids = []  # each thread's children: the demo's pipeline thread starts the lane
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        with contextlib.suppress(OSError):
-            kids += [int(c) for c in (task / "children").read_text().split()]
-    return own + sum(r for r in map(rss_mb, kids) if r == r)
-
-
-def _own_rss_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
+    return own + sum(r for r in map(rss_mb, child_pids(pid)) if r == r)
 
 
 def health(port: int) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -72,3 +73,22 @@ def wait_up(url: str, seconds: float = 60) -> None:
         except OSError:
             time.sleep(0.2)
     raise SystemExit(f"{url} did not come up within {seconds:.0f} s")
+
+
+def own_rss_mb(pid: int) -> float:
+    """The RSS of process ``pid`` alone (MiB), NaN when it is gone."""
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def child_pids(pid: int) -> list[int]:
+    """The children of every thread of ``pid`` (the demo's pipeline thread starts the
+    gold refresh lane's process, not its main thread)."""
+    kids: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            kids += [int(c) for c in (task / "children").read_text().split()]
+    return kids
