@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import logging
@@ -13,7 +14,7 @@ from collections import Counter
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TextIO, cast
+from typing import Any, NoReturn, TextIO, cast
 
 import click
 
@@ -1023,7 +1024,31 @@ def serve(ctx: click.Context, host: str | None, port: int | None, no_auth: bool)
 
 
 def main() -> None:
-    cli(prog_name="shoplake")
+    try:
+        cli(prog_name="shoplake")  # standalone: always ends in SystemExit
+    except SystemExit as done:
+        _exit_before_teardown(done.code)
+
+
+def _exit_before_teardown(code: object) -> NoReturn:
+    """Exit as the interpreter does (non-daemon threads joined, atexit handlers run,
+    output flushed) but skip its teardown of modules and native libraries: Arrow's
+    readahead after a LIMIT, delta-rs's runtime or DuckDB may still have threads busy
+    then, and unloading the libraries under them now and then crashes the process after
+    its work is done (SIGSEGV; delta-io/delta-rs#2184)."""
+    if code is None:
+        status = 0
+    elif isinstance(code, int):
+        status = code
+    else:  # sys.exit("message")
+        print(code, file=sys.stderr)
+        status = 1
+    threading._shutdown()  # type: ignore[attr-defined]  # what the interpreter calls
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe, a closed stream
+            stream.flush()
+    os._exit(status)
 
 
 if __name__ == "__main__":

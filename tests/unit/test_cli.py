@@ -6,6 +6,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -245,3 +246,40 @@ def test_restore_rolls_a_table_back_and_the_next_run_redoes_the_rest(
     assert bad.returncode == 2 and "neither a version number nor an ISO timestamp" in bad.stderr
     unknown = shoplake(home, "restore", "silver.nope", "--to", "1", check=False)
     assert unknown.returncode != 0 and "unknown table 'silver.nope'" in unknown.stderr
+
+
+_EXIT_PROBE = """
+import atexit, sys, threading, time
+from pathlib import Path
+from shoplake.cli import _exit_before_teardown
+
+out = Path(sys.argv[1])
+atexit.register(lambda: (out / "atexit").write_text("ran"))
+def late_writer():
+    time.sleep(0.3)
+    (out / "thread").write_text("finished")
+threading.Thread(target=late_writer).start()  # not a daemon: exit waits for it
+print("the last line")  # still in the buffer when exiting
+arg = sys.argv[2]
+_exit_before_teardown(None if arg == "none" else int(arg) if arg.isdigit() else arg)
+"""
+
+
+@pytest.mark.parametrize(("code", "status"), [("none", 0), ("3", 3), ("boom", 1)])
+def test_the_cli_exits_as_the_interpreter_would_without_its_teardown(
+    tmp_path: Path, code: str, status: int
+) -> None:
+    """The CLI skips the interpreter's teardown (native pools may still run then), but
+    threads still finish, atexit handlers still run and buffered output still arrives."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _EXIT_PROBE, str(tmp_path), code],
+        env={k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == status
+    assert proc.stdout == "the last line\n"
+    assert (tmp_path / "thread").read_text() == "finished"
+    assert (tmp_path / "atexit").read_text() == "ran"
+    assert proc.stderr == ("boom\n" if code == "boom" else "")
