@@ -35,7 +35,6 @@ from shoplake.pipeline.positions import (
     RecentCommits,
     SharedReads,
     ranges_key,
-    read_ranges,
 )
 from shoplake.pipeline.silver import pending_ranges, touched_orders
 from shoplake.settings import ReportingSettings
@@ -150,7 +149,7 @@ class DerivedModel:
         """The rows of ``spec`` whose lineage lies in ``ranges``: the new input a step
         plans on (only those rows and the keys they touch pass this process)."""
         key = ("lineage", spec.qualified, ranges_key(ranges), tuple(columns))
-        return self._once(key, lambda: read_ranges(self.store, spec, ranges, columns))
+        return self._once(key, lambda: self.recent.lineage_rows(self.store, spec, ranges, columns))
 
     def touched_orders(self, ranges: Ranges) -> pa.Array:
         """order_ids of the orders and payments in ``ranges``."""

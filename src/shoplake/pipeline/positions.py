@@ -8,6 +8,8 @@ consumed under ``bronze/TOPIC/PARTITION``.
 
 from __future__ import annotations
 
+import threading
+from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -136,15 +138,23 @@ def _nonempty(ranges: Ranges) -> Ranges:
 
 class RecentCommits:
     """What this process last committed to each table, with the bronze ranges it covered,
-    so the next stage of a round takes it from memory instead of listing and scanning the
-    table's files again. Anything else (a restart, a stage that lags) reads the table.
+    so a later stage takes it from memory instead of listing and scanning the table's
+    files again. Anything else (a restart, a stage that lags) reads the table.
 
-    Kept per table: for an append-only table of lineage (bronze, silver events), the rows
-    of the commit are every row the table holds in its ranges, and stay so; for a derived
-    table, the rows a step made of exactly its ranges."""
+    Kept per table: the last commit (of a derived table, the rows a step made of exactly
+    its ranges: ``made_of``); and of an append-only table of lineage (bronze, the silver
+    events), the latest commits, contiguous per partition, up to ``history_rows`` rows
+    and ``history_commits`` commits: what they hold of their ranges is every row the
+    table holds there, and stays so. Then the refresh lane, which steps every few
+    seconds, finds several rounds' rows here too. The main loop records while the lane
+    reads: both under one lock."""
 
-    def __init__(self) -> None:
+    def __init__(self, history_rows: int = 100_000, history_commits: int = 64) -> None:
         self._last: dict[str, _Commit] = {}
+        self._history: dict[str, deque[_Commit]] = {}
+        self._history_rows = history_rows
+        self._history_commits = history_commits
+        self._lock = threading.Lock()
 
     def record(
         self,
@@ -155,7 +165,21 @@ class RecentCommits:
     ) -> None:
         """``moved_from``: of a derived table, the times (of its cluster_by column) its
         replaced rows may have held before, where they moved from."""
-        self._last[spec.qualified] = _Commit(_nonempty(ranges), rows, moved_from)
+        commit = _Commit(_nonempty(ranges), rows, moved_from)
+        with self._lock:
+            self._last[spec.qualified] = commit
+            if commit.ranges and set(LINEAGE) <= set(rows.column_names):
+                self._add_to_history(spec.qualified, commit)
+
+    def _add_to_history(self, table: str, commit: _Commit) -> None:
+        held = self._history.setdefault(table, deque())
+        ends = {tp: end for c in held for tp, (_, end) in c.ranges.items()}
+        if any(tp in ends and ends[tp] != start for tp, (start, _) in commit.ranges.items()):
+            held.clear()  # not where the last commit ended (another writer, a rewind)
+        held.append(commit)
+        total = sum(c.rows.num_rows for c in held)
+        while len(held) > 1 and (total > self._history_rows or len(held) > self._history_commits):
+            total -= held.popleft().rows.num_rows
 
     def made_of(self, spec: TableSpec, ranges: Ranges) -> pa.Table | None:
         """The rows the last commit to ``spec`` made of exactly ``ranges``, if it did."""
@@ -171,16 +195,38 @@ class RecentCommits:
         self, store: TableStore, spec: TableSpec, ranges: Ranges, columns: list[str]
     ) -> pa.Table:
         """The rows of append-only ``spec`` whose lineage lies in ``ranges``."""
-        last = self._last.get(spec.qualified)
+        rows = self.held(spec, ranges, columns)
+        return read_ranges(store, spec, ranges, columns) if rows is None else rows
+
+    def held(self, spec: TableSpec, ranges: Ranges, columns: list[str]) -> pa.Table | None:
+        """The rows of append-only ``spec`` whose lineage lies in ``ranges``, if the
+        commits held cover the ranges (None: they do not, read the table)."""
         wanted = _nonempty(ranges)
-        if last is not None and all(
-            tp in last.ranges and last.ranges[tp][0] <= start and end <= last.ranges[tp][1]
+        if not wanted:
+            return spec.schema.empty_table().select(columns)
+        with self._lock:
+            commits = list(self._history.get(spec.qualified, ()))
+        covered: dict[TopicPartition, tuple[int, int]] = {}
+        for commit in commits:  # contiguous per partition (see _add_to_history)
+            for tp, (start, end) in commit.ranges.items():
+                covered[tp] = (covered[tp][0] if tp in covered else start, end)
+        if not all(
+            tp in covered and covered[tp][0] <= start and end <= covered[tp][1]
             for tp, (start, end) in wanted.items()
         ):
-            if wanted == last.ranges:
-                return last.rows.select(columns)
-            return last.rows.filter(in_ranges(last.rows, wanted)).select(columns)
-        return read_ranges(store, spec, ranges, columns)
+            return None
+        used = [
+            c for c in commits if any(_overlap(c.ranges.get(tp), w) for tp, w in wanted.items())
+        ]
+        if len(used) == 1 and used[0].ranges == wanted:
+            return used[0].rows.select(columns)
+        keep = [*columns, *(c for c in LINEAGE if c not in columns)]
+        rows = pa.concat_tables([c.rows.select(keep) for c in used], promote_options="permissive")
+        return rows.filter(in_ranges(rows, wanted)).select(columns)
+
+
+def _overlap(a: tuple[int, int] | None, b: tuple[int, int]) -> bool:
+    return a is not None and a[0] < b[1] and b[0] < a[1]
 
 
 T = TypeVar("T")

@@ -134,6 +134,9 @@ class DataQualityModel(DerivedModel):
                 (IsIn("topic", topics), Compare("offset", ">=", lo), Compare("offset", "<", hi))
             )
             return [self.input_rows(spec, columns, where)]
+        held = self.recent.held(spec, ranges, columns)  # the main loop's commits
+        if held is not None:
+            return [held]
         return [self.input_rows(spec, columns, where) for _, where in topic_spans(ranges)]
 
 

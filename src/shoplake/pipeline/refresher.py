@@ -30,7 +30,7 @@ from shoplake.errors import ShoplakeError
 from shoplake.pipeline import steptrace
 from shoplake.pipeline.gold import DerivedModel
 from shoplake.pipeline.maintenance import TableMaintenance
-from shoplake.pipeline.positions import SharedReads
+from shoplake.pipeline.positions import RecentCommits, SharedReads
 from shoplake.pipeline.registry import Lane, build_models
 from shoplake.settings import Settings
 from shoplake.tables import open_store
@@ -71,15 +71,18 @@ def refresh_until_stopped(
     tps: list[TopicPartition],
     stop: Stoppable,
     on_pass: Callable[[int, float], None],
+    recent: RecentCommits | None = None,
 ) -> None:
     """Step the REFRESH lane's models and the tables' upkeep every ``gold_refresh_s``
-    until ``stop``; ``on_pass(rows, seconds)`` after a pass that wrote rows. Transient
-    errors are logged and retried next time; a terminal one is raised."""
+    until ``stop``; ``on_pass(rows, seconds)`` after a pass that wrote rows. ``recent``:
+    the main loop's commits, for the new rows the models plan on (a thread in the same
+    process only). Transient errors are logged and retried next time; a terminal one is
+    raised."""
     store = open_store(settings)
     shared = SharedReads()
     try:
         models = build_models(
-            store, settings.reporting, engine, lanes=(Lane.REFRESH,), shared=shared
+            store, settings.reporting, engine, recent, lanes=(Lane.REFRESH,), shared=shared
         )
         maintenance = TableMaintenance(store, settings.pipeline)
         every = settings.pipeline.gold_refresh_s
@@ -103,9 +106,11 @@ def refresh_until_stopped(
 
 
 class GoldRefresher:
-    """Runs ``refresh_until_stopped`` beside the main loop until ``stop`` or ``close``.
-    A terminal error (or the lane's process dying) is kept in ``error`` and sets
-    ``stop``, so the run ends rather than letting gold go stale."""
+    """Runs ``refresh_until_stopped`` beside the main loop until ``stop`` or ``close``;
+    as a thread, it takes the new rows from the main loop's ``recent`` commits while they
+    hold them (a process reads them from the tables). A terminal error (or the lane's
+    process dying) is kept in ``error`` and sets ``stop``, so the run ends rather than
+    letting gold go stale."""
 
     def __init__(
         self,
@@ -114,6 +119,7 @@ class GoldRefresher:
         tps: list[TopicPartition],
         stop: threading.Event,
         observer: Observer | None,
+        recent: RecentCommits | None = None,
     ) -> None:
         self.stop = stop
         self.observer = observer
@@ -138,7 +144,7 @@ class GoldRefresher:
 
             def target() -> None:
                 try:
-                    refresh_until_stopped(settings, sibling, tps, stop, self._passed)
+                    refresh_until_stopped(settings, sibling, tps, stop, self._passed, recent)
                 except ShoplakeError as exc:
                     self._failed(exc)
                 except Exception as exc:  # a bug: stop the run rather than let gold go stale

@@ -246,7 +246,12 @@ class Pipeline:
             self.store.ensure(RAW_EVENTS)
             self._processing_stages()  # the derived tables exist before the thread reads them
             refresher = GoldRefresher(
-                self.settings, self._engine, self.transport.partitions(), stop, self.observer
+                self.settings,
+                self._engine,
+                self.transport.partitions(),
+                stop,
+                self.observer,
+                self._recent,
             )
         try:
             self._loop(job, stats, stop, until_idle, wait_s, refresher is not None, on_round)
