@@ -96,11 +96,15 @@ def test_the_refresh_lane_finds_several_rounds_in_memory_while_they_are_held(
         """The ranges of commits a+1 … b (1-based)."""
         return {tp: (ends[a][tp], ends[b][tp]) for tp in ends[b]}
 
-    columns = ["raw_value", "topic", "partition", "offset"]
+    columns = ["event_type", "ingest_ts", "topic", "partition", "offset"]
     for ranges in (between(2, 5), between(3, 4), between(2, 3)):
         held = recent.held(RAW_EVENTS, ranges, columns)
         assert held is not None and held.num_rows == sum(b - a for a, b in ranges.values()) > 0
         assert _in_order(held) == _in_order(read_ranges(store, RAW_EVENTS, ranges, columns))
+    # the payload (raw_value) is held of the last commit only
+    payload = ["raw_value", *columns]
+    assert recent.held(RAW_EVENTS, between(4, 5), payload) is not None
+    assert recent.held(RAW_EVENTS, between(3, 5), payload) is None
     # 900 rows are held: the first two commits were let go
     assert recent.held(RAW_EVENTS, between(1, 3), columns) is None
     assert _in_order(recent.lineage_rows(store, RAW_EVENTS, between(0, 5), columns)) == _in_order(
@@ -111,5 +115,5 @@ def test_the_refresh_lane_finds_several_rounds_in_memory_while_they_are_held(
     tp = next(tp for tp in ends[5] if ends[5][tp] > ends[4][tp])
     recent.record(RAW_EVENTS, {tp: (ends[4][tp], ends[5][tp])}, pa.table({
         "topic": [tp.topic], "partition": pa.array([tp.partition], pa.int32()),
-        "offset": [ends[4][tp]], "raw_value": [b"{}"]}))  # fmt: skip
+        "offset": [ends[4][tp]], "event_type": ["page_view"], "ingest_ts": [None]}))  # fmt: skip
     assert recent.held(RAW_EVENTS, between(3, 5), columns) is None

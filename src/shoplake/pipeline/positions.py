@@ -144,10 +144,10 @@ class RecentCommits:
     Kept per table: the last commit (of a derived table, the rows a step made of exactly
     its ranges: ``made_of``); and of an append-only table of lineage (bronze, the silver
     events), the latest commits, contiguous per partition, up to ``history_rows`` rows
-    and ``history_commits`` commits: what they hold of their ranges is every row the
-    table holds there, and stays so. Then the refresh lane, which steps every few
-    seconds, finds several rounds' rows here too. The main loop records while the lane
-    reads: both under one lock."""
+    and ``history_commits`` commits, without the table's payload columns: what they hold
+    of their ranges is every row the table holds there, and stays so. Then the refresh
+    lane, which steps every few seconds, finds several rounds' rows here too. The main
+    loop records while the lane reads: both under one lock."""
 
     def __init__(self, history_rows: int = 100_000, history_commits: int = 64) -> None:
         self._last: dict[str, _Commit] = {}
@@ -169,7 +169,9 @@ class RecentCommits:
         with self._lock:
             self._last[spec.qualified] = commit
             if commit.ranges and set(LINEAGE) <= set(rows.column_names):
-                self._add_to_history(spec.qualified, commit)
+                payload = [c for c in spec.payload_columns if c in rows.column_names]
+                kept = _Commit(commit.ranges, rows.drop_columns(payload)) if payload else commit
+                self._add_to_history(spec.qualified, kept)
 
     def _add_to_history(self, table: str, commit: _Commit) -> None:
         held = self._history.setdefault(table, deque())
@@ -200,29 +202,43 @@ class RecentCommits:
 
     def held(self, spec: TableSpec, ranges: Ranges, columns: list[str]) -> pa.Table | None:
         """The rows of append-only ``spec`` whose lineage lies in ``ranges``, if the
-        commits held cover the ranges (None: they do not, read the table)."""
+        commits held cover the ranges (None: they do not, read the table). Only the
+        last commit keeps the table's payload columns (bronze's raw_value)."""
         wanted = _nonempty(ranges)
         if not wanted:
             return spec.schema.empty_table().select(columns)
         with self._lock:
-            commits = list(self._history.get(spec.qualified, ()))
-        covered: dict[TopicPartition, tuple[int, int]] = {}
-        for commit in commits:  # contiguous per partition (see _add_to_history)
-            for tp, (start, end) in commit.ranges.items():
-                covered[tp] = (covered[tp][0] if tp in covered else start, end)
-        if not all(
-            tp in covered and covered[tp][0] <= start and end <= covered[tp][1]
-            for tp, (start, end) in wanted.items()
-        ):
-            return None
-        used = [
-            c for c in commits if any(_overlap(c.ranges.get(tp), w) for tp, w in wanted.items())
-        ]
-        if len(used) == 1 and used[0].ranges == wanted:
-            return used[0].rows.select(columns)
-        keep = [*columns, *(c for c in LINEAGE if c not in columns)]
-        rows = pa.concat_tables([c.rows.select(keep) for c in used], promote_options="permissive")
-        return rows.filter(in_ranges(rows, wanted)).select(columns)
+            last = self._last.get(spec.qualified)
+            history = list(self._history.get(spec.qualified, ()))
+        for commits in ([last] if last is not None else [], history):
+            if not commits or not set(columns) <= set(commits[0].rows.column_names):
+                continue
+            used = _covering(commits, wanted)
+            if used is None:
+                continue
+            if len(used) == 1 and used[0].ranges == wanted:
+                return used[0].rows.select(columns)
+            keep = [*columns, *(c for c in LINEAGE if c not in columns)]
+            rows = pa.concat_tables(
+                [c.rows.select(keep) for c in used], promote_options="permissive"
+            )
+            return rows.filter(in_ranges(rows, wanted)).select(columns)
+        return None
+
+
+def _covering(commits: list[_Commit], wanted: Ranges) -> list[_Commit] | None:
+    """The commits (contiguous per partition, in order) that hold rows of ``wanted``, if
+    together they cover it (None: they do not)."""
+    covered: dict[TopicPartition, tuple[int, int]] = {}
+    for commit in commits:
+        for tp, (start, end) in commit.ranges.items():
+            covered[tp] = (covered[tp][0] if tp in covered else start, end)
+    if not all(
+        tp in covered and covered[tp][0] <= start and end <= covered[tp][1]
+        for tp, (start, end) in wanted.items()
+    ):
+        return None
+    return [c for c in commits if any(_overlap(c.ranges.get(tp), w) for tp, w in wanted.items())]
 
 
 def _overlap(a: tuple[int, int] | None, b: tuple[int, int]) -> bool:
