@@ -178,6 +178,9 @@ class SilverProcessor:
             dropped = self._duplicates(_past(parsed.valid, own[DUPLICATES]), held)
             dropped = dropped.append_column("detected_ts", pa.array([now] * dropped.num_rows, TS))
             self.store.append(DUPLICATES, dropped, to_app_ids(wanted))
+            self.recent.record(
+                DUPLICATES, {tp: (own[DUPLICATES][tp], end) for tp, end in wanted.items()}, dropped
+            )
             result.duplicates_dropped += dropped.num_rows
         self._remember_high_water(ranges, high_water, parsed.high_water)
         return result
