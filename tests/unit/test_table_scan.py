@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import pyarrow as pa
 import pytest
+from deltalake import DeltaTable
 
 from shoplake.contract.tables import ORDER_PAYMENTS, PAGE_VIEWS, TableSpec
 from shoplake.settings import Settings
@@ -80,6 +81,28 @@ def test_a_scan_prunes_by_partition(settings: Settings) -> None:
     assert sorted(got["event_id"].to_pylist()) == ["e-2", "e-3"]
     files = handle.dataset().get_fragments(filter=pa.compute.field("event_date") == days[0])
     assert len(list(files)) == 1  # one file per day: what the predicate prunes
+
+
+def test_files_record_statistics_of_the_filtered_columns_only(settings: Settings) -> None:
+    """A table's files keep min/max of the columns the pipeline filters on (cheaper to
+    list), and scans on those still prune files: one per user here."""
+    store = open_store(settings)
+    store.ensure(PAGE_VIEWS)
+    for k in range(3):
+        rows = {f.name: pa.array([_default(f.type)] * 2, f.type) for f in PAGE_VIEWS.schema}
+        rows["user_id"] = pa.array([f"U{k}", f"U{k}"])
+        rows["event_ts"] = pa.array([BASE + timedelta(hours=k)] * 2, pa.timestamp("us", "UTC"))
+        store.append(PAGE_VIEWS, pa.table(rows, PAGE_VIEWS.schema))
+    handle = store.open(PAGE_VIEWS)
+    assert handle.count() == 6
+    stats = DeltaTable(store.location(PAGE_VIEWS)).get_add_actions(flatten=True).column_names
+    recorded = {c.removeprefix("min.") for c in stats if c.startswith("min.")}
+    assert recorded == set(PAGE_VIEWS.stats_columns) and "device" not in recorded
+    assert {"user_id", "event_ts", "offset"} <= recorded
+    pruned = list(handle.dataset().get_fragments(filter=pa.compute.field("user_id") == "U1"))
+    assert len(pruned) == 1
+    late = Compare("event_ts", ">=", BASE + timedelta(hours=2))
+    assert handle.scan(["user_id"], late)["user_id"].to_pylist() == ["U2", "U2"]
 
 
 def _default(kind: pa.DataType) -> object:

@@ -50,6 +50,29 @@ class TableSpec:
     def qualified(self) -> str:
         return f"{self.layer}.{self.name}"
 
+    @property
+    def stats_columns(self) -> tuple[str, ...]:
+        """The columns whose min and max each data file records in the table's log: its
+        key, cluster_by and those of ``SKIPPING_COLUMNS`` it has (not the partition
+        columns: a file's partition values say more)."""
+        wanted = {*SKIPPING_COLUMNS, *self.key, *((self.cluster_by,) if self.cluster_by else ())}
+        return tuple(n for n in self.schema.names if n in wanted and n not in self.partition_by)
+
+
+# The columns the pipeline's scans, merges and deletes filter on (lineage, ids, times).
+# Statistics of the others (text, JSON, categories, amounts) would prune nothing, and
+# every reader that lists a table's files pays for them: deltalake builds a pyarrow
+# expression per file and column (37 → 8 ms for 40 files of silver.page_views at 5
+# columns instead of 19).
+SKIPPING_COLUMNS = frozenset(
+    {
+        *("topic", "partition", "offset"),
+        *("event_id", "order_id", "user_id", "product_id"),
+        *("event_ts", "ingest_ts", "order_ts", "minute_bucket", "updated_ts"),
+        "paid_orders",  # fct_sales_minute deletes its minutes left with none
+    }
+)
+
 
 RAW_EVENTS = TableSpec(
     "bronze",

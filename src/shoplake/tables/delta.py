@@ -189,6 +189,14 @@ def _write_through(
         write_deltalake(table, rows, mode="overwrite", predicate=replace_where, **options)
 
 
+def _stats_configuration(spec: TableSpec) -> dict[str, str | None] | None:
+    """The table property that limits its files' statistics to ``spec.stats_columns``
+    (None: a table without any keeps Delta's default, every column)."""
+    if not spec.stats_columns:
+        return None
+    return {"delta.dataSkippingStatsColumns": ",".join(spec.stats_columns)}
+
+
 def _writer_properties(spec: TableSpec) -> WriterProperties:
     if not spec.payload_columns:
         return WriterProperties()
@@ -448,6 +456,7 @@ class DeltaStore:
                     partition_by=list(spec.partition_by) or None,
                     name=spec.qualified,
                     description=spec.description,
+                    configuration=_stats_configuration(spec),
                 )
             except DeltaError:
                 if not self.exists(spec):  # another process created it first: fine
