@@ -527,9 +527,11 @@ def query(
     the README, "Coming from …"). `SHOW TABLES [IN namespace]` lists them."""
     from shoplake.query import Dialect, Lakehouse
 
+    global _scanned_the_lake
     text = _sql_text(sql, sql_file)
     settings = _settings(ctx)
     _existing_home(settings)
+    _scanned_the_lake = True
     result = Lakehouse(settings).query(
         text, as_of=_version_or_time(as_of), dialect=cast("Dialect", dialect)
     )
@@ -1027,7 +1029,15 @@ def main() -> None:
     try:
         cli(prog_name="shoplake")  # standalone: always ends in SystemExit
     except SystemExit as done:
-        _exit_before_teardown(done.code)
+        if _scanned_the_lake:
+            _exit_before_teardown(done.code)
+        raise
+
+
+# Set by `query`: its scans may stop early (a LIMIT), so the process exits before the
+# interpreter's teardown. Other commands keep it: objects they leave to be finalised
+# then (the transport log's SQLite connection, checkpointing its WAL) must be.
+_scanned_the_lake = False
 
 
 def _exit_before_teardown(code: object) -> NoReturn:
@@ -1035,7 +1045,8 @@ def _exit_before_teardown(code: object) -> NoReturn:
     output flushed) but skip its teardown of modules and native libraries: Arrow's
     readahead after a LIMIT, delta-rs's runtime or DuckDB may still have threads busy
     then, and unloading the libraries under them now and then crashes the process after
-    its work is done (SIGSEGV; delta-io/delta-rs#2184)."""
+    its work is done (SIGSEGV; delta-io/delta-rs#2184). Objects still alive are not
+    finalised: only for commands that hold nothing needing it."""
     if code is None:
         status = 0
     elif isinstance(code, int):
