@@ -59,15 +59,10 @@ def test_the_next_stage_reads_a_commit_from_memory_exactly_as_from_the_table(
     inside = {tp: (start, start + (end - start) // 2) for tp, (start, end) in second.items()}
     columns = ["raw_value", "topic", "partition", "offset"]
 
-    def in_order(rows: pa.Table) -> list[dict[str, object]]:
-        return rows.sort_by(
-            [(c, "ascending") for c in ("topic", "partition", "offset")]
-        ).to_pylist()
-
     for ranges in (second, inside, first, {**first, **inside}):
-        got = in_order(recent.lineage_rows(store, RAW_EVENTS, ranges, columns))
+        got = _in_order(recent.lineage_rows(store, RAW_EVENTS, ranges, columns))
         assert got
-        assert got == in_order(read_ranges(store, RAW_EVENTS, ranges, columns))
+        assert got == _in_order(read_ranges(store, RAW_EVENTS, ranges, columns))
     assert recent.made_of(RAW_EVENTS, second) is not None
     assert recent.made_of(RAW_EVENTS, inside) is None  # made of the whole ranges only
 

@@ -191,10 +191,10 @@ class GoldRefresher:
     def close(self) -> None:
         self.stop.set()  # the run is over, however it ended
         self._thread.join(timeout=120)
-        if self._process is not None and self._process.is_alive():
-            self._process.kill()  # stuck past two minutes: positions make this safe
-            self._process.join()
         if self._process is not None:
+            if self._process.is_alive():
+                self._process.kill()  # stuck past two minutes: positions make this safe
+                self._process.join()
             self._lane.close()
 
 
