@@ -29,6 +29,7 @@ from shoplake.contract.tables import (
     TableSpec,
 )
 from shoplake.engines.base import Engine, table_input
+from shoplake.pipeline.digests import DayDigests
 from shoplake.pipeline.models import load_model
 from shoplake.pipeline.positions import (
     Ranges,
@@ -373,9 +374,19 @@ class DailyModel(DerivedModel):
     and replaces them in one commit.
 
     Its declaration names the silver tables read by day (with the columns the SQL uses)
-    and whether silver.order_payments is an input too."""
+    and whether silver.order_payments is an input too. Inputs it declares digests for are
+    held compacted for the days touched last (see pipeline/digests.py), unless the engine
+    reads the tables itself (then no rows pass this process to hold)."""
 
     uses_local_date = True
+
+    def __init__(self, decl: ModelDecl[Any], store: TableStore, *args: Any, **kw: Any) -> None:
+        super().__init__(decl, store, *args, **kw)
+        self.digests = (
+            DayDigests(dict(decl.digests), self.engine)
+            if decl.digests and not self.engine.capabilities.reads_tables
+            else None
+        )
 
     @property
     def uses_orders(self) -> bool:
@@ -383,7 +394,14 @@ class DailyModel(DerivedModel):
 
     def recompute(self, ranges: Ranges, tps: list[TopicPartition]) -> tuple[pa.Table, list[date]]:
         days = sorted(self.touched_days(ranges))
-        return self.compute(days), days
+        given: dict[TableSpec, Input] = {}
+        if self.digests is not None and days:
+            given.update(self.digests.inputs(ranges, days, self.lineage, self._read_days))
+        return self.compute(days, given), days
+
+    def committed(self, ranges: Ranges, rows: pa.Table) -> None:
+        if self.digests is not None:
+            self.digests.keep(ranges)
 
     def rebuild(self, days: list[date], tps: list[TopicPartition]) -> int:
         """Recompute ``days`` from silver and replace them (``run --date``)."""
@@ -399,17 +417,24 @@ class DailyModel(DerivedModel):
             days |= _day_set(self.order_event_times(ranges), self.timezone)
         return days
 
-    def load(self, days: list[date]) -> dict[str, pa.Table | TableScan]:
-        """The model's inputs, cut to what may fall on ``days``."""
+    def load(
+        self, days: list[date], given: Mapping[TableSpec, Input] | None = None
+    ) -> dict[str, Input]:
+        """The model's inputs, cut to what may fall on ``days`` (those ``given`` as they
+        are)."""
+        given = given or {}
         tables = {
-            spec.name: self.input_rows(spec, columns, IsIn("event_date", _near(days)))
+            spec.name: given[spec] if spec in given else self._read_days(spec, columns, days)
             for spec, columns in self.decl.reads
         }
         if self.uses_orders:
             tables[ORDER_PAYMENTS.name] = self._order_payments(days)
         return tables
 
-    def load_all(self) -> tuple[dict[str, pa.Table | TableScan], list[date]]:
+    def _read_days(self, spec: TableSpec, columns: Sequence[str], days: list[date]) -> Input:
+        return self.input_rows(spec, columns, IsIn("event_date", _near(days)))
+
+    def load_all(self) -> tuple[dict[str, Input], list[date]]:
         """Every row of the model's inputs, and the days they fall on."""
         tables = {spec.name: self.input_rows(spec, columns) for spec, columns in self.decl.reads}
         timed = {name: (rows, "event_ts") for name, rows in tables.items()}
@@ -418,12 +443,15 @@ class DailyModel(DerivedModel):
             timed[ORDER_PAYMENTS.name] = (tables[ORDER_PAYMENTS.name], "order_ts")
         return tables, self.days_in(timed)
 
-    def compute(self, days: list[date] | None) -> pa.Table:
-        """Rows for ``days`` (None: every day the input has)."""
+    def compute(
+        self, days: list[date] | None, given: Mapping[TableSpec, Input] | None = None
+    ) -> pa.Table:
+        """Rows for ``days`` (None: every day the input has); inputs ``given`` are used
+        as they are."""
         if days is None:
             tables, days = self.load_all()
         else:
-            tables = self.load(days)
+            tables = self.load(days, given)
         return self.engine.table_over(
             self.sql,
             {**tables, "rates": self.rates, "touched_days": _days_table(days)},
@@ -459,15 +487,17 @@ class ProductModel(DailyModel):
             days |= set(found["partition_date"].to_pylist())
         return days
 
-    def load(self, days: list[date]) -> dict[str, pa.Table | TableScan]:
-        tables = super().load(days)
+    def load(
+        self, days: list[date], given: Mapping[TableSpec, Input] | None = None
+    ) -> dict[str, Input]:
+        tables = super().load(days, given)
         last = max(days, default=date.min) + timedelta(days=1)  # later updates cannot name it
         tables[PRODUCT_UPDATES.name] = self.input_rows(
             PRODUCT_UPDATES, self._CATALOG, Compare("event_date", "<=", last)
         )
         return tables
 
-    def load_all(self) -> tuple[dict[str, pa.Table | TableScan], list[date]]:
+    def load_all(self) -> tuple[dict[str, Input], list[date]]:
         tables, days = super().load_all()
         tables[PRODUCT_UPDATES.name] = self.input_rows(PRODUCT_UPDATES, self._CATALOG)
         return tables, days

@@ -40,6 +40,7 @@ from shoplake.contract.tables import (
     TableSpec,
 )
 from shoplake.engines.base import Engine
+from shoplake.pipeline.digests import Digest
 from shoplake.pipeline.dims import DimCustomersModel, DimProductsModel, ensure_dim_date
 from shoplake.pipeline.gold import (
     CustomerAnalyticsModel,
@@ -95,10 +96,17 @@ class ModelDecl(Generic[M]):
     # Input tables the model reads by day (or customer), with the columns the SQL uses.
     reads: tuple[tuple[TableSpec, Columns], ...] = ()
     delete_when: Predicate | None = None  # MERGE: source rows that delete their key instead
+    # Reads the SQL computes the same rows from when compacted (see pipeline/digests.py).
+    digests: tuple[tuple[TableSpec, Digest], ...] = ()
 
     def __post_init__(self) -> None:
         if self.rebuilds_days and self.model.rebuild is DerivedModel.rebuild:
             raise TypeError(f"{self.spec.qualified}: rebuilds days but its model cannot")
+        read = dict(self.reads)
+        for spec, digest in self.digests:
+            if set(digest.columns) != set(read.get(spec, ())):
+                raise TypeError(f"{self.spec.qualified}: a digest of {spec.qualified} must hold "
+                                "the columns the model reads of it")  # fmt: skip
 
     @property
     def keys(self) -> Columns:
@@ -183,22 +191,38 @@ def _daily(
     uses_orders: bool = True,
     extra: tuple[TableSpec, ...] = (),
     model: type[DailyModel] = DailyModel,
+    digests: tuple[tuple[TableSpec, Digest], ...] = (),
 ) -> ModelDecl[DailyModel]:
     """A table of rows per day, its touched days replaced; ``uses_orders``: it reads
     silver.order_payments too."""
     inputs = (*(s for s, _ in reads), *((ORDER_PAYMENTS,) if uses_orders else ()), *extra)
     return ModelDecl(
-        spec, sql, inputs, Write.REPLACE_PARTITIONS, model, rebuilds_days=True, reads=reads
+        spec,
+        sql,
+        inputs,
+        Write.REPLACE_PARTITIONS,
+        model,
+        rebuilds_days=True,
+        reads=reads,
+        digests=digests,
     )
 
 
+# Digests: these models read page views (most of a day's rows) and the others only through
+# COUNT DISTINCT and a session's first view, so each holds them compacted to that grain.
 DAILY_SALES_MODEL = _daily(
-    DAILY_SALES_SUMMARY, "daily_sales_summary", ((PAGE_VIEWS, ("user_id", "event_ts")),)
+    DAILY_SALES_SUMMARY,
+    "daily_sales_summary",
+    ((PAGE_VIEWS, ("user_id", "event_ts")),),
+    digests=((PAGE_VIEWS, Digest(("user_id",), ("event_ts",))),),  # visitors
 )
 TRAFFIC_SOURCES_MODEL = _daily(
     DAILY_TRAFFIC_SOURCES,
     "daily_traffic_sources",
     ((PAGE_VIEWS, ("user_id", "session_id", "traffic_source", "event_ts", "event_id")),),
+    digests=(  # sessions and visitors per source; a session's first view
+        (PAGE_VIEWS, Digest(("user_id", "session_id", "traffic_source"), ("event_ts", "event_id"))),
+    ),
 )
 FUNNEL_MODEL = _daily(
     FUNNEL_DAILY,
@@ -209,6 +233,11 @@ FUNNEL_MODEL = _daily(
         (ORDERS, ("session_id", "event_ts")),
     ),
     uses_orders=False,
+    digests=(  # the steps a session reached that day
+        (PAGE_VIEWS, Digest(("session_id", "page_type"), ("event_ts",))),
+        (CART_EVENTS, Digest(("session_id", "event_type"), ("event_ts",))),
+        (ORDERS, Digest(("session_id",), ("event_ts",))),
+    ),
 )
 CATEGORY_MODEL = _daily(
     CATEGORY_PERFORMANCE,

@@ -1,0 +1,143 @@
+"""Day digests: a daily model's inputs held compacted between steps (pipeline/digests.py).
+
+Exactness over whole streams is guarded by tests/unit/test_incremental.py (any split of a
+stream gives the same gold as one pass); these tests pin down what is held and when."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, date, datetime
+
+import pyarrow as pa
+import pytest
+
+from shoplake.contract.tables import PAGE_VIEWS, TableSpec
+from shoplake.engines import open_engine
+from shoplake.pipeline.digests import DayDigests, Digest
+from shoplake.pipeline.positions import Ranges
+from shoplake.settings import EngineSettings
+from shoplake.transport.base import TopicPartition
+
+TP = TopicPartition("page_views", 0)
+FIRST_VIEW = Digest(("session_id", "user_id", "traffic_source"), ("event_ts", "event_id"))
+COLUMNS = list(FIRST_VIEW.columns)
+
+
+def views(*rows: tuple[str, str, str, str, str]) -> pa.Table:
+    """Page views (event_id, session_id, user_id, traffic_source, ISO time)."""
+    names = ["event_id", "session_id", "user_id", "traffic_source"]
+    table = pa.table({n: pa.array([r[i] for r in rows], pa.string()) for i, n in enumerate(names)})
+    ts = [datetime.fromisoformat(r[4]).astimezone(UTC) for r in rows]
+    return table.append_column("event_ts", pa.array(ts, pa.timestamp("us", tz="UTC"))).select(
+        COLUMNS
+    )
+
+
+class Silver:
+    """The page views table as the digests read it: new rows by range, days whole."""
+
+    def __init__(self) -> None:
+        self.rows = views()
+        self.batches: dict[tuple[int, int], pa.Table] = {}
+        self.days_read: list[list[date]] = []
+
+    def add(self, start: int, rows: pa.Table) -> Ranges:
+        self.rows = pa.concat_tables([self.rows, rows])
+        end = start + rows.num_rows
+        self.batches[(start, end)] = rows
+        return {TP: (start, end)}
+
+    def new(self, spec: TableSpec, ranges: Ranges, columns: list[str]) -> pa.Table:
+        return self.batches[ranges[TP]].select(columns)
+
+    def read(self, spec: TableSpec, columns: Sequence[str], days: list[date]) -> pa.Table:
+        self.days_read.append(days)
+        return self.rows.select(list(columns))
+
+
+@pytest.fixture
+def engine():  # type: ignore[no-untyped-def]
+    engine = open_engine(EngineSettings())
+    engine.define_local_date("UTC")
+    yield engine
+    engine.close()
+
+
+def first_views(table: pa.Table) -> list[tuple[str, str]]:
+    return sorted(zip(table["session_id"].to_pylist(), table["event_id"].to_pylist(), strict=True))
+
+
+D1, D2 = date(2026, 3, 1), date(2026, 3, 2)
+
+
+def test_a_held_day_takes_in_the_new_rows_without_reading_the_day_again(engine) -> None:  # type: ignore[no-untyped-def]
+    silver, digests = Silver(), DayDigests({PAGE_VIEWS: FIRST_VIEW}, engine)
+    first = silver.add(0, views(
+        ("e2", "s1", "u1", "ads", "2026-03-01T10:00:05+00:00"),
+        ("e1", "s1", "u1", "ads", "2026-03-01T10:00:05+00:00"),  # same time: e1 is first
+        ("e3", "s2", "u2", "seo", "2026-03-01T11:00:00+00:00"),
+    ))  # fmt: skip
+    got = digests.inputs(first, [D1], silver.new, silver.read)[PAGE_VIEWS]
+    assert first_views(got) == [("s1", "e1"), ("s2", "e3")]
+    digests.keep(first)
+    assert silver.days_read == [[D1]]
+
+    later = silver.add(3, views(
+        ("e4", "s2", "u2", "seo", "2026-03-01T10:59:00+00:00"),  # late: now s2's first
+        ("e5", "s1", "u1", "mail", "2026-03-01T12:00:00+00:00"),  # s1 from another source
+        ("e6", "s3", "u3", "ads", "2026-03-01T12:30:00+00:00"),
+    ))  # fmt: skip
+    got = digests.inputs(later, [D1], silver.new, silver.read)[PAGE_VIEWS]
+    assert silver.days_read == [[D1]]  # held: not read again
+    assert first_views(got) == [("s1", "e1"), ("s1", "e5"), ("s2", "e4"), ("s3", "e6")]
+    assert got.num_rows == 4 and digests.held_rows() == 2  # kept only once committed
+    digests.keep(later)
+    assert digests.held_rows() == 4
+
+
+def test_a_step_that_does_not_commit_leaves_the_held_days_as_they_were(engine) -> None:  # type: ignore[no-untyped-def]
+    silver, digests = Silver(), DayDigests({PAGE_VIEWS: FIRST_VIEW}, engine)
+    first = silver.add(0, views(("e1", "s1", "u1", "ads", "2026-03-01T10:00:00+00:00")))
+    digests.inputs(first, [D1], silver.new, silver.read)
+    digests.keep(first)
+    failed = silver.add(1, views(("e2", "s2", "u2", "seo", "2026-03-01T11:00:00+00:00")))
+    digests.inputs(failed, [D1], silver.new, silver.read)  # its commit fails: no keep
+    assert digests.held_rows() == 1
+    got = digests.inputs(failed, [D1], silver.new, silver.read)[PAGE_VIEWS]  # the retry
+    assert first_views(got) == [("s1", "e1"), ("s2", "e2")]
+    assert silver.days_read == [[D1]]
+
+
+def test_positions_that_jump_make_the_held_days_be_read_again(engine) -> None:  # type: ignore[no-untyped-def]
+    silver, digests = Silver(), DayDigests({PAGE_VIEWS: FIRST_VIEW}, engine)
+    first = silver.add(0, views(("e1", "s1", "u1", "ads", "2026-03-01T10:00:00+00:00")))
+    digests.inputs(first, [D1], silver.new, silver.read)
+    digests.keep(first)
+    # another writer consumed this one
+    silver.add(1, views(("e2", "s2", "u2", "seo", "2026-03-01T11:00:00+00:00")))
+    jumped = silver.add(2, views(("e3", "s3", "u3", "seo", "2026-03-01T12:00:00+00:00")))
+    got = digests.inputs(jumped, [D1], silver.new, silver.read)[PAGE_VIEWS]
+    assert first_views(got) == [("s1", "e1"), ("s2", "e2"), ("s3", "e3")]  # e2 not lost
+    assert silver.days_read == [[D1], [D1]]
+
+
+def test_only_the_days_touched_last_are_held_and_a_backfill_holds_none(engine) -> None:  # type: ignore[no-untyped-def]
+    silver, digests = Silver(), DayDigests({PAGE_VIEWS: FIRST_VIEW}, engine, max_days=1)
+    first = silver.add(0, views(("e1", "s1", "u1", "ads", "2026-03-01T10:00:00+00:00")))
+    digests.inputs(first, [D1], silver.new, silver.read)
+    digests.keep(first)
+    second = silver.add(1, views(("e2", "s2", "u2", "ads", "2026-03-02T10:00:00+00:00")))
+    got = digests.inputs(second, [D2], silver.new, silver.read)[PAGE_VIEWS]
+    assert first_views(got) == [("s1", "e1"), ("s2", "e2")]  # the read's other day: harmless
+    digests.keep(second)
+    assert digests.held_rows() == 1  # D2's row only: D1 was dropped
+    both = silver.add(2, views(("e3", "s3", "u3", "ads", "2026-03-01T12:00:00+00:00")))
+    digests.inputs(both, [D1, D2], silver.new, silver.read)
+    digests.keep(both)
+    assert digests.held_rows() == 0  # more days than it holds: a backfill
+    assert silver.days_read == [[D1], [D2], [D1]]
+
+
+def test_a_digest_chooses_its_first_row_by_event_time() -> None:
+    with pytest.raises(ValueError, match="event_ts"):
+        Digest(("session_id",), ("event_id", "event_ts"))
