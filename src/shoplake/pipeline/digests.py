@@ -47,16 +47,16 @@ class Digest:
         return (*self.keys, *self.first)
 
     def sql(self) -> str:
-        """Compacts ``rows`` (the digest's columns) into the digest, with each row's day."""
-        columns = ", ".join(self.columns)
+        """Compacts ``rows`` (the digest's columns) into the digest, with each row's day:
+        a hash aggregate, the least of ``first`` taken as one struct."""
+        keys = ", ".join(self.keys)
+        first = ", ".join(f"{c} := {c}" for c in self.first)
         return f"""
-SELECT {columns}, {_DAY} FROM (
-    SELECT {columns}, local_date(event_ts) AS {_DAY},
-           row_number() OVER (PARTITION BY local_date(event_ts), {", ".join(self.keys)}
-                              ORDER BY {", ".join(self.first)}) AS _rank
+SELECT {keys}, {", ".join(f"_first.{c} AS {c}" for c in self.first)}, {_DAY} FROM (
+    SELECT {keys}, local_date(event_ts) AS {_DAY}, min(struct_pack({first})) AS _first
     FROM rows
-) ranked
-WHERE _rank = 1
+    GROUP BY local_date(event_ts), {keys}
+) grouped
 """
 
 
