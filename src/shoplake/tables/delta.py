@@ -230,6 +230,35 @@ class _SnapshotCache:
         self.dataset: pads.Dataset | None = None
 
 
+class _KnownPositions:
+    """The positions known at recent versions of each table, shared by every store of
+    this process. A version's positions never change, so what one store learns (from its
+    own commit, or one log replay per app id: ~4 ms each) another need not learn again:
+    the refresh lane's store reads the positions of the silver tables the main loop's
+    store writes. Keyed by the table's id too, as a table made again where one was
+    counts its versions from 0 again."""
+
+    def __init__(self, versions_per_table: int = 16) -> None:
+        self._lock = threading.Lock()
+        self._tables: dict[str, dict[int, dict[str, int | None]]] = {}
+        self._versions_per_table = versions_per_table
+
+    def at(self, table: DeltaTable, version: int) -> dict[str, int | None]:
+        """The shared dict of what is known at ``version`` of ``table`` (fill it in)."""
+        key = f"{table.table_uri}#{table.metadata().id}"
+        with self._lock:
+            versions = self._tables.setdefault(key, {})
+            known = versions.get(version)
+            if known is None:
+                known = versions[version] = {}
+                while len(versions) > self._versions_per_table:
+                    del versions[min(versions)]
+            return known
+
+
+_KNOWN_POSITIONS = _KnownPositions()
+
+
 def _sql_literal(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -480,17 +509,19 @@ class DeltaStore:
             table.update_incremental()
         return table
 
-    def _cache(self, spec: TableSpec, version: int) -> _SnapshotCache:
+    def _cache(self, spec: TableSpec, table: DeltaTable) -> _SnapshotCache:
+        version = int(table.version())
         cache = self._caches.get(self.location(spec))
         if cache is None or cache.version != version:
-            cache = _SnapshotCache(version, {}, cache is not None and cache.string_views)
+            known = _KNOWN_POSITIONS.at(table, version)
+            cache = _SnapshotCache(version, known, cache is not None and cache.string_views)
             self._caches[self.location(spec)] = cache
         return cache
 
     def open(self, spec: TableSpec) -> DeltaHandle:
         with self._lock, _translated(spec, "opening", self.location(spec)):
             table = self._loaded(spec)
-            return self._handle(table, spec, self._cache(spec, int(table.version())))
+            return self._handle(table, spec, self._cache(spec, table))
 
     def _table_at(self, uri: str) -> DeltaTable:
         return DeltaTable(uri, storage_options=self._options)
@@ -525,13 +556,14 @@ class DeltaStore:
         with self._lock, _translated(spec, action, self.location(spec)):
             table = self._loaded(spec)
             before = int(table.version())
-            cache = self._cache(spec, before)
+            cache = self._cache(spec, table)
             known = dict(cache.known)
             write = _Write(table, cache)
             yield write
             after = write.version = int(table.version())  # delta-rs moved it to its commit
             if write.committed and after == before + 1:
-                merged: dict[str, int | None] = {**known, **(positions or {})}
+                merged = _KNOWN_POSITIONS.at(table, after)
+                merged.update({**known, **(positions or {})})
                 self._caches[self.location(spec)] = _SnapshotCache(
                     after, merged, cache.string_views
                 )
