@@ -24,6 +24,7 @@ from shoplake.errors import TableNotFound
 from shoplake.pipeline import refresher
 from shoplake.pipeline.reconcile import current_gold, recomputed_gold
 from shoplake.pipeline.runner import Pipeline
+from shoplake.pipeline.silver import pending_ranges
 from shoplake.settings import Settings
 from shoplake.simulator import ShopSimulator
 from shoplake.tables import open_store
@@ -239,6 +240,40 @@ def test_a_customers_row_folds_new_events_in_and_is_recomputed_when_it_cannot(
             gold["silver.dim_customers"]
             == recomputed_gold(p.store, s.reporting)["silver.dim_customers"]
         )
+    p.close()
+
+
+def test_a_customer_recomputed_while_silver_is_ahead_counts_each_order_once(
+    tmp_path: Path,
+) -> None:
+    """The refresh lane recomputes a customer while silver already holds later events
+    than the positions it consumes; those events arrive as a later step's new input, so
+    the recompute must not have counted them (its rows are cut to the positions)."""
+    s = Settings(home=tmp_path, pipeline={"catch_up_gold_every_s": 0})
+    feed(s, [_seen("a", "2026-03-01T10:00:00Z", country="DE")])
+    first = Pipeline(s)
+    first.run("both", until_idle=True)
+    first.close()
+    p = Pipeline(s)  # knows nothing of the customer: a late event makes it recompute
+    [model] = [m for m in p._processing_stages()[1] if m.spec is DIM_CUSTOMERS]
+    tps = p.transport.partitions()
+    feed(s, [_seen("b", "2026-03-01T09:00:00Z", country="IT")])  # late, another country
+    p.run("ingestion", until_idle=True)
+    p.step_silver()
+    late_view = pending_ranges(p.store, DIM_CUSTOMERS, model.decl.inputs, tps)
+    feed(s, [_seen("c", "2026-03-01T09:30:00Z", "purchase", order_id="O1")])
+    p.run("ingestion", until_idle=True)
+    p.step_silver()  # silver is ahead of the step below
+    rows, _ = model.recompute(late_view, tps)
+    model.decl.commit(p.store, rows, late_view)
+    model.committed(late_view, rows)
+    p.run("both", until_idle=True)  # the order is new input now
+    [row] = p.store.open(DIM_CUSTOMERS).scan().to_pylist()
+    assert (row["country"], row["orders_placed"]) == ("DE", 1)
+    assert (
+        current_gold(p.store)["silver.dim_customers"]
+        == (recomputed_gold(p.store, s.reporting)["silver.dim_customers"])
+    )
     p.close()
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import calendar
 from datetime import UTC, date, datetime, timedelta
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -21,12 +21,20 @@ from shoplake.contract.tables import (
     TableSpec,
 )
 from shoplake.pipeline.gold import DerivedModel
-from shoplake.pipeline.positions import LINEAGE, Ranges, in_ranges
+from shoplake.pipeline.positions import (
+    LINEAGE,
+    Positions,
+    Ranges,
+    in_ranges,
+    positions_of,
+    range_ends,
+)
 from shoplake.tables.base import IsIn, TableStore
 from shoplake.transport.base import TopicPartition
 
 if TYPE_CHECKING:
     from shoplake.engines.base import Input
+    from shoplake.pipeline.registry import ModelDecl
 
 
 class KeyedModel(DerivedModel):
@@ -71,19 +79,48 @@ class DimProductsModel(KeyedModel):
         return self._run({"product_updates": updates}, keys, "product_updates")
 
 
+# Which event a customer's country and device were taken from, per customer.
+MARKS = pa.schema(
+    [
+        ("user_id", pa.string()),
+        ("country_ts", pa.timestamp("us", tz="UTC")),
+        ("country_id", pa.string()),
+        ("device_ts", pa.timestamp("us", tz="UTC")),
+        ("device_id", pa.string()),
+    ]
+)
+
+
 class DimCustomersModel(KeyedModel):
     """Every event of a customer → silver.dim_customers (first/last seen, country, device).
 
-    A step folds its new events into the customers' rows where that is exact (see
-    ``fold_customers``); the other customers are recomputed from all of their history, as
-    every customer was before: with a few thousand customers each step touches nearly
-    all of them, and their history grows without end."""
+    A step folds its new events into the customers' rows. A row is exact when it holds
+    exactly the events of the positions consumed; for such a customer the model keeps
+    which events its country and device came from (its marks), so every new event folds
+    in exactly, however late (``_FOLD_EXACT``). Any other customer's row is folded where
+    that is exact (see ``fold_customers``) or recomputed from all of their history, read
+    up to the positions consumed: that makes the row exact and the customer's marks known
+    from then on. (Customers are few and active, so a step touches most of them: without
+    the marks, one late event in a step meant reading the whole history again.)"""
 
     touched = "touched_users"
     _SEEN: ClassVar[list[str]] = ["user_id", "event_id", "event_ts", "country", "device"]
     _PLACED: ClassVar[list[str]] = ["user_id", "order_id", "event_ts"]
+    _MAX_MARKED = 200_000  # customers whose marks are held (least recently touched go)
+    _RECOMPUTED_ALONG = 1_000  # at most, with a step's recompute (its history is read)
+
+    def __init__(self, decl: ModelDecl[Any], store: TableStore, *args: Any, **kw: Any) -> None:
+        super().__init__(decl, store, *args, **kw)
+        # Rows read as Arrow can be cut to the positions consumed; an engine that reads
+        # the tables itself keeps recomputing instead.
+        self._exact = not self.engine.capabilities.reads_tables
+        self._marks = MARKS.empty_table()  # the most recently touched last
+        self._ends: Positions = {}
+        self._staged: tuple[Ranges, pa.Table] | None = None
 
     def recompute(self, ranges: Ranges, tps: list[TopicPartition]) -> tuple[pa.Table, list[date]]:
+        if any(self._ends.get(tp, start) != start for tp, (start, _) in ranges.items()):
+            self._marks = MARKS.empty_table()  # positions moved under us (another writer)
         new = {  # the orders' rows read once: they are seen events and placed orders
             s: self.lineage(s, ranges, [*self._SEEN, "order_id"] if s is ORDERS else self._SEEN)
             for s in self.decl.inputs
@@ -92,31 +129,194 @@ class DimCustomersModel(KeyedModel):
         seen = seen.filter(pc.is_valid(seen["user_id"]))
         placed = new[ORDERS].select(self._PLACED)
         placed = placed.filter(pc.is_valid(placed["user_id"]))
-        users = pc.unique(seen["user_id"])
-        before = self.store.open(self.spec).scan(where=IsIn("user_id", users))
-        folded, redo = fold_customers(
-            before, seen, placed, self._placed_again(placed, ranges), datetime.now(UTC)
+        before = self.store.open(self.spec).scan(where=IsIn("user_id", pc.unique(seen["user_id"])))
+        consumed = positions_of(self.store.open(self.spec), tps)
+        again, counted = self._placed_before(placed, ranges, consumed)
+        marked = _of(self._marks, before["user_id"], True)["user_id"]
+        now = datetime.now(UTC)
+        exact = self._fold_exact(
+            _of(before, marked, True),
+            _of(seen, marked, True),
+            _of(placed, marked, True),
+            counted,
+            now,
         )
+        marks = [exact.select(MARKS.names)]
+        others = _of(seen, marked, False)
+        folded, redo = fold_customers(
+            _of(before, marked, False),
+            others,
+            _of(placed, marked, False),
+            again - set(marked.to_pylist()),
+            now,
+        )
+        if self._exact:  # a customer new to the table: their row is the new events
+            marks.append(self._marks_of(_of(others, before["user_id"], False)))
+        if redo and self._exact:
+            # The recompute reads every file anyway (customer ids are not clustered): it
+            # takes along other customers of the step whose marks are not known, so after a
+            # few steps every active customer folds exactly and none is recomputed.
+            along = _of(
+                folded, pa.concat_arrays([m["user_id"].combine_chunks() for m in marks]), False
+            )
+            along_ids = along["user_id"].slice(0, self._RECOMPUTED_ALONG)
+            redo = [*redo, *along_ids.to_pylist()]
+            folded = _of(folded, along_ids, False)
+        parts = [exact.select(DIM_CUSTOMERS.schema.names).cast(DIM_CUSTOMERS.schema), folded]
         if redo:
-            redone = self.compute(pa.array(redo, pa.string())).select(folded.column_names)
-            folded = pa.concat_tables([folded, redone.cast(folded.schema)])
-        return folded, []
+            redone, redone_marks = self._redo(pa.array(redo, pa.string()), ranges, consumed)
+            parts.append(redone.select(folded.column_names).cast(folded.schema))
+            marks.append(redone_marks)
+        self._staged = (ranges, pa.concat_tables([m.cast(MARKS) for m in marks]))
+        return pa.concat_tables(parts), []
 
-    def _placed_again(self, placed: pa.Table, ranges: Ranges) -> set[str]:
-        """Customers of the new orders whose order_id has another order event, outside
-        ``ranges``: counted already, or to count once."""
+    def committed(self, ranges: Ranges, rows: pa.Table) -> None:
+        if self._staged is None or self._staged[0] is not ranges or not self._exact:
+            return
+        staged = self._staged[1]
+        kept = pa.concat_tables([_of(self._marks, staged["user_id"], False), staged])
+        self._marks = kept.slice(max(0, kept.num_rows - self._MAX_MARKED))
+        self._ends.update(range_ends(ranges))
+        self._staged = None
+
+    def _fold_exact(
+        self, before: pa.Table, seen: pa.Table, placed: pa.Table, counted: set[str], now: datetime
+    ) -> pa.Table:
+        """The exact rows ``before`` with ``seen`` and ``placed`` folded in, and their
+        new marks (see ``_FOLD_EXACT``)."""
+        if before.num_rows == 0:  # (always, on an engine that reads the tables itself)
+            return pa.schema([*DIM_CUSTOMERS.schema, *MARKS.remove(0)]).empty_table()
+        marks = _of(self._marks, before["user_id"], True)
+        return self.engine.table_over(
+            _FOLD_EXACT,
+            {
+                "before": before,
+                "marks": marks,
+                "seen": seen,
+                "placed": placed,
+                "counted": pa.table({"order_id": pa.array(counted, pa.string())}),
+            },
+            {"now": now},
+        )
+
+    def _marks_of(self, seen: pa.Table) -> pa.Table:
+        """Each customer's marks: the latest of ``seen`` carrying a country, and a device."""
+        return self.engine.table_over(_MARKS, {"seen": seen})
+
+    def _placed_before(
+        self, placed: pa.Table, ranges: Ranges, consumed: Positions
+    ) -> tuple[set[str], set[str]]:
+        """Of the new orders: the customers of those whose order_id has another order
+        event outside ``ranges`` (counted already, or to count once), and the order_ids
+        with an event among the positions consumed before this step (counted already)."""
         ids = pc.unique(placed["order_id"])
         if len(ids) == 0:
-            return set()
+            return set(), set()
         events = self.store.open(ORDERS).scan([*LINEAGE, "order_id"], IsIn("order_id", ids))
         elsewhere = pc.unique(events.filter(pc.invert(in_ranges(events, ranges)))["order_id"])
         again = placed.filter(pc.is_in(placed["order_id"], value_set=elsewhere))
-        return set(again["user_id"].to_pylist())
+        before = {tp: (0, end) for tp, end in consumed.items()}
+        counted = events.filter(in_ranges(events, before))["order_id"]
+        return set(again["user_id"].to_pylist()), set(counted.to_pylist())
+
+    def _redo(
+        self, users: pa.Array, ranges: Ranges, consumed: Positions
+    ) -> tuple[pa.Table, pa.Table]:
+        """The rows of ``users`` from all of their history, and their marks: with rows
+        read as Arrow, only the events of the positions consumed once this step commits."""
+        if not self._exact:
+            return self.compute(users), MARKS.empty_table()
+        upto = {tp: (0, end) for tp, end in {**consumed, **range_ends(ranges)}.items()}
+
+        def read(spec: TableSpec, columns: list[str]) -> pa.Table:
+            rows = self.store.open(spec).scan([*columns, *LINEAGE], IsIn(self.key, users))
+            return rows.filter(in_ranges(rows, upto)).select(columns)
+
+        seen = [read(s, self._SEEN) for s in self.decl.inputs]
+        rows = self._run({"seen": seen, "orders": read(ORDERS, self._PLACED)}, users, "seen")
+        return rows, self._marks_of(pa.concat_tables(seen, promote_options="permissive"))
 
     def compute(self, keys: pa.Array | None) -> pa.Table:
         seen = [self._read(s, self._SEEN, keys) for s in self.decl.inputs]
         orders = self._read(ORDERS, self._PLACED, keys)
         return self._run({"seen": seen, "orders": orders}, keys, "seen")
+
+
+def _of(rows: pa.Table, users: pa.Array | pa.ChunkedArray, among: bool) -> pa.Table:
+    """The rows of ``users`` (``among``), or of everyone else."""
+    mask = pc.is_in(rows["user_id"], value_set=pc.unique(users).cast(pa.string()))
+    return rows.filter(mask if among else pc.invert(mask))
+
+
+# A customer's marks from events ``seen``: the latest (event_ts, event_id) carrying each.
+_MARKS = """
+SELECT user_id, country.ts AS country_ts, country.id AS country_id,
+       device.ts AS device_ts, device.id AS device_id
+FROM (
+    SELECT user_id,
+           MAX(struct_pack(ts := event_ts, id := event_id)) FILTER (WHERE country IS NOT NULL)
+               AS country,
+           MAX(struct_pack(ts := event_ts, id := event_id)) FILTER (WHERE device IS NOT NULL)
+               AS device
+    FROM seen
+    GROUP BY user_id
+) latest
+"""
+
+# Exact rows ``before`` with their ``marks``, and the new events ``seen`` and orders
+# ``placed`` folded in, whatever their times: first/last seen and order times are minima
+# and maxima; an order counts unless its order_id is ``counted`` already (or twice among
+# the new); a country or device is taken from a new event later, by (event_ts, event_id),
+# than the one it came from. The rows and their new marks.
+_FOLD_EXACT = """
+WITH spans AS (
+    SELECT user_id, MIN(event_ts) AS first_ts, MAX(event_ts) AS last_ts,
+           MAX(struct_pack(ts := event_ts, id := event_id, v := country))
+               FILTER (WHERE country IS NOT NULL) AS new_country,
+           MAX(struct_pack(ts := event_ts, id := event_id, v := device))
+               FILTER (WHERE device IS NOT NULL) AS new_device
+    FROM seen
+    GROUP BY user_id
+),
+orders AS (
+    SELECT p.user_id, MIN(p.event_ts) AS first_order, MAX(p.event_ts) AS last_order,
+           COUNT(DISTINCT CASE WHEN c.order_id IS NULL THEN p.order_id END) AS fresh
+    FROM placed p
+    LEFT JOIN counted c ON c.order_id = p.order_id
+    GROUP BY p.user_id
+),
+folded AS (
+    SELECT b.*, s.first_ts, s.last_ts, s.new_country, s.new_device,
+           m.country_ts, m.country_id, m.device_ts, m.device_id,
+           o.first_order, o.last_order, o.fresh,
+           s.new_country IS NOT NULL AND (
+               m.country_ts IS NULL OR s.new_country.ts > m.country_ts
+               OR (s.new_country.ts = m.country_ts AND s.new_country.id > m.country_id)
+           ) AS country_later,
+           s.new_device IS NOT NULL AND (
+               m.device_ts IS NULL OR s.new_device.ts > m.device_ts
+               OR (s.new_device.ts = m.device_ts AND s.new_device.id > m.device_id)
+           ) AS device_later
+    FROM before b
+    JOIN spans s ON s.user_id = b.user_id
+    JOIN marks m ON m.user_id = b.user_id
+    LEFT JOIN orders o ON o.user_id = b.user_id
+)
+SELECT user_id,
+       CASE WHEN country_later THEN new_country.v ELSE country END AS country,
+       CASE WHEN device_later THEN new_device.v ELSE device END AS device,
+       LEAST(first_seen_ts, first_ts) AS first_seen_ts,
+       GREATEST(last_seen_ts, last_ts) AS last_seen_ts,
+       orders_placed + COALESCE(fresh, 0) AS orders_placed,
+       LEAST(first_order_ts, first_order) AS first_order_ts,
+       GREATEST(last_order_ts, last_order) AS last_order_ts,
+       CAST($now AS TIMESTAMP WITH TIME ZONE) AS updated_ts,
+       CASE WHEN country_later THEN new_country.ts ELSE country_ts END AS country_ts,
+       CASE WHEN country_later THEN new_country.id ELSE country_id END AS country_id,
+       CASE WHEN device_later THEN new_device.ts ELSE device_ts END AS device_ts,
+       CASE WHEN device_later THEN new_device.id ELSE device_id END AS device_id
+FROM folded
+"""
 
 
 def fold_customers(
