@@ -6,6 +6,7 @@ stream gives the same gold as one pass); these tests pin down what is held and w
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, date, datetime
 
 import pyarrow as pa
@@ -15,6 +16,7 @@ from shoplake.contract.tables import PAGE_VIEWS, TableSpec
 from shoplake.engines import open_engine
 from shoplake.pipeline.digests import DayDigests, Digest
 from shoplake.pipeline.positions import Ranges
+from shoplake.pipeline.registry import DAILY_SALES_MODEL
 from shoplake.settings import EngineSettings
 from shoplake.transport.base import TopicPartition
 
@@ -141,3 +143,12 @@ def test_only_the_days_touched_last_are_held_and_a_backfill_holds_none(engine) -
 def test_a_digest_chooses_its_first_row_by_event_time() -> None:
     with pytest.raises(ValueError, match="event_ts"):
         Digest(("session_id",), ("event_id", "event_ts"))
+
+
+def test_a_digest_holds_exactly_the_columns_its_model_reads() -> None:
+    reads = ((PAGE_VIEWS, ("user_id", "event_ts")),)
+    with pytest.raises(TypeError, match="columns the model reads"):
+        replace(DAILY_SALES_MODEL, reads=reads, digests=((PAGE_VIEWS, FIRST_VIEW),))
+    replace(
+        DAILY_SALES_MODEL, reads=reads, digests=((PAGE_VIEWS, Digest(("user_id",), ("event_ts",))),)
+    )

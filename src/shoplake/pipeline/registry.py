@@ -105,8 +105,10 @@ class ModelDecl(Generic[M]):
         read = dict(self.reads)
         for spec, digest in self.digests:
             if set(digest.columns) != set(read.get(spec, ())):
-                raise TypeError(f"{self.spec.qualified}: a digest of {spec.qualified} must hold "
-                                "the columns the model reads of it")  # fmt: skip
+                raise TypeError(
+                    f"{self.spec.qualified}: a digest of {spec.qualified} must hold the "
+                    "columns the model reads of it"
+                )
 
     @property
     def keys(self) -> Columns:
