@@ -29,6 +29,7 @@ from shoplake.settings import Settings
 from shoplake.simulator import ShopSimulator
 from shoplake.tables import open_store
 from tests.conftest import feed
+from tests.unit.test_events import event
 
 N = 2500
 
@@ -189,8 +190,6 @@ def test_the_data_quality_report_adds_each_step_to_its_days(tmp_path: Path) -> N
 
 
 def _seen(event_id: str, ts: str, kind: str = "page_view", **changes: Any) -> dict[str, Any]:
-    from tests.unit.test_events import event
-
     return event(kind, event_id=event_id, timestamp=ts, user_id="U1", **changes)
 
 
@@ -257,19 +256,24 @@ def test_a_customer_recomputed_while_silver_is_ahead_counts_each_order_once(
     p = Pipeline(s)  # knows nothing of the customer: a late event makes it recompute
     [model] = [m for m in p._processing_stages()[1] if m.spec is DIM_CUSTOMERS]
     tps = p.transport.partitions()
-    feed(s, [_seen("b", "2026-03-01T09:00:00Z", country="IT")])  # late, another country
+    newcomer = [  # a new customer whose order comes twice, the second time beyond the step
+        event("purchase", event_id=e, timestamp=t, user_id="U2", order_id="O2")
+        for e, t in (("x", "2026-03-01T11:00:00Z"), ("y", "2026-03-01T11:01:00Z"))
+    ]
+    feed(s, [_seen("b", "2026-03-01T09:00:00Z", country="IT"), newcomer[0]])  # b: late
     p.run("ingestion", until_idle=True)
     p.step_silver()
     late_view = pending_ranges(p.store, DIM_CUSTOMERS, model.decl.inputs, tps)
-    feed(s, [_seen("c", "2026-03-01T09:30:00Z", "purchase", order_id="O1")])
+    feed(s, [_seen("c", "2026-03-01T09:30:00Z", "purchase", order_id="O1"), newcomer[1]])
     p.run("ingestion", until_idle=True)
     p.step_silver()  # silver is ahead of the step below
     rows, _ = model.recompute(late_view, tps)
     model.decl.commit(p.store, rows, late_view)
     model.committed(late_view, rows)
     p.run("both", until_idle=True)  # the order is new input now
-    [row] = p.store.open(DIM_CUSTOMERS).scan().to_pylist()
-    assert (row["country"], row["orders_placed"]) == ("DE", 1)
+    rows = {r["user_id"]: r for r in p.store.open(DIM_CUSTOMERS).scan().to_pylist()}
+    assert (rows["U1"]["country"], rows["U1"]["orders_placed"]) == ("DE", 1)
+    assert rows["U2"]["orders_placed"] == 1
     assert (
         current_gold(p.store)["silver.dim_customers"]
         == (recomputed_gold(p.store, s.reporting)["silver.dim_customers"])

@@ -151,7 +151,8 @@ class DimCustomersModel(KeyedModel):
             now,
         )
         if self._exact:  # a customer new to the table: their row is the new events
-            marks.append(self._marks_of(_of(others, before["user_id"], False)))
+            fresh = _of(folded, before["user_id"], False)["user_id"]
+            marks.append(self._marks_of(_of(others, fresh, True)))
         if redo and self._exact:
             # The recompute reads every file anyway (customer ids are not clustered): it
             # takes along other customers of the step whose marks are not known, so after a
