@@ -125,7 +125,9 @@ class DimCustomersModel(KeyedModel):
             s: self.lineage(s, ranges, [*self._SEEN, "order_id"] if s is ORDERS else self._SEEN)
             for s in self.decl.inputs
         }
-        seen = pa.concat_tables([rows.select(self._SEEN) for rows in new.values()])
+        seen = pa.concat_tables(  # read from memory or a table: nullability may differ
+            [rows.select(self._SEEN) for rows in new.values()], promote_options="permissive"
+        )
         seen = seen.filter(pc.is_valid(seen["user_id"]))
         placed = new[ORDERS].select(self._PLACED)
         placed = placed.filter(pc.is_valid(placed["user_id"]))
