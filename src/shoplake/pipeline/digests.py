@@ -20,11 +20,12 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from shoplake.pipeline.positions import HeldAlong
+
 if TYPE_CHECKING:
     from shoplake.contract.tables import TableSpec
     from shoplake.engines.base import Engine, Input
     from shoplake.pipeline.positions import Ranges
-    from shoplake.transport.base import TopicPartition
 
 _DAY = "_digest_day"  # the reporting day of a compacted row, kept beside it
 
@@ -84,16 +85,17 @@ class DayDigests:
         self.engine = engine
         self.max_days = max_days
         self._held: OrderedDict[date, dict[TableSpec, pa.Table]] = OrderedDict()
-        self._ends: dict[TopicPartition, int] = {}
-        self._staged: tuple[Ranges, list[date], dict[date, dict[TableSpec, pa.Table]]] | None = None
+        # the days a step touched, and the digests of those it may keep
+        self._along: HeldAlong[tuple[list[date], dict[date, dict[TableSpec, pa.Table]]]]
+        self._along = HeldAlong()
 
     def inputs(
         self, ranges: Ranges, days: list[date], new: ReadNew, read: ReadDays
     ) -> dict[TableSpec, pa.Table]:
         """Each digested input of the model for ``days``, compacted, given the step's
         new rows (``new``) and a way to read whole days (``read``)."""
-        if any(self._ends.get(tp, start) != start for tp, (start, _) in ranges.items()):
-            self.clear()  # positions moved under us (another writer): the digests are stale
+        if not self._along.continues(ranges):
+            self.clear()
         held = [d for d in days if d in self._held]
         missed = [d for d in days if d not in self._held]
         keep = days if len(days) <= self.max_days else []  # a backfill: nothing to keep
@@ -110,15 +112,16 @@ class DayDigests:
                 mine = table.filter(pc.equal(table[_DAY], pa.scalar(day, pa.date32())))
                 staged[day][spec] = mine.drop_columns([_DAY])
             compacted[spec] = table.drop_columns([_DAY])
-        self._staged = (ranges, days, staged)
+        self._along.stage(ranges, (days, staged))
         return compacted
 
     def keep(self, ranges: Ranges) -> None:
         """The step that asked for ``inputs`` over ``ranges`` has committed: hold its
         days' digests (a touched day it did not keep is dropped: it has missed rows)."""
-        if self._staged is None or self._staged[0] is not ranges:
+        step = self._along.committed(ranges)
+        if step is None:
             return
-        _, days, staged = self._staged
+        days, staged = step
         for day in days:
             if day in staged:
                 self._held[day] = staged[day]
@@ -127,13 +130,10 @@ class DayDigests:
                 self._held.pop(day, None)
         while len(self._held) > self.max_days:
             self._held.popitem(last=False)
-        self._ends.update({tp: end for tp, (_, end) in ranges.items()})
-        self._staged = None
 
     def clear(self) -> None:
         self._held.clear()
-        self._ends.clear()
-        self._staged = None
+        self._along.reset()
 
     def held_rows(self) -> int:
         return sum(t.num_rows for tables in self._held.values() for t in tables.values())

@@ -23,6 +23,7 @@ from shoplake.contract.tables import (
 from shoplake.pipeline.gold import DerivedModel
 from shoplake.pipeline.positions import (
     LINEAGE,
+    HeldAlong,
     Positions,
     Ranges,
     in_ranges,
@@ -115,22 +116,12 @@ class DimCustomersModel(KeyedModel):
         # the tables itself keeps recomputing instead.
         self._exact = not self.engine.capabilities.reads_tables
         self._marks = MARKS.empty_table()  # the most recently touched last
-        self._ends: Positions = {}
-        self._staged: tuple[Ranges, pa.Table] | None = None
+        self._along: HeldAlong[pa.Table] = HeldAlong()  # a step's new marks
 
     def recompute(self, ranges: Ranges, tps: list[TopicPartition]) -> tuple[pa.Table, list[date]]:
-        if any(self._ends.get(tp, start) != start for tp, (start, _) in ranges.items()):
-            self._marks = MARKS.empty_table()  # positions moved under us (another writer)
-        new = {  # the orders' rows read once: they are seen events and placed orders
-            s: self.lineage(s, ranges, [*self._SEEN, "order_id"] if s is ORDERS else self._SEEN)
-            for s in self.decl.inputs
-        }
-        seen = pa.concat_tables(  # read from memory or a table: nullability may differ
-            [rows.select(self._SEEN) for rows in new.values()], promote_options="permissive"
-        )
-        seen = seen.filter(pc.is_valid(seen["user_id"]))
-        placed = new[ORDERS].select(self._PLACED)
-        placed = placed.filter(pc.is_valid(placed["user_id"]))
+        if not self._along.continues(ranges):
+            self._marks = MARKS.empty_table()
+        seen, placed = self._new_events(ranges)
         before = self.store.open(self.spec).scan(where=IsIn("user_id", pc.unique(seen["user_id"])))
         consumed = positions_of(self.store.open(self.spec), tps)
         again, counted = self._placed_before(placed, ranges, consumed)
@@ -156,31 +147,47 @@ class DimCustomersModel(KeyedModel):
             fresh = _of(folded, before["user_id"], False)["user_id"]
             marks.append(self._marks_of(_of(others, fresh, True)))
         if redo and self._exact:
-            # The recompute reads every file anyway (customer ids are not clustered): it
-            # takes along other customers of the step whose marks are not known, so after a
-            # few steps every active customer folds exactly and none is recomputed.
-            along = _of(
-                folded, pa.concat_arrays([m["user_id"].combine_chunks() for m in marks]), False
-            )
-            along_ids = along["user_id"].slice(0, self._RECOMPUTED_ALONG)
-            redo = [*redo, *along_ids.to_pylist()]
-            folded = _of(folded, along_ids, False)
+            folded, redo = self._take_along(folded, redo, marks)
         parts = [exact.select(DIM_CUSTOMERS.schema.names).cast(DIM_CUSTOMERS.schema), folded]
         if redo:
             redone, redone_marks = self._redo(pa.array(redo, pa.string()), ranges, consumed)
             parts.append(redone.select(folded.column_names).cast(folded.schema))
             marks.append(redone_marks)
-        self._staged = (ranges, pa.concat_tables([m.cast(MARKS) for m in marks]))
+        self._along.stage(ranges, pa.concat_tables([m.cast(MARKS) for m in marks]))
         return pa.concat_tables(parts), []
 
     def committed(self, ranges: Ranges, rows: pa.Table) -> None:
-        if self._staged is None or self._staged[0] is not ranges or not self._exact:
+        staged = self._along.committed(ranges)
+        if staged is None or not self._exact:
             return
-        staged = self._staged[1]
         kept = pa.concat_tables([_of(self._marks, staged["user_id"], False), staged])
         self._marks = kept.slice(max(0, kept.num_rows - self._MAX_MARKED))
-        self._ends.update(range_ends(ranges))
-        self._staged = None
+
+    def _new_events(self, ranges: Ranges) -> tuple[pa.Table, pa.Table]:
+        """The step's new events of customers (``_SEEN``), and its new orders (``_PLACED``)."""
+        new = {  # the orders' rows read once: they are seen events and placed orders
+            s: self.lineage(s, ranges, [*self._SEEN, "order_id"] if s is ORDERS else self._SEEN)
+            for s in self.decl.inputs
+        }
+        seen = pa.concat_tables(  # read from memory or a table: nullability may differ
+            [rows.select(self._SEEN) for rows in new.values()], promote_options="permissive"
+        )
+        placed = new[ORDERS].select(self._PLACED)
+        return (
+            seen.filter(pc.is_valid(seen["user_id"])),
+            placed.filter(pc.is_valid(placed["user_id"])),
+        )
+
+    def _take_along(
+        self, folded: pa.Table, redo: list[str], marks: list[pa.Table]
+    ) -> tuple[pa.Table, list[str]]:
+        """A recompute reads every file anyway (customer ids are not clustered): it takes
+        along customers of the step ``folded`` whose marks are not known (up to
+        ``_RECOMPUTED_ALONG``), so after a few steps every active customer folds exactly
+        and none is recomputed. The rows still folded, and the customers to recompute."""
+        known = pa.concat_arrays([m["user_id"].combine_chunks() for m in marks])
+        along = _of(folded, known, False)["user_id"].slice(0, self._RECOMPUTED_ALONG)
+        return _of(folded, along, False), [*redo, *along.to_pylist()]
 
     def _fold_exact(
         self, before: pa.Table, seen: pa.Table, placed: pa.Table, counted: set[str], now: datetime
@@ -330,8 +337,9 @@ def fold_customers(
     and the customers whose rows cannot be, to recompute:
 
     - those in ``again`` (a new order's id was placed before: it must count once);
-    - those with a new order at or before their row's last_seen_ts (a recompute may have
-      read it already, beyond the ranges it consumed);
+    - those with a new order at or before their row's last_seen_ts (the row may hold it
+      already: it may come from older code or another process, which read beyond the
+      positions they consumed);
     - those with a new event at or before last_seen_ts that carries another country or
       device than the row's (it may or may not be later than the event that set it).
 

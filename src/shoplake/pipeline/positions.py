@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -123,6 +123,42 @@ def lineage_span(rows: pa.Table) -> Ranges:
         TopicPartition(r["topic"], r["partition"]): (r["offset_min"], r["offset_max"] + 1)
         for r in spans.to_pylist()
     }
+
+
+_Held = TypeVar("_Held")
+
+
+class HeldAlong(Generic[_Held]):
+    """The bookkeeping of what a model holds in memory about the positions it has
+    consumed in this process (compacted days, a customer's marks): a step stages what it
+    would hold next, which is taken only once that step has committed; ranges that do not
+    start where the last committed step ended mean another writer moved the positions,
+    so what is held is stale."""
+
+    def __init__(self) -> None:
+        self._ends: Positions = {}
+        self._staged: tuple[Ranges, _Held] | None = None
+
+    def continues(self, ranges: Ranges) -> bool:
+        """Whether ``ranges`` start where this process's committed steps ended."""
+        return all(self._ends.get(tp, start) == start for tp, (start, _) in ranges.items())
+
+    def stage(self, ranges: Ranges, value: _Held) -> None:
+        self._staged = (ranges, value)
+
+    def committed(self, ranges: Ranges) -> _Held | None:
+        """What the step over ``ranges`` (the same object) staged, now that it has
+        committed; None if it staged nothing."""
+        if self._staged is None or self._staged[0] is not ranges:
+            return None
+        value = self._staged[1]
+        self._ends.update(range_ends(ranges))
+        self._staged = None
+        return value
+
+    def reset(self) -> None:
+        self._ends.clear()
+        self._staged = None
 
 
 @dataclass(frozen=True)
