@@ -12,7 +12,9 @@ this process (deltalake, polling) first sees the marker's minute in
 ``gold.fct_sales_minute`` (every 50 ms), and its day in each daily gold table (every
 250 ms). Every marker counts; one never seen within ``--grace`` seconds after the run
 counts as infinite. The pipeline's own histogram (from the transport append to the end of
-the gold round, queueing left out) is printed beside it for comparison only.
+the gold round, queueing left out) is printed beside it for comparison only, and so is
+where the machine's CPU went while markers were sent: the demo (its children included),
+the sender, and this process's readers.
 
 Aims (issue 16): fct_sales_minute p95 <= 1 s, every other gold table p95 <= 5 s.
 
@@ -38,7 +40,7 @@ from typing import Any
 
 import orjson
 import pyarrow.compute as pc
-from common import command, get_json, machine, wait_up
+from common import child_pids, command, cpu_seconds, get_json, machine, wait_up
 from deltalake import DeltaTable
 
 from shoplake.contract.tables import (
@@ -151,6 +153,11 @@ def accepted_total(url: str) -> float:
     return 0.0
 
 
+def cpu_of(pid: int) -> float:
+    """CPU seconds of ``pid`` and its children (the demo's gold lane as a process)."""
+    return cpu_seconds(pid) + sum(cpu_seconds(kid) for kid in child_pids(pid))
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
@@ -184,13 +191,17 @@ def measure(args: argparse.Namespace) -> tuple[list[Marker], dict[str, Any]]:
             run = f"{os.getpid()}"
             day = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=2)
             started, accepted_before = time.monotonic(), accepted_total(url)
+            processes = {"demo": demo.pid, "sender": sender.pid, "readers": os.getpid()}
+            cpu_before = {name: cpu_of(pid) for name, pid in processes.items()}
             while time.monotonic() - started < args.seconds:
                 day -= dt.timedelta(days=1)
                 body = marker_events(run, len(markers), day)
                 markers.append(Marker(day, time.monotonic()))
                 post(port, body)
                 time.sleep(args.marker_every)
-            accepted = (accepted_total(url) - accepted_before) / (time.monotonic() - started)
+            elapsed = time.monotonic() - started
+            cpu = {n: (cpu_of(pid) - cpu_before[n]) / elapsed for n, pid in processes.items()}
+            accepted = (accepted_total(url) - accepted_before) / elapsed
             health = get_json(f"{url}/api/health")
             deadline = time.monotonic() + args.grace
             while time.monotonic() < deadline and any(len(m.seen) < len(watchers) for m in markers):
@@ -205,7 +216,7 @@ def measure(args: argparse.Namespace) -> tuple[list[Marker], dict[str, Any]]:
             demo.wait(120)
             store.close()
     runtime = health["runtime"]
-    return markers, {"accepted": accepted, "lag": health["lag"],
+    return markers, {"accepted": accepted, "lag": health["lag"], "cpu": cpu,
                      "own_p50": runtime.get("latency_p50_s"),
                      "own_p95": runtime.get("latency_p95_s")}  # fmt: skip
 
@@ -232,6 +243,12 @@ def main() -> None:
     if own50 is not None:
         print(f"(the pipeline's own histogram, append → gold round, queueing left out: "
               f"p50 {own50:.2f} s, p95 {own95:.2f} s)")  # fmt: skip
+    cores = os.cpu_count() or 1
+    shares = ", ".join(f"{name} {used:.2f}" for name, used in run["cpu"].items())
+    print(
+        f"CPU while markers were sent, in cores of {cores}: {shares}; "
+        f"total {sum(run['cpu'].values()):.2f}"
+    )
     print(f"machine: {machine()}")
     print(f"reproduce: {command()}")
 

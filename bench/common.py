@@ -92,3 +92,12 @@ def child_pids(pid: int) -> list[int]:
         with contextlib.suppress(OSError):
             kids += [int(c) for c in (task / "children").read_text().split()]
     return kids
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds process ``pid`` has used (its threads included), NaN
+    when it is gone."""
+    with contextlib.suppress(OSError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return float("nan")

@@ -18,6 +18,7 @@ from typing import Any, NoReturn, TextIO, cast
 
 import click
 
+from shoplake.allocator import choose_allocators
 from shoplake.errors import ConfigError, InputError, ShoplakeError
 from shoplake.settings import Settings, load_settings
 from shoplake.stopsignals import stop_on_signals
@@ -130,6 +131,7 @@ def cli(ctx: click.Context, home: Path | None, verbose: int) -> None:
     if home is not None:
         overrides["home"] = home
     ctx.obj = load_settings(**overrides)
+    choose_allocators(ctx.obj.pipeline)  # before any command imports pyarrow
 
 
 # -- contract ---------------------------------------------------------------------

@@ -293,9 +293,9 @@ class PipelineSettings(BaseModel):
     maintenance_every_s: float = Field(60.0, gt=0)
     vacuum_retention_hours: float = Field(168.0, ge=0)
     vacuum_every_s: float = Field(3600.0, gt=0)
-    # Where a continuous run's Arrow buffers come from (allocator.py): the C library's
-    # malloc, one heap a core ("system": ~350 MB less resident in the demo), or pyarrow's
-    # own allocator ("default").
+    # Where the CLI's Arrow buffers come from (allocator.py): the C library's malloc, one
+    # heap a core ("system": ~350 MB less resident in the demo), or pyarrow's own
+    # allocator ("default").
     arrow_memory_pool: Literal["system", "default"] = "system"
 
 

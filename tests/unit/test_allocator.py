@@ -1,67 +1,59 @@
-"""A continuous run's memory: Arrow's buffers from the system allocator."""
+"""The CLI's memory: Arrow's buffers from the C library's malloc, one heap a core."""
 
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
-import threading
-from collections.abc import Iterator
-from pathlib import Path
 
-import pyarrow as pa
 import pytest
 
 from shoplake import allocator
-from shoplake.pipeline.runner import Pipeline
-from shoplake.settings import PipelineSettings, Settings
+
+# A CLI command, then the pool Arrow allocates from and the environment children get.
+_PROBE = """
+import os
+from click.testing import CliRunner
+from shoplake.cli import cli
+result = CliRunner().invoke(cli, ["schema"])
+assert result.exit_code == 0, result.output
+import pyarrow as pa
+print(pa.default_memory_pool().backend_name, os.environ.get("MALLOC_ARENA_MAX"))
+"""
 
 
-@pytest.fixture
-def pool_restored() -> Iterator[str]:
-    """pyarrow's own pool as the default (another test's run may have changed it),
-    and the pool as it was after the test."""
-    pool = pa.default_memory_pool()
-    try:
-        own = pa.mimalloc_memory_pool()
-    except NotImplementedError:  # a pyarrow built without it
-        own = pa.jemalloc_memory_pool()
-    pa.set_memory_pool(own)
-    yield own.backend_name
-    pa.set_memory_pool(pool)
+def _cli_process(**env: str) -> list[str]:
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("ARROW_DEFAULT_MEMORY_POOL", "MALLOC_ARENA_MAX")
+        and not k.startswith("SHOPLAKE_")
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", _PROBE],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return done.stdout.split()
 
 
-def test_a_continuous_run_allocates_arrow_from_the_system(
-    tmp_path: Path, pool_restored: str
-) -> None:
-    pipeline = Pipeline(Settings(home=tmp_path))
-    stop = threading.Event()
-    stop.set()  # one look, then stop
-    try:
-        pipeline.run("both", stop=stop)
-    finally:
-        pipeline.close()
-    assert pa.default_memory_pool().backend_name == "system"
+def test_the_cli_allocates_arrow_from_the_system_with_a_heap_a_core() -> None:
+    assert _cli_process() == ["system", str(os.cpu_count() or 1)]
 
 
-def test_a_drain_keeps_pyarrows_pool(tmp_path: Path, pool_restored: str) -> None:
-    pipeline = Pipeline(Settings(home=tmp_path))
-    try:
-        pipeline.run("both", until_idle=True)
-    finally:
-        pipeline.close()
-    assert pa.default_memory_pool().backend_name == pool_restored
+def test_the_settings_can_keep_pyarrows_own_pool() -> None:
+    pool, heaps = _cli_process(SHOPLAKE_PIPELINE__ARROW_MEMORY_POOL="default")
+    assert pool != "system" and heaps == "None"
 
 
-def test_the_settings_can_keep_pyarrows_pool(tmp_path: Path, pool_restored: str) -> None:
-    settings = Settings(home=tmp_path, pipeline=PipelineSettings(arrow_memory_pool="default"))
-    pipeline = Pipeline(settings)
-    stop = threading.Event()
-    stop.set()
-    try:
-        pipeline.run("both", stop=stop)
-    finally:
-        pipeline.close()
-    assert pa.default_memory_pool().backend_name == pool_restored
+def test_arrows_and_glibcs_own_variables_win() -> None:
+    assert _cli_process(ARROW_DEFAULT_MEMORY_POOL="jemalloc", MALLOC_ARENA_MAX="4") == [
+        "jemalloc",
+        "4",
+    ]
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")

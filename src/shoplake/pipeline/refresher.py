@@ -25,7 +25,6 @@ from contextlib import nullcontext
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Protocol
 
-from shoplake.allocator import hold_memory_down
 from shoplake.engines import Engine, open_models_engine
 from shoplake.errors import ShoplakeError
 from shoplake.pipeline import steptrace
@@ -223,7 +222,6 @@ def _lane_process(
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group; the parent stops us
     os.environ[steptrace.RUN_ENV] = str(parent)  # steps traced as the run's
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    hold_memory_down(settings.pipeline)
     engine = open_models_engine(settings)
     try:
         refresh_until_stopped(

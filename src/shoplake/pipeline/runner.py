@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Literal, Protocol
 
-from shoplake.allocator import hold_memory_down
 from shoplake.contract.tables import RAW_EVENTS
 from shoplake.engines import open_engine, open_models_engine
 from shoplake.errors import ShoplakeError
@@ -235,8 +234,6 @@ class Pipeline:
         Transient errors (a busy log, a commit conflict) are logged and retried; terminal
         ones propagate."""
         stop = stop or threading.Event()
-        if not until_idle:  # a process that runs on: it frees memory every pass
-            hold_memory_down(self.settings.pipeline)
         if job in ("ingestion", "both") and self._engine_streams_bronze():
             return self._run_with_bronze_stream(job, until_idle, stop, on_round)
         stats = RunStats()
