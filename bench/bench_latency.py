@@ -154,8 +154,10 @@ def accepted_total(url: str) -> float:
 
 
 def cpu_of(pid: int) -> float:
-    """CPU seconds of ``pid`` and its children (the demo's gold lane as a process)."""
-    return cpu_seconds(pid) + sum(cpu_seconds(kid) for kid in child_pids(pid))
+    """CPU seconds of ``pid``, and of its children (the demo's gold lane as a process)
+    unless it is this process (whose children are the demo and the sender)."""
+    kids = [] if pid == os.getpid() else child_pids(pid)
+    return cpu_seconds(pid) + sum(cpu_seconds(kid) for kid in kids)
 
 
 def percentile(values: list[float], q: float) -> float:
