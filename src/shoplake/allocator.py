@@ -16,7 +16,6 @@ module does at import), and through the environment for the processes it starts.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import sys
 from typing import TYPE_CHECKING
@@ -48,9 +47,8 @@ def choose_allocators(settings: PipelineSettings) -> None:
 def _limit_heaps(heaps: int) -> bool:
     """At most ``heaps`` malloc heaps in this process (glibc; heaps made already stay).
     False where the C library has no such knob (musl, macOS)."""
-    name = ctypes.util.find_library("c")
-    try:
-        mallopt = ctypes.CDLL(name).mallopt if name else None
+    try:  # the C library this process runs on (find_library would spawn ldconfig)
+        mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
         return False
-    return bool(mallopt is not None and mallopt(_M_ARENA_MAX, heaps) == 1)
+    return bool(mallopt(_M_ARENA_MAX, heaps) == 1)
