@@ -897,7 +897,6 @@ def dagster(ctx: click.Context, port: int) -> None:
     partitions, the checks, schedules and the bronze sensor (`pip install
     'shoplake[dagster]'`). Runs `dagster dev -m shoplake.orchestration.dagster`."""
     import shutil
-    import subprocess
 
     settings = _settings(ctx)
     found = shutil.which("dagster", path=str(Path(sys.executable).parent)) or shutil.which(
@@ -907,7 +906,11 @@ def dagster(ctx: click.Context, port: int) -> None:
         raise ConfigError("Dagster is not installed: pip install 'shoplake[dagster]'")
     env = {**os.environ, "SHOPLAKE_HOME": str(settings.home.resolve())}
     command = [found, "dev", "-m", "shoplake.orchestration.dagster", "-p", str(port)]
-    ctx.exit(subprocess.call(command, env=env))
+    # Dagster in this process's place: a SIGTERM to it (a service manager's stop) reaches
+    # `dagster dev`, which stops its webserver, daemon and code servers, instead of
+    # leaving them running behind a wrapper that died
+    sys.stdout.flush()
+    os.execve(found, command, env)
 
 
 @cli.command()
