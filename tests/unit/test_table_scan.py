@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -103,6 +104,28 @@ def test_files_record_statistics_of_the_filtered_columns_only(settings: Settings
     assert len(pruned) == 1
     late = Compare("event_ts", ">=", BASE + timedelta(hours=2))
     assert handle.scan(["user_id"], late)["user_id"].to_pylist() == ["U2", "U2"]
+
+
+def test_a_table_made_before_limited_statistics_gets_them(settings: Settings) -> None:
+    """A home from before tables limited their files' statistics: opening it sets the
+    property, so the files written from then on record the filtered columns only."""
+    store = open_store(settings)
+    uri = store.location(PAGE_VIEWS)
+    Path(uri).mkdir(parents=True)
+    DeltaTable.create(uri, schema=PAGE_VIEWS.schema, partition_by=list(PAGE_VIEWS.partition_by))
+    open_store(settings).ensure(PAGE_VIEWS)
+    config = DeltaTable(uri).metadata().configuration
+    assert config["delta.dataSkippingStatsColumns"] == ",".join(PAGE_VIEWS.stats_columns)
+    rows = {f.name: pa.array([_default(f.type)], f.type) for f in PAGE_VIEWS.schema}
+    rows["event_ts"] = pa.array([BASE], pa.timestamp("us", "UTC"))
+    again = open_store(settings)
+    again.ensure(PAGE_VIEWS)  # set already: no second commit
+    version = DeltaTable(uri).version()
+    again.append(PAGE_VIEWS, pa.table(rows, PAGE_VIEWS.schema))
+    assert DeltaTable(uri).version() == version + 1
+    stats = DeltaTable(uri).get_add_actions(flatten=True).column_names
+    recorded = {c.removeprefix("min.") for c in stats if c.startswith("min.")}
+    assert recorded == set(PAGE_VIEWS.stats_columns)
 
 
 def _default(kind: pa.DataType) -> object:

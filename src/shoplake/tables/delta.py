@@ -468,7 +468,7 @@ class DeltaStore:
 
     def ensure(self, spec: TableSpec) -> None:
         if self.exists(spec):
-            self._add_new_columns(spec)
+            self._upgrade(spec)
             return
         uri = self.location(spec)
         if "://" not in uri:
@@ -491,12 +491,19 @@ class DeltaStore:
                 if not self.exists(spec):  # another process created it first: fine
                     raise
 
-    def _add_new_columns(self, spec: TableSpec) -> None:
-        with self._lock, _translated(spec, "adding columns to", self.location(spec)):
+    def _upgrade(self, spec: TableSpec) -> None:
+        """A table an older shoplake made: the spec's new columns added, and the files it
+        writes from now on given the statistics a new table's get (files written before
+        keep theirs). Each is one commit, once."""
+        with self._lock, _translated(spec, "upgrading", self.location(spec)):
             table = self._loaded(spec)
             missing = columns_to_add(spec, (f.name for f in table.schema().fields))
             if missing:
                 table.alter.add_columns([Field.from_arrow(f) for f in missing])
+            stats = _stats_configuration(spec) or {}
+            have = table.metadata().configuration
+            if any(have.get(key) != value for key, value in stats.items()):
+                table.alter.set_table_properties({k: v for k, v in stats.items() if v})
 
     def _loaded(self, spec: TableSpec) -> DeltaTable:
         """The held table, brought up to date."""
