@@ -165,7 +165,9 @@ class KafkaBroker:
         from confluent_kafka.admin import AdminClient
 
         try:
-            meta = AdminClient({"bootstrap.servers": self.bootstrap}).list_topics(timeout=1)
+            # quiet: until the broker listens, each try logs "Connection refused" to stderr
+            admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0})
+            meta = admin.list_topics(timeout=1)
         except Exception:
             return False
         return bool(meta.brokers)
