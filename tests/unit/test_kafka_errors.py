@@ -253,3 +253,42 @@ def test_the_http_sender_gives_up_at_once_only_on_transport_failed(
     assert caught.value.transient is (code == "transport_unavailable")
     if code == "transport_failed":
         assert "SASL authentication failed" in str(caught.value)
+
+
+class _SilentConsumer:
+    """A group member's consumer whose rebalance never comes (a slow group join)."""
+
+    def __init__(self, given: list[Any] | None = None) -> None:
+        self.given = given  # what a rebalance assigns (None: no rebalance comes)
+        self.member: Any = None
+
+    def poll(self, timeout: float) -> None:
+        if self.given is not None:
+            self.member._on_assign(self, self.given)
+
+    def assign(self, partitions: list[Any]) -> None: ...
+
+    def pause(self, partitions: list[Any]) -> None: ...
+
+
+def _member(consumer: _SilentConsumer) -> Any:
+    from shoplake.transport.kafka import _Member
+
+    member = object.__new__(_Member)  # no broker: the group protocol is the consumer's
+    member.transport = type("T", (), {"_terminal": None})()
+    member.group, member.owned, member.joined, member.consumer = "g", set(), False, consumer
+    consumer.member = member
+    return member
+
+
+def test_a_member_not_yet_in_its_group_is_retried_not_idle(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Owning no partition because the join has not finished must not read as nothing to
+    do: `run --until-idle` stopped with every record still in Kafka."""
+    monkeypatch.setattr("shoplake.transport.kafka._TIMEOUT_S", 0.3)
+    with pytest.raises(TransportError, match="not joined") as raised:
+        _member(_SilentConsumer()).poll()
+    assert raised.value.transient
+    # a member the rebalance gave no partition has joined: it owns nothing, rightly
+    assert _member(_SilentConsumer(given=[])).poll() == []

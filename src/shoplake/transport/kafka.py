@@ -394,6 +394,7 @@ class _Member:
     def __init__(self, transport: KafkaTransport, group: str) -> None:
         transport.partitions()  # the topics exist before anyone subscribes
         self.transport = transport
+        self.group = group
         self.owned: set[TopicPartition] = set()
         self.joined = False
         self.consumer = Consumer(
@@ -431,6 +432,13 @@ class _Member:
         if not self.joined and self.transport._terminal is not None:
             # e.g. not allowed to join the group: librdkafka only reports it in the background
             raise kafka_error("Kafka group membership failed", self.transport._terminal)
+        if not self.joined:
+            # not idle: owning nothing yet, a worker would read nothing and `run --until-idle`
+            # would stop with the records still in Kafka (a member given no partitions has
+            # joined: its on_assign gets an empty list)
+            raise TransportError(
+                f"Kafka group {self.group!r} not joined within {_TIMEOUT_S:.0f} s; retrying"
+            )
         return sorted(self.owned)
 
     def close(self) -> None:
