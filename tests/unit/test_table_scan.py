@@ -118,9 +118,10 @@ def test_a_table_made_before_limited_statistics_gets_them(settings: Settings) ->
     assert config["delta.dataSkippingStatsColumns"] == ",".join(PAGE_VIEWS.stats_columns)
     rows = {f.name: pa.array([_default(f.type)], f.type) for f in PAGE_VIEWS.schema}
     rows["event_ts"] = pa.array([BASE], pa.timestamp("us", "UTC"))
+    version = DeltaTable(uri).version()
     again = open_store(settings)
     again.ensure(PAGE_VIEWS)  # set already: no second commit
-    version = DeltaTable(uri).version()
+    assert DeltaTable(uri).version() == version
     again.append(PAGE_VIEWS, pa.table(rows, PAGE_VIEWS.schema))
     assert DeltaTable(uri).version() == version + 1
     stats = DeltaTable(uri).get_add_actions(flatten=True).column_names

@@ -189,7 +189,7 @@ def _write_through(
         write_deltalake(table, rows, mode="overwrite", predicate=replace_where, **options)
 
 
-def _stats_configuration(spec: TableSpec) -> dict[str, str | None] | None:
+def _stats_configuration(spec: TableSpec) -> dict[str, str] | None:
     """The table property that limits its files' statistics to ``spec.stats_columns``
     (None: a table without any keeps Delta's default, every column)."""
     if not spec.stats_columns:
@@ -503,7 +503,7 @@ class DeltaStore:
             stats = _stats_configuration(spec) or {}
             have = table.metadata().configuration
             if any(have.get(key) != value for key, value in stats.items()):
-                table.alter.set_table_properties({k: v for k, v in stats.items() if v})
+                table.alter.set_table_properties(stats)
 
     def _loaded(self, spec: TableSpec) -> DeltaTable:
         """The held table, brought up to date."""

@@ -429,10 +429,10 @@ class _Member:
                 self.consumer.poll(0.1)
         except KafkaException as exc:
             raise self.transport._error("Kafka group membership failed", exc) from exc
-        if not self.joined and self.transport._terminal is not None:
-            # e.g. not allowed to join the group: librdkafka only reports it in the background
-            raise kafka_error("Kafka group membership failed", self.transport._terminal)
         if not self.joined:
+            if self.transport._terminal is not None:
+                # e.g. not allowed to join the group: librdkafka only reports it in the background
+                raise kafka_error("Kafka group membership failed", self.transport._terminal)
             # not idle: owning nothing yet, a worker would read nothing and `run --until-idle`
             # would stop with the records still in Kafka (a member given no partitions has
             # joined: its on_assign gets an empty list)
