@@ -9,11 +9,13 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from shoplake.contract.tables import ORDERS
+from shoplake.contract.tables import ORDERS, PAGE_VIEWS
 from shoplake.pipeline.runner import Pipeline
 from shoplake.pipeline.silver import ONE_ROW_PER_EVENT
 from shoplake.settings import Settings
 from shoplake.tables import open_store
+from shoplake.tables.base import AllOf, Predicate
+from shoplake.tables.delta import DeltaHandle
 from tests.conftest import feed, rows
 from tests.unit.test_gold_sales_minute import order, payment
 
@@ -255,6 +257,62 @@ def test_dedupe_sees_rows_another_writer_added_between_steps(
     ids = rows(pipeline, "SELECT event_id FROM silver.orders ORDER BY 1")
     assert [r["event_id"] for r in ids] == ["a", "b", "c"]
     assert stats.duplicates_dropped == 1
+
+
+def _id_scans(monkeypatch: pytest.MonkeyPatch) -> list[Predicate | None]:
+    """The filters of every read of event ids (dedupe's) from now on."""
+    seen: list[Predicate | None] = []
+    scan = DeltaHandle.scan
+
+    def recording(
+        self: DeltaHandle, columns: Any = None, where: Predicate | None = None
+    ) -> pa.Table:
+        if columns == ["event_id", "event_date"]:
+            seen.append(where)
+        return scan(self, columns, where)
+
+    monkeypatch.setattr(DeltaHandle, "scan", recording)
+    return seen
+
+
+def test_an_event_of_an_earlier_day_reads_only_the_days_dedupe_lacks(
+    settings: Settings, pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Dedupe keeps each table's ids from the horizon on; an event from before that reads
+    the days in between, not the whole horizon again, and still finds a repeat there."""
+    for event_id, ts in (("x", "2026-03-01T10:00:00Z"), ("y", "2026-03-10T10:00:00Z")):
+        feed(settings, [_view(event_id, ts)])  # the index now starts after 1 March
+        pipeline.run("both", until_idle=True)
+    scans = _id_scans(monkeypatch)
+    feed(settings, [_view("x", "2026-03-05T10:00:00Z")])  # 1 March's x, within 7 days
+    stats = pipeline.run("both", until_idle=True)
+    assert stats.duplicates_dropped == 1
+    assert scans and all(isinstance(where, AllOf) for where in scans)  # bounded above too
+    kept = rows(pipeline, "SELECT event_id, event_date FROM silver.page_views ORDER BY 2")
+    assert [(r["event_id"], str(r["event_date"])) for r in kept] == [
+        ("x", "2026-03-01"),
+        ("y", "2026-03-10"),
+    ]
+
+
+def test_compacting_a_table_keeps_its_dedupe_index(
+    settings: Settings, pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Table upkeep rewrites files, not rows: silver goes on with the ids it holds."""
+    for event_id in ("a", "b"):
+        feed(settings, [_view(event_id, "2026-03-01T10:00:00Z")])
+        pipeline.run("both", until_idle=True)
+    store = open_store(settings)  # as the gold lane's upkeep does, with handles of its own
+    assert store.compact(PAGE_VIEWS)["numFilesRemoved"] == 2
+    store.vacuum(PAGE_VIEWS, 0)
+    store.close()
+    scans = _id_scans(monkeypatch)
+    feed(settings, [_view("a", "2026-03-01T11:00:00Z"), _view("c", "2026-03-01T11:00:00Z")])
+    stats = pipeline.run("both", until_idle=True)
+    assert stats.duplicates_dropped == 1
+    assert scans == []
+    ids = rows(pipeline, "SELECT event_id FROM silver.page_views ORDER BY 1")
+    assert [r["event_id"] for r in ids] == ["a", "b", "c"]
 
 
 def test_each_silver_row_carries_when_silver_wrote_it(

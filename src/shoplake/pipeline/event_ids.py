@@ -99,6 +99,17 @@ class EventIdIndex:
             of_day = table.filter(pc.equal(table["day"], pa.scalar(day, pa.date32())))["id"]
             self._days.setdefault(day, _Runs()).add(*digests(of_day))
 
+    def reach_back(
+        self,
+        since: date,
+        event_ids: pa.Array | pa.ChunkedArray,
+        event_dates: pa.Array | pa.ChunkedArray,
+    ) -> None:
+        """Holds the days from ``since`` on (earlier than before) too: ``event_ids`` and
+        ``event_dates`` are the table's rows of the days in between."""
+        self.since = min(self.since, since)
+        self.add(event_ids, event_dates)
+
     def forget_before(self, since: date) -> None:
         """Drops the days before ``since`` (past the horizon)."""
         self.since = max(self.since, since)

@@ -45,7 +45,7 @@ from shoplake.pipeline.positions import (
     read_ranges,
     to_app_ids,
 )
-from shoplake.tables.base import AllOf, Compare, TableHandle, TableStore
+from shoplake.tables.base import ROWS_UNCHANGED, AllOf, Compare, TableHandle, TableStore
 from shoplake.transport.base import TopicPartition
 
 if TYPE_CHECKING:
@@ -75,6 +75,9 @@ _LINEAGE_SCHEMA = pa.schema(
 # Event ids kept per table for dedupe (16 bytes each, see event_ids); a table holding more
 # within the horizon is read each step instead, as a restarted processor does.
 _HELD_IDS_MAX = 32_000_000
+# A day kept past the horizon, so the events of yesterday that arrive around midnight do
+# not make each batch read that day of the table back in.
+_KEPT_DAY = timedelta(days=1)
 
 
 @dataclass
@@ -234,23 +237,50 @@ class SilverProcessor:
         self, spec: TableSpec, handle: TableHandle, since: date, ids: pa.Array
     ) -> pa.Array:
         """Those of ``ids`` that ``spec`` holds from ``since`` on, looked up in the index
-        kept from the last step when the table is still at the version that step left it
-        at, else in one built from the table."""
+        kept from the last step when the table's rows are still those that step left
+        (later commits only compacted it), else in one built from the table. An index
+        that starts after ``since`` reads only the days it lacks."""
         index = self._held.get(spec)
-        if index is None or index.version != handle.version or since < index.since:
+        if (
+            index is not None
+            and index.version != handle.version
+            and self._rows_unchanged(spec, index.version, handle.version)
+        ):
+            index.version = handle.version  # only compacted or vacuumed since
+        if index is None or index.version != handle.version:
             held = handle.scan(["event_id", "event_date"], Compare("event_date", ">=", since))
             index = EventIdIndex(handle.version, since)
             index.add(held["event_id"], held["event_date"])
             self._held[spec] = index
-        elif since > index.since:  # a new day: ids past the horizon go
-            index.forget_before(since)
+        elif since < index.since:  # an event from an earlier day: only those days are read
+            where = AllOf(
+                (Compare("event_date", ">=", since), Compare("event_date", "<", index.since))
+            )
+            older = handle.scan(["event_id", "event_date"], where)
+            index.reach_back(since, older["event_id"], older["event_date"])
+        elif since - _KEPT_DAY > index.since:  # a new day: ids past the horizon go
+            index.forget_before(since - _KEPT_DAY)
         return index.held(ids)
+
+    def _rows_unchanged(self, spec: TableSpec, version: int, now: int) -> bool:
+        """Whether every commit of ``spec`` after ``version`` up to ``now`` left its rows
+        as they were (table upkeep), so an index of its ids at ``version`` still holds."""
+        if now < version:
+            return False
+        commits = self.store.history(spec, now - version)
+        return {c.version for c in commits} == set(range(version + 1, now + 1)) and all(
+            c.operation in ROWS_UNCHANGED for c in commits
+        )
 
     def _extend_held(self, spec: TableSpec, appended: pa.Table, version: int) -> None:
         """After the append that made ``version``: its ids join the kept ones if no other
         commit came between."""
         index = self._held.pop(spec, None)
-        if index is None or version != index.version + 1:
+        if index is None:
+            return
+        if version != index.version + 1 and not self._rows_unchanged(
+            spec, index.version, version - 1
+        ):
             return
         index.add(appended["event_id"], appended["event_date"])
         index.version = version

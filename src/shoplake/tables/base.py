@@ -148,6 +148,11 @@ class Commit:
     positions: dict[str, int] = field(default_factory=dict)  # app id → next offset recorded
 
 
+# Commits that rewrite files and leave the rows as they were (compaction, vacuum), as
+# the formats name them: Delta's OPTIMIZE and VACUUM, Iceberg's "replace" snapshots.
+ROWS_UNCHANGED = frozenset({"OPTIMIZE", "VACUUM START", "VACUUM END", "REPLACE"})
+
+
 def rewound_positions(history: Iterable[Commit], target: TableHandle) -> dict[str, int]:
     """The positions to restore ``target`` with: each reader that ever recorded one in
     ``history`` set back to where it stood at ``target`` (0 if it had none then)."""
