@@ -40,6 +40,19 @@ def test_days_before_the_horizon_are_forgotten_and_never_added() -> None:
     assert index.held(pa.array([], pa.string())).to_pylist() == []
 
 
+def test_days_reached_back_to_stay_until_a_new_day() -> None:
+    index = EventIdIndex(version=0, since=DAY)
+    index.add(pa.array(["a"]), pa.array([DAY], pa.date32()))
+    earlier = DAY - timedelta(days=3)
+    index.reach_back(earlier, pa.array(["old"]), pa.array([earlier], pa.date32()))
+    assert index.since == earlier
+    index.slide_to(DAY, kept=timedelta(days=1))  # the usual horizon again: nothing goes
+    assert index.held(pa.array(["old", "a"])).to_pylist() == ["old", "a"]
+    index.slide_to(DAY + timedelta(days=1), kept=timedelta(days=1))  # a new day
+    assert index.since == DAY
+    assert index.held(pa.array(["old", "a"])).to_pylist() == ["a"]
+
+
 def test_digests_sharing_a_high_half_are_told_apart_by_the_low_one() -> None:
     runs = _Runs()
     hi = np.array([7, 7, 9], dtype=np.uint64)

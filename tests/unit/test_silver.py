@@ -15,7 +15,7 @@ from shoplake.pipeline.silver import ONE_ROW_PER_EVENT
 from shoplake.settings import Settings
 from shoplake.tables import open_store
 from shoplake.tables.base import AllOf, Predicate
-from shoplake.tables.delta import DeltaHandle
+from shoplake.tables.delta import DeltaHandle, DeltaStore
 from tests.conftest import feed, rows
 from tests.unit.test_gold_sales_minute import order, payment
 
@@ -313,6 +313,34 @@ def test_compacting_a_table_keeps_its_dedupe_index(
     assert scans == []
     ids = rows(pipeline, "SELECT event_id FROM silver.page_views ORDER BY 1")
     assert [r["event_id"] for r in ids] == ["a", "b", "c"]
+
+
+def test_a_compaction_just_before_silvers_append_keeps_its_dedupe_index(
+    settings: Settings, pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gold lane's upkeep may commit between silver's read of a table and its append:
+    the ids silver keeps still hold after that append."""
+    for event_id in ("a", "b"):
+        feed(settings, [_view(event_id, "2026-03-01T10:00:00Z")])
+        pipeline.run("both", until_idle=True)
+    append = DeltaStore.append
+
+    def compact_first(self: DeltaStore, spec: Any, *args: Any, **kwargs: Any) -> int:
+        if spec == PAGE_VIEWS:
+            upkeep = open_store(settings)
+            assert upkeep.compact(PAGE_VIEWS)["numFilesRemoved"] >= 2
+            upkeep.close()
+        return append(self, spec, *args, **kwargs)
+
+    monkeypatch.setattr(DeltaStore, "append", compact_first)
+    feed(settings, [_view("c", "2026-03-01T10:00:00Z")])
+    pipeline.run("both", until_idle=True)
+    monkeypatch.setattr(DeltaStore, "append", append)
+    scans = _id_scans(monkeypatch)
+    feed(settings, [_view("c", "2026-03-01T11:00:00Z"), _view("d", "2026-03-01T11:00:00Z")])
+    stats = pipeline.run("both", until_idle=True)
+    assert stats.duplicates_dropped == 1
+    assert scans == []
 
 
 def test_each_silver_row_carries_when_silver_wrote_it(

@@ -14,7 +14,7 @@ is a binary search in each run.
 from __future__ import annotations
 
 import hashlib
-from datetime import date
+from datetime import date, timedelta
 
 import numpy as np
 import pyarrow as pa
@@ -79,6 +79,7 @@ class EventIdIndex:
     def __init__(self, version: int, since: date) -> None:
         self.version = version
         self.since = since
+        self._horizon_start = since  # the latest a lookup asked for (see slide_to)
         self._days: dict[date, _Runs] = {}
 
     def __len__(self) -> int:
@@ -109,6 +110,14 @@ class EventIdIndex:
         ``event_dates`` are the table's rows of the days in between."""
         self.since = min(self.since, since)
         self.add(event_ids, event_dates)
+
+    def slide_to(self, since: date, kept: timedelta) -> None:
+        """A lookup's horizon starts at ``since``: when that is a new day, the days more
+        than ``kept`` before it go. Days reached back to stay until then, so a run of
+        events from earlier days does not read the same days again and again."""
+        if since > self._horizon_start:
+            self._horizon_start = since
+            self.forget_before(since - kept)
 
     def forget_before(self, since: date) -> None:
         """Drops the days before ``since`` (past the horizon)."""

@@ -76,7 +76,7 @@ _LINEAGE_SCHEMA = pa.schema(
 # within the horizon is read each step instead, as a restarted processor does.
 _HELD_IDS_MAX = 32_000_000
 # A day kept past the horizon, so the events of yesterday that arrive around midnight do
-# not make each batch read that day of the table back in.
+# not make each batch read that day of the table back in (see EventIdIndex.slide_to).
 _KEPT_DAY = timedelta(days=1)
 
 
@@ -258,8 +258,8 @@ class SilverProcessor:
             )
             older = handle.scan(["event_id", "event_date"], where)
             index.reach_back(since, older["event_id"], older["event_date"])
-        elif since - _KEPT_DAY > index.since:  # a new day: ids past the horizon go
-            index.forget_before(since - _KEPT_DAY)
+        else:
+            index.slide_to(since, _KEPT_DAY)
         return index.held(ids)
 
     def _rows_unchanged(self, spec: TableSpec, version: int, now: int) -> bool:
@@ -267,14 +267,13 @@ class SilverProcessor:
         as they were (table upkeep), so an index of its ids at ``version`` still holds."""
         if now < version:
             return False
-        commits = self.store.history(spec, now - version)
-        return {c.version for c in commits} == set(range(version + 1, now + 1)) and all(
-            c.operation in ROWS_UNCHANGED for c in commits
-        )
+        # one commit more: the caller's own may have followed them
+        operations = {c.version: c.operation for c in self.store.history(spec, now - version + 1)}
+        return all(operations.get(v) in ROWS_UNCHANGED for v in range(version + 1, now + 1))
 
     def _extend_held(self, spec: TableSpec, appended: pa.Table, version: int) -> None:
-        """After the append that made ``version``: its ids join the kept ones if no other
-        commit came between."""
+        """After the append that made ``version``: its ids join the kept ones if no
+        commit that changed rows came between."""
         index = self._held.pop(spec, None)
         if index is None:
             return
