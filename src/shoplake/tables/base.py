@@ -114,9 +114,15 @@ def arrow_filter(spec: TableSpec, where: Predicate, cast_strings: bool = False) 
         values = where.values
         if isinstance(values, pa.ChunkedArray):
             values = values.combine_chunks()
-        return column.isin(
-            values.cast(kind) if isinstance(values, pa.Array) else pa.array(values, kind)
-        )
+        values = values.cast(kind) if isinstance(values, pa.Array) else pa.array(values, kind)
+        within = column.isin(values)
+        if len(values) == 0 or values.null_count:
+            return within
+        # Arrow prunes files by their statistics for a short list only (up to ~50 values):
+        # the values' range prunes for any (order ids grow with time, so a step's orders
+        # lie in a few recent files).
+        bounds = pc.min_max(values)
+        return (column >= bounds["min"]) & (column <= bounds["max"]) & within
     return _ARROW_COMPARE[where.op](column, pa.scalar(where.value, kind))
 
 
