@@ -48,6 +48,8 @@ def test_days_reached_back_to_stay_until_a_new_day() -> None:
     assert index.since == earlier
     index.slide_to(DAY, kept=timedelta(days=1))  # the usual horizon again: nothing goes
     assert index.held(pa.array(["old", "a"])).to_pylist() == ["old", "a"]
+    # a lookup sees the days of its own horizon only, whatever else is kept
+    assert index.held(pa.array(["old", "a"]), since=DAY).to_pylist() == ["a"]
     index.slide_to(DAY + timedelta(days=1), kept=timedelta(days=1))  # a new day
     assert index.since == DAY
     assert index.held(pa.array(["old", "a"])).to_pylist() == ["a"]

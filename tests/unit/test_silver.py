@@ -295,6 +295,21 @@ def test_an_event_of_an_earlier_day_reads_only_the_days_dedupe_lacks(
     ]
 
 
+def test_a_day_kept_past_the_horizon_does_not_count_for_dedupe(
+    settings: Settings, pipeline: Pipeline
+) -> None:
+    """The index keeps a day past the horizon (for yesterday's late events), but an id
+    seen only on that day is 8 days old: its repeat is a new event, as after a restart."""
+    for event_id, ts in (("x", "2026-03-01T10:00:00Z"), ("y", "2026-03-09T10:00:00Z")):
+        feed(settings, [_view(event_id, ts)])
+        pipeline.run("both", until_idle=True)
+    feed(settings, [_view("x", "2026-03-09T11:00:00Z")])
+    stats = pipeline.run("both", until_idle=True)
+    assert stats.duplicates_dropped == 0
+    kept = rows(pipeline, "SELECT event_id FROM silver.page_views ORDER BY event_ts")
+    assert [r["event_id"] for r in kept] == ["x", "y", "x"]
+
+
 def test_compacting_a_table_keeps_its_dedupe_index(
     settings: Settings, pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
 ) -> None:

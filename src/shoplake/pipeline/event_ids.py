@@ -52,8 +52,8 @@ class _Runs:
             self.runs.append(_sorted(np.concatenate([hi0, hi1]), np.concatenate([lo0, lo1])))
 
     def holds(self, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
-        order = np.argsort(hi)  # sorted needles: the searches walk each run once
-        hi, lo = hi[order], lo[order]
+        """Which of the digests (sorted by ``hi``, so the searches walk each run once)
+        this day holds."""
         found = np.zeros(len(hi), dtype=bool)
         for run_hi, run_lo in self.runs:
             at = np.searchsorted(run_hi, hi)
@@ -64,9 +64,7 @@ class _Runs:
                 while j < len(run_hi) and run_hi[j] == hi[i] and not found[i]:
                     found[i] = run_lo[j] == lo[i]
                     j += 1
-        held = np.zeros(len(hi), dtype=bool)
-        held[order] = found
-        return held
+        return found
 
     @property
     def size(self) -> int:
@@ -125,13 +123,19 @@ class EventIdIndex:
         for day in [d for d in self._days if d < self.since]:
             del self._days[day]
 
-    def held(self, event_ids: pa.Array | pa.ChunkedArray) -> pa.Array:
-        """Those of ``event_ids`` the index holds (any day from ``since`` on)."""
-        if not len(event_ids) or not self._days:
+    def held(self, event_ids: pa.Array | pa.ChunkedArray, since: date | None = None) -> pa.Array:
+        """Those of ``event_ids`` the index holds on a day from ``since`` on (None: any
+        day it keeps)."""
+        days = [runs for day, runs in self._days.items() if since is None or day >= since]
+        if not len(event_ids) or not days:
             return pa.array([], pa.string())
         hi, lo = digests(event_ids)
+        order = np.argsort(hi)  # sorted once for every day's searches
+        hi_sorted, lo_sorted = hi[order], lo[order]
+        found_sorted = np.zeros(len(hi), dtype=bool)
+        for runs in days:
+            found_sorted |= runs.holds(hi_sorted, lo_sorted)
         found = np.zeros(len(hi), dtype=bool)
-        for runs in self._days.values():
-            found |= runs.holds(hi, lo)
+        found[order] = found_sorted
         kept = pc.filter(event_ids, pa.array(found))
         return kept.combine_chunks() if isinstance(kept, pa.ChunkedArray) else kept

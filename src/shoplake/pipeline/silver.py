@@ -260,7 +260,7 @@ class SilverProcessor:
             index.reach_back(since, older["event_id"], older["event_date"])
         else:
             index.slide_to(since, _KEPT_DAY)
-        return index.held(ids)
+        return index.held(ids, since)  # not the days it keeps past the horizon
 
     def _rows_unchanged(self, spec: TableSpec, version: int, now: int) -> bool:
         """Whether every commit of ``spec`` after ``version`` up to ``now`` left its rows
