@@ -7,6 +7,7 @@ import itertools
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 from deltalake import DeltaTable
 from pytest import MonkeyPatch
 
@@ -54,6 +55,24 @@ def test_compaction_keeps_every_row_and_position(tmp_path: Path) -> None:
     p.run("both", until_idle=True)
     assert rows(p, "SELECT count(*) AS n FROM bronze.raw_events")[0]["n"] == len(bronze) + 300
     assert current_gold(p.store) == recomputed_gold(p.store, s.reporting)
+    p.close()
+
+
+def test_compacted_files_keep_payloads_plain_in_small_row_groups(
+    tmp_path: Path, monkeypatch: MonkeyPatch
+) -> None:
+    """A compacted file is cut in row groups, so a scan for a few keys reads those whose
+    statistics hold them; payload columns stay without statistics, as when written."""
+    monkeypatch.setattr(delta, "_COMPACTED_ROW_GROUP_ROWS", 400)
+    _, p = small_batches(tmp_path)
+    p.store.compact(RAW_EVENTS)
+    table = DeltaTable(p.store.location(RAW_EVENTS))
+    [path] = [f for f in table.file_uris() if "event_type=page_view" in f]
+    meta = pq.ParquetFile(path).metadata
+    assert meta.num_rows > 400 and meta.num_row_groups == -(-meta.num_rows // 400)
+    columns = [meta.row_group(0).column(i) for i in range(meta.num_columns)]
+    stats = {c.path_in_schema: c.statistics is not None for c in columns}
+    assert stats["raw_value"] is False and stats["offset"] is True
     p.close()
 
 
