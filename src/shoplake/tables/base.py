@@ -118,9 +118,10 @@ def arrow_filter(spec: TableSpec, where: Predicate, cast_strings: bool = False) 
         within = column.isin(values)
         if len(values) == 0 or values.null_count:
             return within
-        # Arrow prunes files by their statistics for a short list only (up to ~50 values):
-        # the values' range prunes for any (order ids grow with time, so a step's orders
-        # lie in a few recent files).
+        # Arrow prunes files by their statistics for a short list only (up to ~50 values);
+        # the values' range prunes a longer one while its keys lie close together (order
+        # ids grow with time: a round's new orders sit in a few recent files, though a
+        # refund of an old order widens the range).
         bounds = pc.min_max(values)
         return (column >= bounds["min"]) & (column <= bounds["max"]) & within
     return _ARROW_COMPARE[where.op](column, pa.scalar(where.value, kind))
