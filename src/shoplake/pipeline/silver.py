@@ -45,7 +45,14 @@ from shoplake.pipeline.positions import (
     read_ranges,
     to_app_ids,
 )
-from shoplake.tables.base import ROWS_UNCHANGED, AllOf, Compare, TableHandle, TableStore
+from shoplake.tables.base import (
+    ROWS_UNCHANGED,
+    AllOf,
+    Compare,
+    TableHandle,
+    TableStore,
+    within,
+)
 from shoplake.transport.base import TopicPartition
 
 if TYPE_CHECKING:
@@ -241,22 +248,17 @@ class SilverProcessor:
         (later commits only compacted it), else in one built from the table. An index
         that starts after ``since`` reads only the days it lacks."""
         index = self._held.get(spec)
-        if (
-            index is not None
-            and index.version != handle.version
-            and self._rows_unchanged(spec, index.version, handle.version)
-        ):
-            index.version = handle.version  # only compacted or vacuumed since
+        if index is not None and self._rows_unchanged(spec, index.version, handle.version):
+            index.version = handle.version  # at most compacted or vacuumed since
         if index is None or index.version != handle.version:
             held = handle.scan(["event_id", "event_date"], Compare("event_date", ">=", since))
             index = EventIdIndex(handle.version, since)
             index.add(held["event_id"], held["event_date"])
             self._held[spec] = index
         elif since < index.since:  # an event from an earlier day: only those days are read
-            where = AllOf(
-                (Compare("event_date", ">=", since), Compare("event_date", "<", index.since))
+            older = handle.scan(
+                ["event_id", "event_date"], within("event_date", (since, index.since))
             )
-            older = handle.scan(["event_id", "event_date"], where)
             index.reach_back(since, older["event_id"], older["event_date"])
         else:
             index.slide_to(since, _KEPT_DAY)
@@ -265,8 +267,8 @@ class SilverProcessor:
     def _rows_unchanged(self, spec: TableSpec, version: int, now: int) -> bool:
         """Whether every commit of ``spec`` after ``version`` up to ``now`` left its rows
         as they were (table upkeep), so an index of its ids at ``version`` still holds."""
-        if now < version:
-            return False
+        if now <= version:
+            return now == version  # no commit since: nothing to read
         # one commit more: the caller's own may have followed them
         operations = {c.version: c.operation for c in self.store.history(spec, now - version + 1)}
         return all(operations.get(v) in ROWS_UNCHANGED for v in range(version + 1, now + 1))
@@ -275,11 +277,7 @@ class SilverProcessor:
         """After the append that made ``version``: its ids join the kept ones if no
         commit that changed rows came between."""
         index = self._held.pop(spec, None)
-        if index is None:
-            return
-        if version != index.version + 1 and not self._rows_unchanged(
-            spec, index.version, version - 1
-        ):
+        if index is None or not self._rows_unchanged(spec, index.version, version - 1):
             return
         index.add(appended["event_id"], appended["event_date"])
         index.version = version

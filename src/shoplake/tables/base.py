@@ -11,7 +11,7 @@ import functools
 import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, Literal, Protocol, TypeAlias
 
 import pyarrow as pa
@@ -53,8 +53,8 @@ class AllOf:
 Predicate: TypeAlias = "Compare | IsIn | AllOf"
 
 
-def within(column: str, span: tuple[datetime, datetime]) -> AllOf:
-    """``column`` lies in the [start, end) ``span``."""
+def within(column: str, span: tuple[date, date]) -> AllOf:
+    """``column`` lies in the [start, end) ``span`` (of days or times)."""
     return AllOf((Compare(column, ">=", span[0]), Compare(column, "<", span[1])))
 
 
