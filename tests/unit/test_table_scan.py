@@ -8,6 +8,9 @@ from decimal import Decimal
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 
@@ -15,6 +18,7 @@ from shoplake.contract.tables import ORDER_PAYMENTS, PAGE_VIEWS, TableSpec
 from shoplake.settings import Settings
 from shoplake.tables import TableStore, open_store
 from shoplake.tables.base import AllOf, Compare, IsIn, all_of, arrow_filter
+from shoplake.tables.row_groups import RowGroupBounds
 from tests.conftest import order_payment_rows
 
 BASE = datetime(2026, 1, 1, tzinfo=UTC)
@@ -174,3 +178,49 @@ def test_a_merge_deletes_the_keys_its_predicate_names(store: TableStore) -> None
     quote = Compare("user_id", "=", "u-it's")
     store.upsert(ORDER_PAYMENTS, order_payments(["it's"], [10]), delete_when=quote)
     assert ids(store, ORDER_PAYMENTS, None) == ["a", "c"]
+
+
+def test_a_scan_for_a_long_list_of_keys_reads_only_the_row_groups_that_may_hold_one(
+    tmp_path: Path,
+) -> None:
+    """A round's new order ids and a refund of an old order span the whole table, so their
+    range prunes nothing: each row group's bounds are looked up in the keys instead. Rows
+    found are exactly those asked for; a file without bounds is read whole."""
+    keys = [f"O{n:08d}" for n in range(1300)]
+    pq.write_table(pa.table({"order_id": keys[:1000]}), tmp_path / "a.parquet", row_group_size=100)
+    pq.write_table(pa.table({"order_id": keys[1000:1200]}), tmp_path / "b.parquet")
+    pq.write_table(
+        pa.table({"order_id": keys[1200:]}), tmp_path / "c.parquet", write_statistics=False
+    )
+    dataset = pads.dataset(tmp_path, format="parquet")
+    new = [f"O{n:08d}" for n in range(1150, 1199, 2)] + [f"O{n:08d}-x" for n in range(1100, 1130)]
+    wanted = IsIn("order_id", pa.array([keys[505], keys[1250], *new]))
+    bounds = RowGroupBounds()
+    narrowed = bounds.narrowed(dataset, wanted)
+    read = {Path(f.path).name: [g.id for g in f.row_groups] for f in narrowed.get_fragments()}
+    assert read == {"a.parquet": [5], "b.parquet": [0], "c.parquet": [0]}
+    found = narrowed.to_table(filter=pc.field("order_id").isin(wanted.values))["order_id"]
+    assert sorted(found.to_pylist()) == sorted([keys[505], keys[1250], *new[:25]])
+    short = IsIn("order_id", [keys[505], keys[1250]])  # Arrow prunes a short list itself
+    assert bounds.narrowed(dataset, short) is dataset
+    spread = IsIn("order_id", keys[::50])  # one key in every row group: nothing to leave out
+    assert bounds.narrowed(dataset, spread) is dataset
+
+
+def test_a_store_scan_for_a_long_list_of_keys_finds_them_in_compacted_files(
+    store: TableStore,
+) -> None:
+    """Through the store: many small files compacted into one of several row groups, then
+    a scan for a round's keys plus an old one returns exactly those rows."""
+    for k in range(4):
+        store.append(ORDER_PAYMENTS, order_payments([f"O{k}-{i:03d}" for i in range(60)], [1] * 60))
+    store.compact(ORDER_PAYMENTS)
+    store.append(ORDER_PAYMENTS, order_payments([f"O9-{i:03d}" for i in range(60)], [1] * 60))
+    wanted = [
+        "O0-007",
+        *[f"O9-{i:03d}" for i in range(0, 60, 2)],
+        *[f"O9-{i:03d}x" for i in range(30)],
+    ]
+    assert ids(store, ORDER_PAYMENTS, IsIn("order_id", wanted)) == sorted(
+        ["O0-007", *[f"O9-{i:03d}" for i in range(0, 60, 2)]]
+    )

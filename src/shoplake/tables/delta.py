@@ -44,6 +44,7 @@ from shoplake.tables.base import (
     rewound_positions,
     within,
 )
+from shoplake.tables.row_groups import RowGroupBounds
 from shoplake.tables.storage import arrow_filesystem, arrow_subtree, delta_options
 
 T = TypeVar("T")
@@ -224,14 +225,19 @@ class _SnapshotCache:
     """What is known of one table version: positions {app_id: next offset or None} and
     its Arrow dataset (building one lists every file: ~50 ms at a few hundred files).
     ``string_views``: the table has files with string_view columns (see DeltaHandle.scan),
-    which stays true for later versions."""
+    which stays true for later versions; ``bounds``: its files' row-group bounds, kept
+    for later versions too (see DeltaHandle.scan)."""
 
     def __init__(
-        self, version: int, known: dict[str, int | None], string_views: bool = False
+        self,
+        version: int,
+        known: dict[str, int | None],
+        earlier: _SnapshotCache | None = None,
     ) -> None:
         self.version = version
         self.known = known
-        self.string_views = string_views
+        self.string_views: bool = earlier is not None and earlier.string_views
+        self.bounds: RowGroupBounds = RowGroupBounds() if earlier is None else earlier.bounds
         self.dataset: pads.Dataset | None = None
 
 
@@ -332,6 +338,8 @@ class DeltaHandle:
         with _translated(self._spec, "reading"):
             if where is None:
                 return dataset.to_table(columns=wanted)
+            # a long list of keys (a round's order ids): only the row groups that may hold one
+            dataset = self._cache.bounds.narrowed(dataset, where)
             try:
                 flt = arrow_filter(self._spec, where, self._cache.string_views)
                 return dataset.to_table(columns=wanted, filter=flt)
@@ -526,7 +534,7 @@ class DeltaStore:
         cache = self._caches.get(self.location(spec))
         if cache is None or cache.version != version:
             known = _KNOWN_POSITIONS.at(table, version)
-            cache = _SnapshotCache(version, known, cache is not None and cache.string_views)
+            cache = _SnapshotCache(version, known, cache)
             self._caches[self.location(spec)] = cache
         return cache
 
@@ -576,9 +584,7 @@ class DeltaStore:
             if write.committed and after == before + 1:
                 merged = _KNOWN_POSITIONS.at(table, after)
                 merged.update({**known, **(positions or {})})
-                self._caches[self.location(spec)] = _SnapshotCache(
-                    after, merged, cache.string_views
-                )
+                self._caches[self.location(spec)] = _SnapshotCache(after, merged, cache)
 
     def append(
         self,
