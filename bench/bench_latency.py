@@ -14,7 +14,8 @@ this process (deltalake, polling) first sees the marker's minute in
 counts as infinite. The pipeline's own histogram (from the transport append to the end of
 the gold round, queueing left out) is printed beside it for comparison only, and so is
 where the machine's CPU went while markers were sent: the demo (its children included),
-the sender, and this process's readers.
+the sender, and this process's readers. Last, where the demo's time went: each pipeline
+step's mean duration per minute of the run, from its step trace (pipeline/steptrace.py).
 
 Aims (issue 16): fct_sales_minute p95 <= 1 s, every other gold table p95 <= 5 s.
 
@@ -34,6 +35,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +55,8 @@ from shoplake.contract.tables import (
     PRODUCT_ANALYTICS,
     TableSpec,
 )
+from shoplake.pipeline.steptrace import ENV as STEP_TRACE
+from shoplake.pipeline.steptrace import step_times
 from shoplake.settings import Settings
 from shoplake.tables import open_store
 
@@ -171,11 +175,13 @@ def measure(args: argparse.Namespace) -> tuple[list[Marker], dict[str, Any]]:
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
     markers: list[Marker] = []
     with tempfile.TemporaryDirectory(prefix="bench-latency-") as home:
-        env = {**os.environ, "SHOPLAKE_HOME": home}
+        trace = Path(home) / "steps.trace"
+        env = {**os.environ, "SHOPLAKE_HOME": home, STEP_TRACE: str(trace)}
         store = open_store(Settings(home=Path(home)))
         demo = subprocess.Popen([*SHOPLAKE, "demo", "--rate", "0", "--port", str(port)],
                                 env=env, **quiet)  # fmt: skip
         sender = watchers = None
+        started, elapsed = time.monotonic(), 0.0
         try:
             wait_up(url)
             sender = subprocess.Popen(
@@ -217,10 +223,32 @@ def measure(args: argparse.Namespace) -> tuple[list[Marker], dict[str, Any]]:
             demo.terminate()
             demo.wait(120)
             store.close()
+            steps = step_breakdown(trace.read_text(), started, elapsed) if trace.exists() else []
     runtime = health["runtime"]
     return markers, {"accepted": accepted, "lag": health["lag"], "cpu": cpu,
                      "own_p50": runtime.get("latency_p50_s"),
-                     "own_p95": runtime.get("latency_p95_s")}  # fmt: skip
+                     "own_p95": runtime.get("latency_p95_s"), "steps": steps}  # fmt: skip
+
+
+def step_breakdown(trace: str, started: float, elapsed: float, top: int = 14) -> list[str]:
+    """Lines: the steps that took the most time while markers were sent, each one's mean
+    seconds a run per minute (the trace's clock is the machine's monotonic one, as ours)."""
+    minutes = max(1, math.ceil(elapsed / 60))
+    took: dict[str, list[list[float]]] = defaultdict(lambda: [[] for _ in range(minutes)])
+    for name, at, seconds in step_times(trace):
+        minute = int((at - started) // 60)
+        if 0 <= minute < minutes:
+            took[name][minute].append(seconds)
+    ranked = sorted(took, key=lambda n: -sum(map(sum, took[n])))[:top]
+    head = "".join(f"{f'min {m + 1}':>9}" for m in range(minutes))
+    lines = [f"{'step (mean s a run, runs)':<40}{head}"]
+    for name in ranked:
+        cells = "".join(
+            f"{sum(runs) / len(runs):>6.2f}{len(runs):>3}" if runs else f"{'-':>9}"
+            for runs in took[name]
+        )
+        lines.append(f"{name[:39]:<40}{cells}")
+    return lines
 
 
 def main() -> None:
@@ -251,6 +279,9 @@ def main() -> None:
         f"CPU while markers were sent, in cores of {cores}: {shares}; "
         f"total {sum(run['cpu'].values()):.2f}"
     )
+    if run["steps"]:
+        print("where the demo's time went, minute by minute:")
+        print("\n".join(run["steps"]))
     print(f"machine: {machine()}")
     print(f"reproduce: {command()}")
 

@@ -76,12 +76,12 @@ def test_interrupted_kinds_counts_only_unfinished_steps() -> None:
     """The check below cannot pass on steps that completed before the kill."""
     trace = "\n".join(
         [
-            "7 1 start silver",
-            "7 1 end silver",
-            "7 2 start compact silver.orders",
-            "7 2 end compact silver.orders",
-            "7 2 start silver.dim_products",  # open: pid 7 died here
-            "8 1 start vacuum bronze.raw_events",  # pid 8 was never killed by us
+            "7 1 0.5 start silver",
+            "7 1 0.9 end silver",
+            "7 2 1.0 start compact silver.orders",
+            "7 2 1.2 end compact silver.orders",
+            "7 2 1.3 start silver.dim_products",  # open: pid 7 died here
+            "8 1 0.7 start vacuum bronze.raw_events",  # pid 8 was never killed by us
         ]
     )
     counts = interrupted_kinds(trace, [7])

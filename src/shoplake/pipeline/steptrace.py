@@ -3,19 +3,22 @@ doing when it was killed.
 
 With ``SHOPLAKE_STEP_TRACE=FILE`` in the environment, every step (bronze ingest, silver,
 each derived table's model, each table's compaction and vacuum) writes one line
-``PID THREAD start NAME`` before it and ``PID THREAD end NAME`` after it, each with one
+``PID THREAD TIME start NAME`` before it and ``PID THREAD TIME end NAME`` after it (TIME:
+the monotonic clock in seconds, shared by the run's processes), each with one
 ``write`` to FILE opened with O_APPEND (atomic for lines this short, no fsync: the kernel
 keeps what a SIGKILLed process wrote). A step a killed process started and never ended
 was interrupted by the kill (``open_steps``). PID is the run's: the gold refresh lane's
 process (pipeline/refresher.py) dies with the run and traces its steps under the run's
 PID (``RUN_ENV``), its THREAD qualified by its own. Unset, as it is outside tests, a step
-costs one check of a module global.
+costs one check of a module global. ``step_times`` reads how long each step took (the
+benchmarks' breakdown of a round).
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -50,9 +53,9 @@ def step(name: str) -> Iterator[None]:
     run = os.environ.get(RUN_ENV)
     thread = threading.get_ident()
     prefix = f"{run} {os.getpid()}.{thread}" if run else f"{os.getpid()} {thread}"
-    os.write(fd, f"{prefix} start {name}\n".encode())
+    os.write(fd, f"{prefix} {time.monotonic():.6f} start {name}\n".encode())
     yield
-    os.write(fd, f"{prefix} end {name}\n".encode())
+    os.write(fd, f"{prefix} {time.monotonic():.6f} end {name}\n".encode())
 
 
 def open_steps(trace: str, pid: int) -> list[str]:
@@ -60,12 +63,29 @@ def open_steps(trace: str, pid: int) -> list[str]:
     after a SIGKILL, what the kill interrupted (at most one per thread)."""
     running: dict[str, str] = {}  # thread → step
     for line in trace.splitlines():
-        parts = line.split(" ", 3)
-        if len(parts) != 4 or parts[0] != str(pid):
+        parts = line.split(" ", 4)
+        if len(parts) != 5 or parts[0] != str(pid):
             continue
-        _, thread, event, name = parts
+        _, thread, _, event, name = parts
         if event == "start":
             running[thread] = name
         elif event == "end" and running.get(thread) == name:
             del running[thread]
     return sorted(running.values())
+
+
+def step_times(trace: str) -> list[tuple[str, float, float]]:
+    """Every completed step in ``trace`` as (name, start, seconds), in order of start."""
+    started: dict[tuple[str, str, str], float] = {}  # (pid, thread, step) → start
+    done: list[tuple[str, float, float]] = []
+    for line in trace.splitlines():
+        parts = line.split(" ", 4)
+        if len(parts) != 5:
+            continue
+        pid, thread, at, event, name = parts
+        if event == "start":
+            started[(pid, thread, name)] = float(at)
+        elif event == "end" and (pid, thread, name) in started:
+            begun = started.pop((pid, thread, name))
+            done.append((name, begun, float(at) - begun))
+    return sorted(done, key=lambda d: d[1])
