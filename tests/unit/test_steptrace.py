@@ -26,18 +26,20 @@ def trace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
 
 def test_a_trace_says_which_steps_ran_how_long_and_which_never_ended(trace: Path) -> None:
-    with steptrace.step("silver"):
+    with steptrace.step("silver"), steptrace.step("silver parse"):
         time.sleep(0.05)
     with steptrace.step("gold.fct_sales_minute"):
         pass
-    with pytest.raises(RuntimeError), steptrace.step("compact silver.orders"):
-        raise RuntimeError("killed")  # a step that raised did not complete
+    with pytest.raises(RuntimeError), steptrace.step("silver"), steptrace.step("silver append"):
+        raise RuntimeError("killed")  # a step that raised did not complete, nor its part
     text = trace.read_text()
-    assert steptrace.open_steps(text, os.getpid()) == ["compact silver.orders"]
+    assert steptrace.open_steps(text, os.getpid()) == ["silver", "silver append"]
     assert steptrace.open_steps(text, os.getpid() + 1) == []
     times = steptrace.step_times(text)
-    assert [name for name, _, _ in times] == ["silver", "gold.fct_sales_minute"]
-    (_, silver_start, silver_took), (_, gold_start, gold_took) = times
-    assert 0.05 <= silver_took < 1
+    names = [name for name, _, _ in times]
+    assert names == ["silver", "silver parse", "gold.fct_sales_minute"]
+    (_, silver_start, silver_took), (_, parse_start, parse_took), (_, gold_start, gold_took) = times
+    assert 0.05 <= parse_took <= silver_took < 1
+    assert silver_start <= parse_start
     assert 0 <= gold_took < silver_took
     assert gold_start >= silver_start + silver_took

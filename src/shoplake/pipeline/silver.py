@@ -45,6 +45,7 @@ from shoplake.pipeline.positions import (
     read_ranges,
     to_app_ids,
 )
+from shoplake.pipeline.steptrace import step
 from shoplake.tables.base import (
     ROWS_UNCHANGED,
     AllOf,
@@ -154,43 +155,50 @@ class SilverProcessor:
         wanted_by = {spec: _wanted(ranges, own[spec]) for spec in SILVER_TABLES}
         now = datetime.now(UTC)
         high_water = self._high_water_before(ranges)
-        parsed = self.engine.parse_raw_events(
-            batch.select(["raw_value", *_LINEAGE]),
-            high_water,
-            self.rules,
-            [spec.name for spec in SILVER_FROM_BRONZE if wanted_by[spec]],
-            now,
-        )
+        with step("silver parse"):
+            parsed = self.engine.parse_raw_events(
+                batch.select(["raw_value", *_LINEAGE]),
+                high_water,
+                self.rules,
+                [spec.name for spec in SILVER_FROM_BRONZE if wanted_by[spec]],
+                now,
+            )
         written: dict[TableSpec, pa.Table] = {}
         fresh = {
             spec: _first_per_key(_past(parsed.rows[spec.name], own[spec]), spec.key)
             for spec in SILVER_FROM_BRONZE
             if wanted_by[spec]
         }
-        known = self._known_ids(fresh, handles)
-        for spec, rows in fresh.items():
-            wanted = wanted_by[spec]
-            if spec in known:
-                rows = rows.filter(pc.invert(pc.is_in(rows["event_id"], value_set=known[spec])))
-            version = self.store.append(spec, rows, to_app_ids(wanted))
-            if "event_id" in spec.key:
-                self._extend_held(spec, rows, version)
-            self.recent.record(spec, {tp: (own[spec][tp], end) for tp, end in wanted.items()}, rows)
-            if spec in ONE_ROW_PER_EVENT:
-                written[spec] = rows.select(_LINEAGE).cast(_LINEAGE_SCHEMA)
-            result.rows_written += rows.num_rows
+        with step("silver dedupe"):
+            known = self._known_ids(fresh, handles)
+        with step("silver append"):
+            for spec, rows in fresh.items():
+                wanted = wanted_by[spec]
+                if spec in known:
+                    keep = pc.invert(pc.is_in(rows["event_id"], value_set=known[spec]))
+                    rows = rows.filter(keep)
+                version = self.store.append(spec, rows, to_app_ids(wanted))
+                if "event_id" in spec.key:
+                    self._extend_held(spec, rows, version)
+                made = {tp: (own[spec][tp], end) for tp, end in wanted.items()}
+                self.recent.record(spec, made, rows)
+                if spec in ONE_ROW_PER_EVENT:
+                    written[spec] = rows.select(_LINEAGE).cast(_LINEAGE_SCHEMA)
+                result.rows_written += rows.num_rows
         wanted = wanted_by[DUPLICATES]
         if wanted:
             # Tables that were in step with silver.duplicates took this whole batch just
             # now: what they hold of it is what they were given (no read back needed).
             in_step = all(own[t] == own[DUPLICATES] for t in ONE_ROW_PER_EVENT)
             held = pa.concat_tables(written.values()) if in_step and written else None
-            dropped = self._duplicates(_past(parsed.valid, own[DUPLICATES]), held)
-            dropped = dropped.append_column("detected_ts", pa.array([now] * dropped.num_rows, TS))
-            self.store.append(DUPLICATES, dropped, to_app_ids(wanted))
-            self.recent.record(
-                DUPLICATES, {tp: (own[DUPLICATES][tp], end) for tp, end in wanted.items()}, dropped
-            )
+            with step("silver duplicates"):
+                dropped = self._duplicates(_past(parsed.valid, own[DUPLICATES]), held)
+                dropped = dropped.append_column(
+                    "detected_ts", pa.array([now] * dropped.num_rows, TS)
+                )
+                self.store.append(DUPLICATES, dropped, to_app_ids(wanted))
+            made = {tp: (own[DUPLICATES][tp], end) for tp, end in wanted.items()}
+            self.recent.record(DUPLICATES, made, dropped)
             result.duplicates_dropped += dropped.num_rows
         self._remember_high_water(ranges, high_water, parsed.high_water)
         return result

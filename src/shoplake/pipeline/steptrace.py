@@ -2,7 +2,8 @@
 doing when it was killed.
 
 With ``SHOPLAKE_STEP_TRACE=FILE`` in the environment, every step (bronze ingest, silver,
-each derived table's model, each table's compaction and vacuum) writes one line
+each derived table's model, each table's compaction and vacuum; silver's parse, dedupe
+and appends as steps within silver's) writes one line
 ``PID THREAD TIME start NAME`` before it and ``PID THREAD TIME end NAME`` after it (TIME:
 the monotonic clock in seconds, shared by the run's processes), each with one
 ``write`` to FILE opened with O_APPEND (atomic for lines this short, no fsync: the kernel
@@ -60,18 +61,20 @@ def step(name: str) -> Iterator[None]:
 
 def open_steps(trace: str, pid: int) -> list[str]:
     """The steps process ``pid`` had started and not ended in ``trace`` (the file's text):
-    after a SIGKILL, what the kill interrupted (at most one per thread)."""
-    running: dict[str, str] = {}  # thread → step
+    after a SIGKILL, what the kill interrupted (per thread, a step and the parts of it
+    that were running: silver's parse within silver)."""
+    running: dict[str, list[str]] = {}  # thread → the steps open, innermost last
     for line in trace.splitlines():
         parts = line.split(" ", 4)
         if len(parts) != 5 or parts[0] != str(pid):
             continue
         _, thread, _, event, name = parts
+        stack = running.setdefault(thread, [])
         if event == "start":
-            running[thread] = name
-        elif event == "end" and running.get(thread) == name:
-            del running[thread]
-    return sorted(running.values())
+            stack.append(name)
+        elif event == "end" and stack and stack[-1] == name:
+            stack.pop()
+    return sorted(name for stack in running.values() for name in stack)
 
 
 def step_times(trace: str) -> list[tuple[str, float, float]]:
