@@ -38,6 +38,7 @@ from shoplake.pipeline.positions import (
     ranges_key,
 )
 from shoplake.pipeline.silver import pending_ranges, touched_orders
+from shoplake.pipeline.steptrace import step
 from shoplake.settings import ReportingSettings
 from shoplake.tables.base import (
     Compare,
@@ -109,8 +110,11 @@ class DerivedModel:
         ranges = pending_ranges(self.store, self.spec, self.decl.inputs, tps, self.shared)
         if not ranges:
             return 0
-        rows, partitions = self.recompute(ranges, tps)
-        self.decl.commit(self.store, rows, ranges, partitions, self.located())
+        name = self.spec.qualified
+        with step(f"{name} recompute"):  # parts of the model's step (see steptrace)
+            rows, partitions = self.recompute(ranges, tps)
+        with step(f"{name} commit"):
+            self.decl.commit(self.store, rows, ranges, partitions, self.located())
         if self.shared is not None:
             self.shared.committed(self.spec)
         self.committed(ranges, rows)
@@ -214,12 +218,14 @@ class OrderPaymentsModel(DerivedModel):
         once: a stored row's order_ts is the first of its order events seen so far, so it
         may move back in time."""
         where = None if ids is None else IsIn("order_id", ids)
-        orders = self.input_rows(ORDERS, where=where)
+        with step(f"{self.spec.qualified} read"):
+            orders = self.input_rows(ORDERS, where=where)
+            payments = self.input_rows(PAYMENTS, where=where)
         rows = self.engine.table_over(
             self.sql,
             {
                 "orders": orders,
-                "payments": self.input_rows(PAYMENTS, where=where),
+                "payments": payments,
                 # every order: the SQL reads only the order_id column of touched_orders
                 "touched_orders": orders if ids is None else pa.table({"order_id": ids}),
             },
