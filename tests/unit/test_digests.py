@@ -123,7 +123,9 @@ def test_positions_that_jump_make_the_held_days_be_read_again(engine) -> None:  
     assert silver.days_read == [[D1], [D1]]
 
 
-def test_only_the_days_touched_last_are_held_and_a_backfill_holds_none(engine) -> None:  # type: ignore[no-untyped-def]
+def test_only_the_days_touched_last_are_held_the_latest_of_more(engine) -> None:  # type: ignore[no-untyped-def]
+    """At most ``max_days`` are held: of a step that touched more (late events of other
+    days, a backfill), the latest, as today's is the one the next step touches again."""
     silver, digests = Silver(), DayDigests({PAGE_VIEWS: FIRST_VIEW}, engine, max_days=1)
     first = silver.add(0, views(("e1", "s1", "u1", "ads", "2026-03-01T10:00:00+00:00")))
     digests.inputs(first, [D1], silver.new, silver.read)
@@ -133,10 +135,14 @@ def test_only_the_days_touched_last_are_held_and_a_backfill_holds_none(engine) -
     assert first_views(got) == [("s1", "e1"), ("s2", "e2")]  # the read's other day: harmless
     digests.keep(second)
     assert digests.held_rows() == 1  # D2's row only: D1 was dropped
-    both = silver.add(2, views(("e3", "s3", "u3", "ads", "2026-03-01T12:00:00+00:00")))
-    digests.inputs(both, [D1, D2], silver.new, silver.read)
-    digests.keep(both)
-    assert digests.held_rows() == 0  # more days than it holds: a backfill
+    late = silver.add(2, views(("e3", "s3", "u3", "ads", "2026-03-01T12:00:00+00:00")))
+    got = digests.inputs(late, [D1, D2], silver.new, silver.read)[PAGE_VIEWS]
+    assert first_views(got) == [("s1", "e1"), ("s2", "e2"), ("s3", "e3")]
+    digests.keep(late)
+    assert digests.held_rows() == 1  # D2 still held, D1 not
+    today = silver.add(3, views(("e4", "s4", "u4", "ads", "2026-03-02T11:00:00+00:00")))
+    got = digests.inputs(today, [D2], silver.new, silver.read)[PAGE_VIEWS]
+    assert first_views(got) == [("s2", "e2"), ("s4", "e4")]  # D2 from memory
     assert silver.days_read == [[D1], [D2], [D1]]
 
 

@@ -98,7 +98,9 @@ class DayDigests:
             self.clear()
         held = [d for d in days if d in self._held]
         missed = [d for d in days if d not in self._held]
-        keep = days if len(days) <= self.max_days else []  # a backfill: nothing to keep
+        # The latest days: today's is touched again by the next step, though the step
+        # also took late events of other days (or a backfill many).
+        keep = sorted(days)[-self.max_days :]
         staged: dict[date, dict[TableSpec, pa.Table]] = {d: {} for d in keep}
         compacted: dict[TableSpec, pa.Table] = {}
         for spec, digest in self.digests.items():
