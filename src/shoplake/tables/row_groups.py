@@ -54,12 +54,7 @@ class RowGroupBounds:
                 narrowed = True
                 if not kept:
                     continue
-                fragment = dataset.format.make_fragment(
-                    fragment.path,
-                    filesystem=dataset.filesystem,
-                    partition_expression=fragment.partition_expression,
-                    row_groups=kept,
-                )
+                fragment = fragment.subset(row_group_ids=kept)  # keeps the footer read
             fragments.append(fragment)
         with self._lock:  # files compacted or vacuumed away are not read again
             for gone in [k for k in self._files if k[1] == column and k not in seen]:
