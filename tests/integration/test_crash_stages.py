@@ -113,7 +113,8 @@ class TraceTail:
         self.path = path
         self.offset = 0
         self.pending = b""
-        self.running: dict[tuple[str, str], str] = {}  # (pid, thread) → step
+        # (pid, thread) → the steps open, innermost last (silver's parse within silver)
+        self.running: dict[tuple[str, str], list[str]] = {}
 
     def poll(self) -> None:
         if not self.path.exists():
@@ -124,14 +125,16 @@ class TraceTail:
         self.offset += len(data)
         *lines, self.pending = (self.pending + data).split(b"\n")
         for line in lines:
-            pid, thread, event, name = line.decode().split(" ", 3)
+            pid, thread, _, event, name = line.decode().split(" ", 4)
+            stack = self.running.setdefault((pid, thread), [])
             if event == "start":
-                self.running[(pid, thread)] = name
-            elif self.running.get((pid, thread)) == name:
-                del self.running[(pid, thread)]
+                stack.append(name)
+            elif stack and stack[-1] == name:
+                stack.pop()
 
     def open_kinds(self, pid: int) -> set[str | None]:
-        return {kind_of(s) for (p, _), s in self.running.items() if p == str(pid)}
+        mine = [steps for (p, _), steps in self.running.items() if p == str(pid)]
+        return {kind_of(step) for steps in mine for step in steps}
 
 
 def test_kills_inside_every_kind_of_step_change_nothing(tmp_path: Path) -> None:
