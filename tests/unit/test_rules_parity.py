@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from shoplake.contract import wire
 from shoplake.contract.events import EVENT_ADAPTER
+from shoplake.contract.rules import RULES
 from shoplake.engines import duckdb_silver
 from shoplake.engines.duckdb import DuckDB
 from shoplake.gateway.validation import EventValidator
@@ -242,3 +243,35 @@ def test_the_fast_path_gives_the_models_verdicts(monkeypatch: pytest.MonkeyPatch
     slow = [validator.judge(list(lines)), validator.judge(list(docs))]
     assert fast == slow
     assert len(fast[0].messages) > 1000 and len(fast[0].rejections) > 150
+
+
+def test_each_rule_checked_once_gives_the_first_problem_of_one_case_per_type() -> None:
+    """Silver checks each distinct rule once and takes a type's first broken rule in
+    order (rule_sql.rule_columns): the same reason and detail, record by record, as one
+    CASE of every check of the type in order (problem_expression)."""
+    raws = [e.value for e in itertools.islice(ShopSimulator(9, bad_ratio=0.5).stream(), 4000)]
+    raws += [orjson.dumps(e) for e in EDGES]
+    raws += [r if isinstance(r, bytes) else orjson.dumps(r) for r, _ in CASES]
+    engine = DuckDB()
+    values = [r.decode("utf-8", "backslashreplace") for r in raws]
+    batch = {
+        "raw_value": values,
+        "topic": ["t"] * len(values),
+        "partition": pa.array([0] * len(values), pa.int32()),
+        "offset": list(range(len(values))),
+    }
+    engine.register("batch", pa.table(batch))
+    engine.execute(duckdb_silver.parsed_sql(CURRENCIES))
+    one_case = " ".join(
+        f"WHEN event_type = '{t}' THEN {duckdb_silver.problem_expression(t, CURRENCIES)}"
+        for t in RULES
+    )
+    got = engine.table(
+        f"SELECT problem, CASE {one_case} END AS reference, event_type FROM parsed "
+        "WHERE event_type <> 'unknown'"
+    ).to_pylist()
+    engine.close()
+    assert len(got) > 3500
+    assert [r["problem"] for r in got] == [r["reference"] for r in got]
+    broken = {r["problem"]["reason"] for r in got if r["problem"] is not None}
+    assert {"missing_field", "bad_type", "bad_value", "bad_timestamp"} <= broken

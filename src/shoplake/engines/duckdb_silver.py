@@ -100,9 +100,8 @@ def parsed_sql(currencies: Iterable[str]) -> str:
     unknown = _problem(
         "unknown_event_type", _lit("unknown event_type: ") + " || left(raw_type, 40)"
     )
-    by_type = " ".join(
-        f"WHEN raw_type = {_lit(t)} THEN {problem_expression(t, currencies)}" for t in RULES
-    )
+    checks, per_type = rule_sql.rule_columns(_RULES, currencies)
+    by_type = " ".join(f"WHEN raw_type = {_lit(t)} THEN {per_type[t]}" for t in RULES)
     return f"""
     CREATE OR REPLACE TEMP TABLE parsed AS
     WITH safe AS (  -- invalid JSON becomes 'null' before any JSON function sees it
@@ -121,7 +120,8 @@ def parsed_sql(currencies: Iterable[str]) -> str:
                j ->> '$.event_type' AS raw_type,
                coalesce(json_type(j, '$.event_type'), 'NULL') AS raw_type_kind
         FROM docs
-    )
+    ),
+    checked AS (SELECT *, {", ".join(checks)} FROM extracted)
     SELECT raw_value, topic, "partition", "offset", j, types, texts,
            CASE WHEN raw_type IN {KNOWN_TYPES_SQL} THEN raw_type ELSE 'unknown' END
                AS event_type,
@@ -133,7 +133,7 @@ def parsed_sql(currencies: Iterable[str]) -> str:
                THEN {unknown}
              {by_type}
            END AS problem
-    FROM extracted
+    FROM checked
     """
 
 

@@ -9,6 +9,7 @@ problem (reason, detail) for the first rule it breaks.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from typing import Protocol
 
@@ -186,3 +187,22 @@ def problem_expression(d: RuleDialect, event_type: str, currencies: Iterable[str
     """SQL: NULL when the record ``j`` is a valid ``event_type`` event, else a problem."""
     currencies = list(currencies)
     return case([c for rule in RULES[event_type] for c in _checks(d, "j", rule, currencies)])
+
+
+def rule_columns(d: RuleDialect, currencies: Iterable[str]) -> tuple[list[str], dict[str, str]]:
+    """Every distinct field rule checked once: select items ``rule_<n>`` (the rule's
+    first problem, NULL when kept), and per event type its problem: the first non-NULL
+    of its rules' columns in rule order, so the same first broken rule as
+    ``problem_expression`` gives. The envelope's rules are shared by every type, so this
+    plans in a fraction of the time of one CASE per type (planning, not running, was
+    most of a small batch's parse)."""
+    currencies = list(currencies)
+    number = {rule: n for n, rule in enumerate(dict.fromkeys(itertools.chain(*RULES.values())))}
+    # Each rule checks every record (a type's problem reads its rules' columns only): a
+    # guard by type measured slower to plan and to run (42/108 vs 28/93 ms at 10/5,000).
+    items = [f"{case(_checks(d, 'j', rule, currencies))} AS rule_{n}" for rule, n in number.items()]
+    per_type = {
+        event_type: "coalesce(" + ", ".join(f"rule_{number[r]}" for r in rules) + ")"
+        for event_type, rules in RULES.items()
+    }
+    return items, per_type
