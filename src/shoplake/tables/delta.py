@@ -281,7 +281,7 @@ def _partition_expression(schema: pa.Schema, values: Mapping[str, object]) -> pc
 
 class _SnapshotCache:
     """What is known of one table version: positions {app_id: next offset or None} and
-    its Arrow dataset (building one lists every file: ~50 ms at a few hundred files).
+    its Arrow dataset (built once a version, from the fragments kept of earlier ones).
     ``string_views``: the table has files with string_view columns (see DeltaHandle.scan),
     which stays true for later versions; ``fragments`` and ``bounds``: its files' Arrow
     fragments and row-group bounds, kept for later versions too."""
