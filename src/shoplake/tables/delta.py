@@ -231,11 +231,13 @@ class _FileFragments:
     with an expression of the file's statistics made by calls into Python (~0.1 ms a
     file, a fifth of the demo's CPU once tables held a few hundred files). Here a file's
     fragment carries its partition values only: Arrow prunes by the statistics of its
-    row groups, exact where the log's are rounded (timestamps to the millisecond)."""
+    row groups, exact where the log's are rounded (timestamps to the millisecond), and
+    ``bounds`` narrows a scan for a long key list (tables/row_groups.py)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._by_path: dict[str, pads.ParquetFileFragment] = {}
+        self.bounds = RowGroupBounds()
         self.format = pads.ParquetFileFormat(
             default_fragment_scan_options=pads.ParquetFragmentScanOptions(pre_buffer=True)
         )
@@ -245,7 +247,9 @@ class _FileFragments:
         paths = actions["path"].to_pylist()  # as the log writes them: percent-encoded
         if table.protocol().min_reader_version > 1 or any("://" in p for p in paths):
             # column mapping, deletion vectors, absolute paths: delta-rs's own way
-            return table.to_pyarrow_dataset(filesystem=filesystem)
+            dataset = table.to_pyarrow_dataset(filesystem=filesystem)
+            self.bounds.keep_only({f.path for f in dataset.get_fragments()})
+            return dataset
         schema = pa.schema(table.schema().to_arrow())
         partitions = {
             name.removeprefix("partition."): actions[name].to_pylist()
@@ -266,6 +270,7 @@ class _FileFragments:
                     )
                 self._by_path[path] = fragment
                 fragments.append(fragment)
+            self.bounds.keep_only(self._by_path)
         return pads.FileSystemDataset(fragments, schema, self.format, filesystem)
 
 
@@ -283,8 +288,8 @@ class _SnapshotCache:
     """What is known of one table version: positions {app_id: next offset or None} and
     its Arrow dataset (built once a version, from the fragments kept of earlier ones).
     ``string_views``: the table has files with string_view columns (see DeltaHandle.scan),
-    which stays true for later versions; ``fragments`` and ``bounds``: its files' Arrow
-    fragments and row-group bounds, kept for later versions too."""
+    which stays true for later versions; ``fragments``: its files' Arrow fragments (and
+    row-group bounds), kept for later versions too."""
 
     def __init__(
         self,
@@ -295,7 +300,6 @@ class _SnapshotCache:
         self.version = version
         self.known = known
         self.string_views: bool = earlier is not None and earlier.string_views
-        self.bounds: RowGroupBounds = RowGroupBounds() if earlier is None else earlier.bounds
         self.fragments: _FileFragments = _FileFragments() if earlier is None else earlier.fragments
         self.dataset: pads.Dataset | None = None
 
@@ -398,7 +402,7 @@ class DeltaHandle:
             if where is None:
                 return dataset.to_table(columns=wanted)
             # a long list of keys (a round's order ids): only the row groups that may hold one
-            dataset = self._cache.bounds.narrowed(dataset, where)
+            dataset = self._cache.fragments.bounds.narrowed(dataset, where)
             try:
                 flt = arrow_filter(self._spec, where, self._cache.string_views)
                 return dataset.to_table(columns=wanted, filter=flt)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import bisect
 import threading
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -29,7 +29,8 @@ Bounds = tuple[Any, Any] | None
 
 class RowGroupBounds:
     """Each file's row-group bounds of the columns scanned by key, read from its footer
-    once (a table's files never change) and forgotten when the file leaves the table."""
+    once (a table's files never change) and forgotten when the file leaves the table
+    (``keep_only``, as the table's files are listed)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -44,10 +45,8 @@ class RowGroupBounds:
         column, values = keys
         wanted = sorted(values)
         fragments: list[pads.Fragment] = []
-        seen: set[tuple[str, str]] = set()
         narrowed = False
         for fragment in dataset.get_fragments():
-            seen.add((fragment.path, column))
             bounds = self._bounds(fragment, column)
             kept = [i for i, b in enumerate(bounds) if _may_hold(wanted, b)]
             if len(kept) < len(bounds):
@@ -56,12 +55,14 @@ class RowGroupBounds:
                     continue
                 fragment = fragment.subset(row_group_ids=kept)  # keeps the footer read
             fragments.append(fragment)
-        with self._lock:  # files compacted or vacuumed away are not read again
-            for gone in [k for k in self._files if k[1] == column and k not in seen]:
-                del self._files[gone]
         if not narrowed:
             return dataset
         return pads.FileSystemDataset(fragments, dataset.schema, dataset.format, dataset.filesystem)
+
+    def keep_only(self, paths: Collection[str]) -> None:
+        """Forget the files not among ``paths`` (compacted or vacuumed away)."""
+        with self._lock:
+            self._files = {k: v for k, v in self._files.items() if k[0] in paths}
 
     def _bounds(self, fragment: pads.Fragment, column: str) -> list[Bounds]:
         key = (fragment.path, column)
