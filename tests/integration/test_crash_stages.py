@@ -29,7 +29,7 @@ from shoplake.contract.tables import (
 from shoplake.pipeline.registry import DAILY_MODELS
 from shoplake.pipeline.silver import SILVER_FROM_BRONZE
 from shoplake.pipeline.steptrace import ENV as TRACE_ENV
-from shoplake.pipeline.steptrace import open_steps
+from shoplake.pipeline.steptrace import open_steps, parse_line
 from shoplake.settings import Settings
 from shoplake.tables import open_store
 from tests.conftest import SHOPLAKE
@@ -125,7 +125,9 @@ class TraceTail:
         self.offset += len(data)
         *lines, self.pending = (self.pending + data).split(b"\n")
         for line in lines:
-            pid, thread, _, event, name = line.decode().split(" ", 4)
+            parsed = parse_line(line.decode())
+            assert parsed is not None, line  # whole lines only: the rest waits in pending
+            pid, thread, _, event, name = parsed
             stack = self.running.setdefault((pid, thread), [])
             if event == "start":
                 stack.append(name)

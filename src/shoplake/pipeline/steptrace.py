@@ -59,16 +59,21 @@ def step(name: str) -> Iterator[None]:
     os.write(fd, f"{prefix} {time.monotonic():.6f} end {name}\n".encode())
 
 
+def parse_line(line: str) -> tuple[str, str, str, str, str] | None:
+    """A trace line as (pid, thread, time, event, name); None for a line cut short."""
+    parts = line.split(" ", 4)
+    return (parts[0], parts[1], parts[2], parts[3], parts[4]) if len(parts) == 5 else None
+
+
 def open_steps(trace: str, pid: int) -> list[str]:
     """The steps process ``pid`` had started and not ended in ``trace`` (the file's text):
     after a SIGKILL, what the kill interrupted (per thread, a step and the parts of it
     that were running: silver's parse within silver)."""
     running: dict[str, list[str]] = {}  # thread → the steps open, innermost last
-    for line in trace.splitlines():
-        parts = line.split(" ", 4)
-        if len(parts) != 5 or parts[0] != str(pid):
+    for parsed in map(parse_line, trace.splitlines()):
+        if parsed is None or parsed[0] != str(pid):
             continue
-        _, thread, _, event, name = parts
+        _, thread, _, event, name = parsed
         stack = running.setdefault(thread, [])
         if event == "start":
             stack.append(name)
@@ -81,11 +86,10 @@ def step_times(trace: str) -> list[tuple[str, float, float]]:
     """Every completed step in ``trace`` as (name, start, seconds), in order of start."""
     started: dict[tuple[str, str, str], float] = {}  # (pid, thread, step) → start
     done: list[tuple[str, float, float]] = []
-    for line in trace.splitlines():
-        parts = line.split(" ", 4)
-        if len(parts) != 5:
+    for parsed in map(parse_line, trace.splitlines()):
+        if parsed is None:
             continue
-        pid, thread, at, event, name = parts
+        pid, thread, at, event, name = parsed
         if event == "start":
             started[(pid, thread, name)] = float(at)
         elif event == "end" and (pid, thread, name) in started:
