@@ -14,7 +14,7 @@ import pyarrow as pa
 import pytest
 
 from shoplake.contract.tables import FCT_SALES_MINUTE, RAW_EVENTS, TableSpec
-from shoplake.errors import TableError, TableNotFound
+from shoplake.errors import CommitConflict, TableError, TableNotFound
 from shoplake.settings import Settings
 from shoplake.tables import open_store
 from shoplake.tables.base import Compare, IsIn
@@ -236,6 +236,35 @@ def test_concurrent_writers_never_overwrite_each_other(settings: Settings) -> No
     assert store.open(PROBE).positions(["app/a/0", "app/b/0"]) == {"app/a/0": 8, "app/b/0": 8}
     first = 1 if settings.tables.format == "iceberg" else 0  # Delta: 0 is the creation
     assert [c.version for c in store.history(PROBE)] == list(range(16, first - 1, -1))
+
+
+def test_a_write_from_positions_another_writer_moved_is_refused(settings: Settings) -> None:
+    """A write says the positions it moves on from: when another writer (a second store,
+    as in another process) has recorded others meanwhile, every kind of write is refused
+    with CommitConflict and the table is left as it was."""
+    mine, other = open_store(settings), open_store(settings)
+    mine.ensure(PROBE)
+    mine.append(PROBE, rows([1], ["a"], [1]), {"app/t/0": 3}, expected={"app/t/0": 0})
+    other.append(PROBE, rows([2], ["b"], [1]), {"app/t/0": 5}, expected={"app/t/0": 3})
+    before = content(settings)
+    version = mine.open(PROBE).version
+    stale, on = {"app/t/0": 3}, {"app/t/0": 6}
+    writes = [
+        lambda: mine.append(PROBE, rows([9], ["a"], [9]), on, expected=stale),
+        lambda: mine.upsert(PROBE, rows([1], ["a"], [9]), on, expected=stale),
+        lambda: mine.replace(PROBE, rows([9], ["a"], [9]), "day", ["a"], on, expected=stale),
+        lambda: mine.upsert(PROBE, PROBE.schema.empty_table(), on, expected=stale),
+    ]
+    for write in writes:
+        with pytest.raises(CommitConflict, match=r"app/t/0 up to 5 since this one read it at 3"):
+            write()
+    assert content(settings) == before
+    assert mine.open(PROBE).version == version
+    # from where the table stands it goes through; an id never recorded stands at 0
+    mine.upsert(PROBE, rows([1], ["a"], [7]), {"app/t/0": 6, "app/u/0": 2},
+                expected={"app/t/0": 5, "app/u/0": 0})  # fmt: skip
+    assert content(settings) == [(1, "a", 7), (2, "b", 1)]
+    assert other.open(PROBE).positions(["app/t/0", "app/u/0"]) == {"app/t/0": 6, "app/u/0": 2}
 
 
 def test_a_stale_ingest_worker_is_fenced(settings: Settings) -> None:

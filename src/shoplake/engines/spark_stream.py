@@ -213,16 +213,16 @@ class _BronzeBatches:
 
     def _commit_iceberg(self, rows: DataFrame, app_id: str, end: int) -> int:
         """Iceberg has no transaction ids: the rows go through the table store, which
-        records the position in the snapshot with them and fails a commit racing another
-        that moved it (as the Python worker's). What another worker committed since the
-        batch began is dropped first. Returns the rows written."""
+        records the position in the snapshot with them and fails the commit if another
+        worker moved it since it was read here (as the Python worker's). What another
+        worker committed since the batch began is dropped first. Returns the rows written."""
         from pyspark.sql import functions as F
 
         now = self.store.open(RAW_EVENTS).positions([app_id]).get(app_id, -1)
         if now >= end:
             return 0
         data = rows.where(F.col("offset") >= now).toArrow()
-        self.store.append(RAW_EVENTS, data, {app_id: end})
+        self.store.append(RAW_EVENTS, data, {app_id: end}, expected={app_id: max(now, 0)})
         return int(data.num_rows)
 
 

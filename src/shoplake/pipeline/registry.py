@@ -143,13 +143,23 @@ class ModelDecl(Generic[M]):
         """Write ``rows`` the declared way, with the ends of ``ranges`` as the positions
         consumed in the same commit (None: a rebuild, which consumes nothing); ``located``:
         where merged rows lie (see TableStore.upsert)."""
-        positions = None if ranges is None else to_app_ids(range_ends(ranges))
+        positions = expected = None
+        if ranges is not None:  # fenced: another worker may have consumed them meanwhile
+            positions = to_app_ids(range_ends(ranges))
+            expected = to_app_ids({tp: start for tp, (start, _) in ranges.items()})
         if self.write is Write.MERGE:
-            store.upsert(self.spec, rows, positions, delete_when=self.delete_when, located=located)
+            store.upsert(
+                self.spec,
+                rows,
+                positions,
+                delete_when=self.delete_when,
+                located=located,
+                expected=expected,
+            )
         elif self.write is Write.REPLACE_PARTITIONS:
-            store.replace(self.spec, rows, self.partition, partitions, positions)
+            store.replace(self.spec, rows, self.partition, partitions, positions, expected=expected)
         else:
-            store.append(self.spec, rows, positions)
+            store.append(self.spec, rows, positions, expected=expected)
 
 
 # reads: only the columns the SQL uses (a day of page views is most of what a step reads)

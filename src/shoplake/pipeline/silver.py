@@ -177,7 +177,9 @@ class SilverProcessor:
                 if spec in known:
                     keep = pc.invert(pc.is_in(rows["event_id"], value_set=known[spec]))
                     rows = rows.filter(keep)
-                version = self.store.append(spec, rows, to_app_ids(wanted))
+                version = self.store.append(
+                    spec, rows, to_app_ids(wanted), expected=_starts(wanted, own[spec])
+                )
                 if "event_id" in spec.key:
                     self._extend_held(spec, rows, version)
                 made = {tp: (own[spec][tp], end) for tp, end in wanted.items()}
@@ -196,7 +198,8 @@ class SilverProcessor:
                 dropped = dropped.append_column(
                     "detected_ts", pa.array([now] * dropped.num_rows, TS)
                 )
-                self.store.append(DUPLICATES, dropped, to_app_ids(wanted))
+                fenced = _starts(wanted, own[DUPLICATES])
+                self.store.append(DUPLICATES, dropped, to_app_ids(wanted), expected=fenced)
             made = {tp: (own[DUPLICATES][tp], end) for tp, end in wanted.items()}
             self.recent.record(DUPLICATES, made, dropped)
             result.duplicates_dropped += dropped.num_rows
@@ -358,6 +361,12 @@ class SilverProcessor:
 def _wanted(ranges: Ranges, own: Positions) -> Positions:
     """The range ends a table has not reached yet."""
     return {tp: end for tp, (_, end) in ranges.items() if end > own[tp]}
+
+
+def _starts(wanted: Positions, own: Positions) -> dict[str, int]:
+    """The positions a table stood at when the step read it, of the partitions it moves
+    on: what it must still record when it commits (another processor may have moved on)."""
+    return to_app_ids({tp: own[tp] for tp in wanted})
 
 
 def _with_table_name(events: pa.Table) -> pa.Table:

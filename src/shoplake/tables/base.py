@@ -3,6 +3,9 @@
 Every write may carry *positions* — ``{app_id: next_offset}`` — committed atomically
 with the rows (Delta ``app_transactions``, Iceberg snapshot properties). A layer reads
 its progress back from its own table, so restarts, replays and compactions are harmless.
+A write may also say the positions it moves on from (``expected``): if the table records
+others, another writer consumed those offsets meanwhile, and the write fails with
+CommitConflict rather than commit them twice (the fence between two workers).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from shoplake.contract.tables import TableSpec
-from shoplake.errors import TableError
+from shoplake.errors import CommitConflict, TableError
 
 # -- predicates: what a scan keeps, what a merge deletes -------------------------------
 # Structured, so each format translates them its own way (Delta: Arrow expressions and
@@ -167,6 +170,19 @@ def rewound_positions(history: Iterable[Commit], target: TableHandle) -> dict[st
     return dict.fromkeys(readers, 0) | target.positions(readers)
 
 
+def fence(spec: TableSpec, recorded: Mapping[str, int], expected: Mapping[str, int]) -> None:
+    """CommitConflict unless the table records ``expected`` for each of its app ids
+    (``recorded``: what it records of them; an id never recorded stands at 0)."""
+    moved = {a: recorded.get(a, 0) for a, at in expected.items() if recorded.get(a, 0) != at}
+    if moved:
+        app_id, now = next(iter(moved.items()))
+        raise CommitConflict(
+            f"{spec.qualified}: another writer has consumed {app_id} up to {now} since this "
+            f"one read it at {expected[app_id]} (two workers on the same input); nothing "
+            "was written, the work is redone from the table"
+        )
+
+
 def columns_to_add(spec: TableSpec, present: Iterable[str]) -> list[pa.Field]:
     """The columns of ``spec`` a table made by an older shoplake lacks: ``ensure`` adds
     them (rows written before read NULL). A missing column that may not be NULL cannot
@@ -237,9 +253,13 @@ class TableStore(Protocol):
         spec: TableSpec,
         data: pa.Table,
         positions: Mapping[str, int] | None = None,
+        *,
+        expected: Mapping[str, int] | None = None,
     ) -> int:
         """Append rows and record positions in the same commit (an empty table records
-        only); returns the version of that commit."""
+        only); returns the version of that commit. ``expected``: the positions the table
+        must record for those app ids when it commits, else CommitConflict (``fence``);
+        the same for every write."""
         ...
 
     def upsert(
@@ -249,6 +269,8 @@ class TableStore(Protocol):
         positions: Mapping[str, int] | None = None,
         delete_when: Predicate | None = None,
         located: Located | None = None,
+        *,
+        expected: Mapping[str, int] | None = None,
     ) -> None:
         """Merge on the spec's key: update matches, insert the rest; source rows for which
         ``delete_when`` holds delete their key from the target instead, and are not
@@ -263,6 +285,8 @@ class TableStore(Protocol):
         column: str,
         values: Sequence[object],
         positions: Mapping[str, int] | None = None,
+        *,
+        expected: Mapping[str, int] | None = None,
     ) -> None:
         """Atomically replace every row whose ``column`` is in ``values`` by ``data``
         (Delta replaceWhere), recording positions in the same commit."""

@@ -43,6 +43,7 @@ from shoplake.tables.base import (
     TableScan,
     arrow_filter,
     columns_to_add,
+    fence,
     merged_spans,
     rewound_positions,
     within,
@@ -632,14 +633,23 @@ class DeltaStore:
 
     @contextmanager
     def _writing(
-        self, spec: TableSpec, action: str, positions: Mapping[str, int] | None
+        self,
+        spec: TableSpec,
+        action: str,
+        positions: Mapping[str, int] | None,
+        expected: Mapping[str, int] | None = None,
     ) -> Iterator[_Write]:
-        """Write through the held table; afterwards carry the cached positions forward
+        """Write through the held table, brought up to date and fenced on ``expected``
+        (a commit racing that check is caught by delta-rs, which fails a commit whose
+        app ids a concurrent one recorded); afterwards carry the cached positions forward
         if ours was the only commit since (else they are re-read when asked for)."""
         with self._lock, _translated(spec, action, self.location(spec)):
             table = self._loaded(spec)
             before = int(table.version())
             cache = self._cache(spec, table)
+            if expected:
+                recorded = self._handle(table, spec, cache).positions(expected)
+                fence(spec, recorded, expected)
             known = dict(cache.known)
             write = _Write(table, cache)
             yield write
@@ -654,8 +664,10 @@ class DeltaStore:
         spec: TableSpec,
         data: pa.Table,
         positions: Mapping[str, int] | None = None,
+        *,
+        expected: Mapping[str, int] | None = None,
     ) -> int:
-        return self._write(spec, data, positions, "appending to")
+        return self._write(spec, data, positions, "appending to", expected=expected)
 
     def upsert(
         self,
@@ -664,9 +676,11 @@ class DeltaStore:
         positions: Mapping[str, int] | None = None,
         delete_when: Predicate | None = None,
         located: Located | None = None,
+        *,
+        expected: Mapping[str, int] | None = None,
     ) -> None:
         if data.num_rows == 0:
-            self.append(spec, spec.schema.empty_table(), positions)
+            self.append(spec, spec.schema.empty_table(), positions, expected=expected)
             return
         if not spec.key:
             raise TableError(f"{spec.qualified} has no key to merge on")
@@ -674,11 +688,11 @@ class DeltaStore:
             located is not None
             and spec.cluster_by is not None
             and delete_when is None
-            and self._rewrite_spans(spec, data, positions, located)
+            and self._rewrite_spans(spec, data, positions, located, expected)
         ):
             return
         predicate = " AND ".join(f"t.{k} = s.{k}" for k in spec.key)
-        with self._writing(spec, "merging into", positions) as write:
+        with self._writing(spec, "merging into", positions, expected) as write:
             merger = write.table.merge(
                 _conform(spec, data),
                 predicate=predicate,
@@ -700,7 +714,7 @@ class DeltaStore:
             )
         if positions and not write.committed:
             # delta-rs makes no commit for a merge that changes nothing; record positions.
-            self.append(spec, spec.schema.empty_table(), positions)
+            self.append(spec, spec.schema.empty_table(), positions, expected=expected)
 
     def _rewrite_spans(
         self,
@@ -708,6 +722,7 @@ class DeltaStore:
         data: pa.Table,
         positions: Mapping[str, int] | None,
         located: Located,
+        expected: Mapping[str, int] | None,
     ) -> bool:
         """An upsert into a table kept sorted by ``spec.cluster_by``: the files overlapping
         ``located``'s spans are read whole, their rows with a key of ``data`` replaced, and
@@ -717,7 +732,7 @@ class DeltaStore:
         column = str(spec.cluster_by)
         (key,) = spec.key  # one key column: order_payments' order_id
         data = _conform(spec, data)
-        with self._writing(spec, "merging into", positions) as write:
+        with self._writing(spec, "merging into", positions, expected) as write:
             spans = _with_files_overlapping(write.table, column, located.spans)
             if not spans:
                 write.committed = False
@@ -743,12 +758,15 @@ class DeltaStore:
         column: str,
         values: Sequence[object],
         positions: Mapping[str, int] | None = None,
+        *,
+        expected: Mapping[str, int] | None = None,
     ) -> None:
         if not values:
-            self.append(spec, spec.schema.empty_table(), positions)
+            self.append(spec, spec.schema.empty_table(), positions, expected=expected)
             return
         listed = ", ".join("'" + str(v).replace("'", "''") + "'" for v in values)
-        self._write(spec, data, positions, "replacing partitions of", f"{column} IN ({listed})")
+        where = f"{column} IN ({listed})"
+        self._write(spec, data, positions, "replacing partitions of", where, expected)
 
     def _write(
         self,
@@ -757,10 +775,11 @@ class DeltaStore:
         positions: Mapping[str, int] | None,
         action: str,
         replace_where: str | None = None,
+        expected: Mapping[str, int] | None = None,
     ) -> int:
         """Append, or overwrite the rows matching ``replace_where``, in one commit; returns
         its version."""
-        with self._writing(spec, action, positions) as write:
+        with self._writing(spec, action, positions, expected) as write:
             _write_through(write.table, spec, _conform(spec, data), positions, replace_where)
         return write.version
 

@@ -65,6 +65,7 @@ from shoplake.tables.base import (
     TableScan,
     arrow_filter,
     columns_to_add,
+    fence,
     rewound_positions,
 )
 from shoplake.tables.storage import arrow_filesystem, on_object_storage
@@ -407,18 +408,21 @@ class IcebergStore:
         write: Callable[[Transaction, dict[str, str], IcebergHandle], None],
         *,
         redo_on_conflict: bool = False,
+        expected: Mapping[str, int] | None = None,
     ) -> int:
         """One commit: ``write`` stages its changes in a transaction, with the snapshot
         properties that carry the positions forward, reading what it needs from the
         snapshot the transaction starts from (the handle it is given). Returns the new
         version. ``redo_on_conflict``: the changes depend on nothing but that snapshot
         (an append, a compaction), so a commit that lost a race is redone on the new one,
-        unless a position it records moved meanwhile."""
+        unless a position it records moved meanwhile. ``expected``: see ``fence``."""
         mine = dict(positions or {})
         with self._lock, _translated(spec, action):
             table = self._loaded(spec)
             for attempt in range(_REDO_ATTEMPTS):
                 before = _positions_of(table, table.current_snapshot())
+                if expected:
+                    fence(spec, before, expected)
                 properties = {
                     POSITIONS: json.dumps(before | mine, sort_keys=True),
                     COMMIT_POSITIONS: json.dumps(mine, sort_keys=True),
@@ -447,6 +451,8 @@ class IcebergStore:
         spec: TableSpec,
         data: pa.Table,
         positions: Mapping[str, int] | None = None,
+        *,
+        expected: Mapping[str, int] | None = None,
     ) -> int:
         rows = _conform(spec, data)
         return self._commit(
@@ -455,6 +461,7 @@ class IcebergStore:
             positions,
             lambda tx, props, _: tx.append(rows, snapshot_properties=props),
             redo_on_conflict=True,
+            expected=expected,
         )
 
     def upsert(
@@ -464,9 +471,11 @@ class IcebergStore:
         positions: Mapping[str, int] | None = None,
         delete_when: Predicate | None = None,
         located: Located | None = None,  # not used: this store merges by key (copy-on-write)
+        *,
+        expected: Mapping[str, int] | None = None,
     ) -> None:
         if data.num_rows == 0:
-            self.append(spec, spec.schema.empty_table(), positions)
+            self.append(spec, spec.schema.empty_table(), positions, expected=expected)
             return
         if not spec.key:
             raise TableError(f"{spec.qualified} has no key to merge on")
@@ -490,7 +499,7 @@ class IcebergStore:
                 tx.delete(_expression(candidates), snapshot_properties=unchanged)
             tx.append(pa.concat_tables([kept, inserted]), snapshot_properties=props)
 
-        self._commit(spec, "merging into", positions, write)
+        self._commit(spec, "merging into", positions, write, expected=expected)
 
     def replace(
         self,
@@ -499,9 +508,11 @@ class IcebergStore:
         column: str,
         values: Sequence[object],
         positions: Mapping[str, int] | None = None,
+        *,
+        expected: Mapping[str, int] | None = None,
     ) -> None:
         if not values:
-            self.append(spec, spec.schema.empty_table(), positions)
+            self.append(spec, spec.schema.empty_table(), positions, expected=expected)
             return
         rows = _conform(spec, data)
         where = _expression(IsIn(column, list(values)))
@@ -512,6 +523,7 @@ class IcebergStore:
             lambda tx, props, _: tx.overwrite(
                 rows, overwrite_filter=where, snapshot_properties=props
             ),
+            expected=expected,
         )
 
     # -- history, restore, maintenance --------------------------------------------------
