@@ -4,13 +4,18 @@ Starts ``shoplake demo --rate 0`` (gateway, pipeline and dashboard in one proces
 fresh home and loads it with a separate ``shoplake generate --continuous --rate R --to
 http://…`` process, as shops are outside the server. Meanwhile this process sends a
 *marker* every ``--marker-every`` seconds: one shopper's page view, cart add, order and
-captured payment in one request, on a day of its own in the past (the day before the
-previous marker's), so no other event touches the marker's minute or day.
+captured payment in one request, in a minute of its own on a day in the past that only
+markers touch (three days ago, the next marker a minute later; the simulator's late
+events are at most 2 h late), so no other event touches the marker's minute or day.
 
 The clock starts before the marker's request is sent and stops when a Delta reader in
 this process (deltalake, polling) first sees the marker's minute in
-``gold.fct_sales_minute`` (every 50 ms), and its day in each daily gold table (every
-250 ms). Every marker counts; one never seen within ``--grace`` seconds after the run
+``gold.fct_sales_minute`` (every 50 ms), and in each daily gold table (every 250 ms) its
+day's count of markers (orders, sessions, customers) reach the marker's own ordinal of
+the day. (``--day-per-marker``: each marker on a day of its own, the day before the
+last's, seen when its day appears. That was this bench's design until 2026-12-06; it
+makes every silver table gain a partition a second, which no shop's traffic does.)
+Every marker counts; one never seen within ``--grace`` seconds after the run
 counts as infinite. The pipeline's own histogram (from the transport append to the end of
 the gold round, queueing left out) is printed beside it for comparison only, and so is
 where the machine's CPU went while markers were sent: the demo (its children included),
@@ -27,6 +32,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import http.client
+import itertools
 import math
 import os
 import subprocess
@@ -36,9 +42,11 @@ import threading
 import time
 import urllib.request
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 import pyarrow.compute as pc
@@ -67,21 +75,43 @@ DAILY = (DAILY_SALES_SUMMARY, DAILY_TRAFFIC_SOURCES, FUNNEL_DAILY, CATEGORY_PERF
          PRODUCT_ANALYTICS, DAILY_CUSTOMER_ANALYTICS)  # fmt: skip
 
 
+# Per daily table: what counts a day's markers (None: its rows, one per customer and day).
+MARKERS_COUNTED: dict[str, str | None] = {
+    DAILY_SALES_SUMMARY.name: "orders_placed",
+    DAILY_TRAFFIC_SOURCES.name: "sessions",
+    FUNNEL_DAILY.name: "sessions",
+    CATEGORY_PERFORMANCE.name: "orders",
+    PRODUCT_ANALYTICS.name: "total_purchases",
+    DAILY_CUSTOMER_ANALYTICS.name: None,
+}
+
+
 @dataclass
 class Marker:
-    day: dt.date
+    minute: dt.datetime  # UTC
+    day: dt.date  # the minute's day in the reporting time zone
+    ordinal: int  # of the markers on that day, 1 for the first
     sent: float  # monotonic, just before the request
     seen: dict[str, float] = field(default_factory=dict)  # table → seconds after sent
 
-    @property
-    def minute(self) -> dt.datetime:
-        return dt.datetime.combine(self.day, dt.time(12), dt.UTC)
+
+def marker_minutes(day_per_marker: bool, zone: ZoneInfo) -> Iterator[tuple[dt.datetime, dt.date]]:
+    """Each marker's minute and its local day: from 00:30 UTC three days ago a minute
+    apart (a day full, the day before), or noon of a day of its own."""
+    first = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=3)
+    for n in itertools.count():
+        if day_per_marker:
+            minute = dt.datetime.combine(first - dt.timedelta(days=n), dt.time(12), dt.UTC)
+        else:
+            day = first - dt.timedelta(days=n // 1380)
+            minute = dt.datetime.combine(day, dt.time(0, 30), dt.UTC)
+            minute += dt.timedelta(minutes=n % 1380)
+        yield minute, minute.astimezone(zone).date()
 
 
-def marker_events(run: str, i: int, day: dt.date) -> bytes:
-    """A shopper's page view, cart add, order and its captured payment at noon UTC of
-    ``day`` (the same local day in any reporting time zone within ±11 h)."""
-    ts = f"{day.isoformat()}T12:00:00Z"
+def marker_events(run: str, i: int, minute: dt.datetime) -> bytes:
+    """A shopper's page view, cart add, order and its captured payment at ``minute``."""
+    ts = minute.strftime("%Y-%m-%dT%H:%M:%SZ")
     who = {"user_id": f"marker-{run}-{i}", "session_id": f"marker-{run}-{i}",
            "timestamp": ts, "device": "desktop", "country": "DE"}  # fmt: skip
     item = {"product_id": "MARKER", "category": "marker", "quantity": 1, "unit_price": 10.0}
@@ -110,8 +140,29 @@ class Watcher(threading.Thread):
         self.column = "minute_bucket" if spec is FCT_SALES_MINUTE else "partition_date"
         self.stop = threading.Event()
 
-    def _value(self, m: Marker) -> Any:
-        return m.minute if self.column == "minute_bucket" else m.day
+    def _seen(self, table: DeltaTable, waiting: list[Marker]) -> list[Marker]:
+        """The waiting markers the table shows: its minute, or its day's count of markers
+        up to its ordinal."""
+        if self.column == "minute_bucket":
+            minutes = [m.minute for m in waiting]
+            found = table.to_pyarrow_dataset().to_table(
+                columns=[self.column], filter=pc.field(self.column).isin(minutes)
+            )
+            present = set(found[self.column].to_pylist())
+            return [m for m in waiting if m.minute in present]
+        counted = MARKERS_COUNTED[self.spec.name]
+        days = sorted({m.day for m in waiting})
+        found = table.to_pyarrow_dataset().to_table(
+            columns=[self.column, *([counted] if counted else [])],
+            filter=pc.field(self.column).isin(days),
+        )
+        if counted is None:
+            totals = found.group_by(self.column).aggregate([([], "count_all")])
+        else:
+            totals = found.group_by(self.column).aggregate([(counted, "sum")])
+        count = dict(zip(totals[self.column].to_pylist(), totals.columns[-1].to_pylist(),
+                         strict=True))  # fmt: skip
+        return [m for m in waiting if count.get(m.day, 0) >= m.ordinal]
 
     def run(self) -> None:
         table: DeltaTable | None = None
@@ -131,15 +182,10 @@ class Watcher(threading.Thread):
             if (table.version(), len(sent)) == checked:
                 continue  # (reading it again only takes the cores the demo is measured on)
             checked = (table.version(), len(sent))
-            values = [self._value(m) for m in waiting]
-            found = table.to_pyarrow_dataset().to_table(
-                columns=[self.column], filter=pc.field(self.column).isin(values)
-            )
+            seen = self._seen(table, waiting)
             now = time.monotonic()
-            present = set(found[self.column].to_pylist())
-            for m in waiting:
-                if self._value(m) in present:
-                    m.seen[self.spec.name] = now - m.sent
+            for m in seen:
+                m.seen[self.spec.name] = now - m.sent
 
 
 def post(port: int, body: bytes) -> None:
@@ -202,14 +248,17 @@ def measure(args: argparse.Namespace) -> tuple[list[Marker], dict[str, Any]]:
                 w.start()
             time.sleep(args.warmup)
             run = f"{os.getpid()}"
-            day = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=2)
+            zone = ZoneInfo(Settings(home=Path(home)).reporting.timezone)
+            minutes = marker_minutes(args.day_per_marker, zone)
+            on_day: defaultdict[dt.date, int] = defaultdict(int)
             started, accepted_before = time.monotonic(), accepted_total(url)
             processes = {"demo": demo.pid, "sender": sender.pid, "readers": os.getpid()}
             cpu_before = {name: cpu_of(pid) for name, pid in processes.items()}
             while time.monotonic() - started < args.seconds:
-                day -= dt.timedelta(days=1)
-                body = marker_events(run, len(markers), day)
-                markers.append(Marker(day, time.monotonic()))
+                minute, day = next(minutes)
+                on_day[day] += 1
+                body = marker_events(run, len(markers), minute)
+                markers.append(Marker(minute, day, on_day[day], time.monotonic()))
                 post(port, body)
                 time.sleep(args.marker_every)
             elapsed = time.monotonic() - started
@@ -263,11 +312,14 @@ def main() -> None:
     parser.add_argument("--marker-every", type=float, default=1.0, help="seconds")
     parser.add_argument("--warmup", type=float, default=15, help="seconds of load first")
     parser.add_argument("--grace", type=float, default=30, help="seconds to wait for gold")
+    parser.add_argument("--day-per-marker", action="store_true",
+                        help="each marker on a day of its own (the old design)")  # fmt: skip
     args = parser.parse_args()
     markers, run = measure(args)
     print(f"demo at {args.rate:,.0f} events/s by a separate sender "
           f"(accepted {run['accepted']:,.0f}/s, lag at the end {run['lag']:,}); "
-          f"{len(markers)} markers; clock: request sent → seen by a Delta reader")  # fmt: skip
+          f"{len(markers)} markers ({'a day each' if args.day_per_marker else 'one day'}); "
+          "clock: request sent → seen by a Delta reader")  # fmt: skip
     print(f"{'table':<28}{'p50':>8}{'p95':>8}{'max':>8}{'never seen':>12}   aim")
     for spec in (FCT_SALES_MINUTE, *DAILY):
         lat = [m.seen.get(spec.name, math.inf) for m in markers]
