@@ -15,7 +15,7 @@ import pytest
 from shoplake.contract.tables import PAGE_VIEWS, TableSpec
 from shoplake.engines import open_engine
 from shoplake.pipeline.digests import DayDigests, Digest
-from shoplake.pipeline.positions import Ranges
+from shoplake.pipeline.positions import Positions, Ranges
 from shoplake.pipeline.registry import DAILY_SALES_MODEL
 from shoplake.settings import EngineSettings
 from shoplake.transport.base import TopicPartition
@@ -57,6 +57,11 @@ class Silver:
         return self.rows.select(list(columns))
 
 
+def own(ranges: Ranges) -> Positions:
+    """The positions a model stands at before a step over ``ranges``."""
+    return {tp: start for tp, (start, _) in ranges.items()}
+
+
 @pytest.fixture
 def engine():  # type: ignore[no-untyped-def]
     engine = open_engine(EngineSettings())
@@ -79,7 +84,7 @@ def test_a_held_day_takes_in_the_new_rows_without_reading_the_day_again(engine) 
         ("e1", "s1", "u1", "ads", "2026-03-01T10:00:05+00:00"),  # same time: e1 is first
         ("e3", "s2", "u2", "seo", "2026-03-01T11:00:00+00:00"),
     ))  # fmt: skip
-    got = digests.inputs(first, [D1], silver.new, silver.read)[PAGE_VIEWS]
+    got = digests.inputs(first, own(first), [D1], silver.new, silver.read)[PAGE_VIEWS]
     assert first_views(got) == [("s1", "e1"), ("s2", "e3")]
     digests.keep(first)
     assert silver.days_read == [[D1]]
@@ -89,7 +94,7 @@ def test_a_held_day_takes_in_the_new_rows_without_reading_the_day_again(engine) 
         ("e5", "s1", "u1", "mail", "2026-03-01T12:00:00+00:00"),  # s1 from another source
         ("e6", "s3", "u3", "ads", "2026-03-01T12:30:00+00:00"),
     ))  # fmt: skip
-    got = digests.inputs(later, [D1], silver.new, silver.read)[PAGE_VIEWS]
+    got = digests.inputs(later, own(later), [D1], silver.new, silver.read)[PAGE_VIEWS]
     assert silver.days_read == [[D1]]  # held: not read again
     assert first_views(got) == [("s1", "e1"), ("s1", "e5"), ("s2", "e4"), ("s3", "e6")]
     assert got.num_rows == 4 and digests.held_rows() == 2  # kept only once committed
@@ -100,12 +105,14 @@ def test_a_held_day_takes_in_the_new_rows_without_reading_the_day_again(engine) 
 def test_a_step_that_does_not_commit_leaves_the_held_days_as_they_were(engine) -> None:  # type: ignore[no-untyped-def]
     silver, digests = Silver(), DayDigests({PAGE_VIEWS: FIRST_VIEW}, engine)
     first = silver.add(0, views(("e1", "s1", "u1", "ads", "2026-03-01T10:00:00+00:00")))
-    digests.inputs(first, [D1], silver.new, silver.read)
+    digests.inputs(first, own(first), [D1], silver.new, silver.read)
     digests.keep(first)
     failed = silver.add(1, views(("e2", "s2", "u2", "seo", "2026-03-01T11:00:00+00:00")))
-    digests.inputs(failed, [D1], silver.new, silver.read)  # its commit fails: no keep
+    digests.inputs(failed, own(failed), [D1], silver.new, silver.read)  # its commit fails: no keep
     assert digests.held_rows() == 1
-    got = digests.inputs(failed, [D1], silver.new, silver.read)[PAGE_VIEWS]  # the retry
+    got = digests.inputs(failed, own(failed), [D1], silver.new, silver.read)[
+        PAGE_VIEWS
+    ]  # the retry
     assert first_views(got) == [("s1", "e1"), ("s2", "e2")]
     assert silver.days_read == [[D1]]
 
@@ -113,12 +120,12 @@ def test_a_step_that_does_not_commit_leaves_the_held_days_as_they_were(engine) -
 def test_positions_that_jump_make_the_held_days_be_read_again(engine) -> None:  # type: ignore[no-untyped-def]
     silver, digests = Silver(), DayDigests({PAGE_VIEWS: FIRST_VIEW}, engine)
     first = silver.add(0, views(("e1", "s1", "u1", "ads", "2026-03-01T10:00:00+00:00")))
-    digests.inputs(first, [D1], silver.new, silver.read)
+    digests.inputs(first, own(first), [D1], silver.new, silver.read)
     digests.keep(first)
     # another writer consumed this one
     silver.add(1, views(("e2", "s2", "u2", "seo", "2026-03-01T11:00:00+00:00")))
     jumped = silver.add(2, views(("e3", "s3", "u3", "seo", "2026-03-01T12:00:00+00:00")))
-    got = digests.inputs(jumped, [D1], silver.new, silver.read)[PAGE_VIEWS]
+    got = digests.inputs(jumped, own(jumped), [D1], silver.new, silver.read)[PAGE_VIEWS]
     assert first_views(got) == [("s1", "e1"), ("s2", "e2"), ("s3", "e3")]  # e2 not lost
     assert silver.days_read == [[D1], [D1]]
 
@@ -128,20 +135,20 @@ def test_only_the_days_touched_last_are_held_the_latest_of_more(engine) -> None:
     days, a backfill), the latest, as today's is the one the next step touches again."""
     silver, digests = Silver(), DayDigests({PAGE_VIEWS: FIRST_VIEW}, engine, max_days=1)
     first = silver.add(0, views(("e1", "s1", "u1", "ads", "2026-03-01T10:00:00+00:00")))
-    digests.inputs(first, [D1], silver.new, silver.read)
+    digests.inputs(first, own(first), [D1], silver.new, silver.read)
     digests.keep(first)
     second = silver.add(1, views(("e2", "s2", "u2", "ads", "2026-03-02T10:00:00+00:00")))
-    got = digests.inputs(second, [D2], silver.new, silver.read)[PAGE_VIEWS]
+    got = digests.inputs(second, own(second), [D2], silver.new, silver.read)[PAGE_VIEWS]
     assert first_views(got) == [("s1", "e1"), ("s2", "e2")]  # the read's other day: harmless
     digests.keep(second)
     assert digests.held_rows() == 1  # D2's row only: D1 was dropped
     late = silver.add(2, views(("e3", "s3", "u3", "ads", "2026-03-01T12:00:00+00:00")))
-    got = digests.inputs(late, [D1, D2], silver.new, silver.read)[PAGE_VIEWS]
+    got = digests.inputs(late, own(late), [D1, D2], silver.new, silver.read)[PAGE_VIEWS]
     assert first_views(got) == [("s1", "e1"), ("s2", "e2"), ("s3", "e3")]
     digests.keep(late)
     assert digests.held_rows() == 1  # D2 still held, D1 not
     today = silver.add(3, views(("e4", "s4", "u4", "ads", "2026-03-02T11:00:00+00:00")))
-    got = digests.inputs(today, [D2], silver.new, silver.read)[PAGE_VIEWS]
+    got = digests.inputs(today, own(today), [D2], silver.new, silver.read)[PAGE_VIEWS]
     assert first_views(got) == [("s2", "e2"), ("s4", "e4")]  # D2 from memory
     assert silver.days_read == [[D1], [D2], [D1]]
 
@@ -158,3 +165,89 @@ def test_a_digest_holds_exactly_the_columns_its_model_reads() -> None:
     replace(
         DAILY_SALES_MODEL, reads=reads, digests=((PAGE_VIEWS, Digest(("user_id",), ("event_ts",))),)
     )
+
+
+PRODUCT_VIEWS = Digest(("product_id",), ("event_ts",), counted=True)
+
+
+class CountedSilver:
+    """Page views (product, time) with their lineage in one partition, offset = row."""
+
+    def __init__(self) -> None:
+        self.rows = pa.table(
+            {"product_id": pa.array([], pa.string()),
+             "event_ts": pa.array([], pa.timestamp("us", tz="UTC"))}
+        )  # fmt: skip
+        self.reads = 0
+
+    def add(self, *views: tuple[str, str]) -> None:
+        ts = [datetime.fromisoformat(t).astimezone(UTC) for _, t in views]
+        more = pa.table({"product_id": [p for p, _ in views],
+                         "event_ts": pa.array(ts, pa.timestamp("us", tz="UTC"))})  # fmt: skip
+        self.rows = pa.concat_tables([self.rows, more])
+
+    def _with_lineage(self) -> pa.Table:
+        n = self.rows.num_rows
+        return (
+            self.rows.append_column("topic", pa.array([TP.topic] * n))
+            .append_column("partition", pa.array([TP.partition] * n, pa.int32()))
+            .append_column("offset", pa.array(range(n), pa.int64()))
+        )
+
+    def new(self, spec: TableSpec, ranges: Ranges, columns: list[str]) -> pa.Table:
+        start, end = ranges[TP]
+        return self._with_lineage().slice(start, end - start).select(columns)
+
+    def read(self, spec: TableSpec, columns: Sequence[str], days: list[date]) -> pa.Table:
+        self.reads += 1
+        return self._with_lineage().select(list(columns))
+
+
+def views_per_product(table: pa.Table) -> dict[str, int]:
+    got = table.group_by("product_id").aggregate([("weight", "sum")])
+    return dict(zip(got["product_id"].to_pylist(), got["weight_sum"].to_pylist(), strict=True))
+
+
+def test_a_counted_digest_counts_each_row_once(engine) -> None:  # type: ignore[no-untyped-def]
+    """Rows the table holds past the step's ranges (silver moved on) are not counted by
+    the day's read, and are counted once when their step comes; a held day takes only
+    the new rows; positions that moved under the model make the day be read again."""
+    silver, digests = CountedSilver(), DayDigests({PAGE_VIEWS: PRODUCT_VIEWS}, engine)
+    silver.add(
+        ("p1", "2026-03-01T10:00:00+00:00"),
+        ("p1", "2026-03-01T11:00:00+00:00"),
+        ("p2", "2026-03-01T12:00:00+00:00"),
+        ("p1", "2026-03-01T13:00:00+00:00"),
+    )  # offset 3: in silver, not yet consumed
+    first = {TP: (0, 3)}
+    got = digests.inputs(first, own(first), [D1], silver.new, silver.read)[PAGE_VIEWS]
+    assert views_per_product(got) == {"p1": 2, "p2": 1}
+    digests.keep(first)
+    silver.add(("p2", "2026-03-01T14:00:00+00:00"))
+    second = {TP: (3, 5)}
+    got = digests.inputs(second, own(second), [D1], silver.new, silver.read)[PAGE_VIEWS]
+    assert views_per_product(got) == {"p1": 3, "p2": 2}
+    assert silver.reads == 1  # the day held: only the new rows
+    digests.keep(second)
+    assert digests.held_rows() == 2  # one row a product, however many views
+    silver.add(("p3", "2026-03-01T15:00:00+00:00"), ("p3", "2026-03-01T16:00:00+00:00"))
+    jumped = {TP: (6, 7)}  # another worker consumed offset 5
+    got = digests.inputs(jumped, own(jumped), [D1], silver.new, silver.read)[PAGE_VIEWS]
+    assert views_per_product(got) == {"p1": 3, "p2": 2, "p3": 2}
+    assert silver.reads == 2
+
+
+def test_a_counted_digest_of_a_day_read_and_a_day_held_at_once(engine) -> None:  # type: ignore[no-untyped-def]
+    """A step touching a held day and a missed one (a late event): the new rows of the
+    missed day are in its read, and counted there only."""
+    silver, digests = CountedSilver(), DayDigests({PAGE_VIEWS: PRODUCT_VIEWS}, engine)
+    silver.add(("p1", "2026-03-02T10:00:00+00:00"))
+    first = {TP: (0, 1)}
+    digests.inputs(first, own(first), [D2], silver.new, silver.read)
+    digests.keep(first)
+    silver.add(("p1", "2026-03-01T23:00:00+00:00"), ("p1", "2026-03-02T11:00:00+00:00"))
+    late = {TP: (1, 3)}
+    got = digests.inputs(late, own(late), [D1, D2], silver.new, silver.read)[PAGE_VIEWS]
+    by_day = got.group_by("event_ts").aggregate([("weight", "sum")])
+    assert sorted(by_day["weight_sum"].to_pylist()) == [1, 2]  # D1: 1 view, D2: 2 views
+    assert got.num_rows == 2

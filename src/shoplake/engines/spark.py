@@ -394,7 +394,13 @@ class SparkEngine:
             raise ConfigError(f"the Spark engine reads Delta or Iceberg tables, not {scan.format}")
         if scan.where is not None:
             frame = self._kept(frame, scan.where)
-        return frame if scan.columns is None else frame.select(*scan.columns)
+        if scan.columns is not None:
+            frame = frame.select(*scan.columns)
+        if scan.weight is not None:
+            from pyspark.sql import functions as F
+
+            frame = frame.withColumn(scan.weight, F.lit(1).cast("bigint"))
+        return frame
 
     def _iceberg_scanned(self, scan: TableScan) -> DataFrame:
         if self._iceberg_alias is None or scan.name is None:

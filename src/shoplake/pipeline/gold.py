@@ -12,6 +12,7 @@ gold.daily_customer_analytics merges the touched customers' days.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -29,12 +30,13 @@ from shoplake.contract.tables import (
     TableSpec,
 )
 from shoplake.engines.base import Engine, table_input
-from shoplake.pipeline.digests import DayDigests
+from shoplake.pipeline.digests import WEIGHT, DayDigests, weighed
 from shoplake.pipeline.models import load_model
 from shoplake.pipeline.positions import (
     Ranges,
     RecentCommits,
     SharedReads,
+    positions_of,
     ranges_key,
 )
 from shoplake.pipeline.silver import pending_ranges, touched_orders
@@ -393,6 +395,8 @@ class DailyModel(DerivedModel):
             if decl.digests and not self.engine.capabilities.reads_tables
             else None
         )
+        # inputs the SQL counts as SUM(weight), held or not (see digests)
+        self.counted = {spec for spec, digest in decl.digests if digest.counted}
 
     @property
     def uses_orders(self) -> bool:
@@ -402,7 +406,8 @@ class DailyModel(DerivedModel):
         days = sorted(self.touched_days(ranges))
         given: dict[TableSpec, Input] = {}
         if self.digests is not None and days:
-            given.update(self.digests.inputs(ranges, days, self.lineage, self._read_days))
+            own = positions_of(self.store.open(self.spec), tps)
+            given.update(self.digests.inputs(ranges, own, days, self.lineage, self._read_days))
         return self.compute(days, given), days
 
     def committed(self, ranges: Ranges, rows: pa.Table) -> None:
@@ -430,19 +435,35 @@ class DailyModel(DerivedModel):
         are)."""
         given = given or {}
         tables = {
-            spec.name: given[spec] if spec in given else self._read_days(spec, columns, days)
+            spec.name: given[spec]
+            if spec in given
+            else self._raw(spec, self._read_days(spec, columns, days))
             for spec, columns in self.decl.reads
         }
         if self.uses_orders:
             tables[ORDER_PAYMENTS.name] = self._order_payments(days)
         return tables
 
-    def _read_days(self, spec: TableSpec, columns: Sequence[str], days: list[date]) -> Input:
+    def _read_days(
+        self, spec: TableSpec, columns: Sequence[str], days: list[date]
+    ) -> pa.Table | TableScan:
         return self.input_rows(spec, columns, IsIn("event_date", _near(days)))
+
+    def _raw(self, spec: TableSpec, rows: pa.Table | TableScan) -> pa.Table | TableScan:
+        """Rows read of ``spec`` as they are, for the SQL: of a counted input, each
+        weighing 1."""
+        if spec not in self.counted:
+            return rows
+        if isinstance(rows, TableScan):
+            return dataclasses.replace(rows, weight=WEIGHT)
+        return weighed(rows)
 
     def load_all(self) -> tuple[dict[str, Input], list[date]]:
         """Every row of the model's inputs, and the days they fall on."""
-        tables = {spec.name: self.input_rows(spec, columns) for spec, columns in self.decl.reads}
+        tables: dict[str, Input] = {
+            spec.name: self._raw(spec, self.input_rows(spec, columns))
+            for spec, columns in self.decl.reads
+        }
         timed = {name: (rows, "event_ts") for name, rows in tables.items()}
         if self.uses_orders:
             tables[ORDER_PAYMENTS.name] = self.input_rows(ORDER_PAYMENTS)

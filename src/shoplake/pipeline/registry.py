@@ -164,6 +164,7 @@ class ModelDecl(Generic[M]):
 
 # reads: only the columns the SQL uses (a day of page views is most of what a step reads)
 _SOLD = ("quantity", "line_amount", "currency", "event_ts")  # of an order item
+_EVENT_TS = ("event_ts",)
 
 ORDER_PAYMENTS_MODEL = ModelDecl(
     ORDER_PAYMENTS,
@@ -221,7 +222,8 @@ def _daily(
 
 
 # Digests: these models read page views (most of a day's rows) only through COUNT DISTINCT
-# and a session's first view, so each holds them compacted to that grain.
+# and a session's first view, or count them (product_analytics), so each holds them
+# compacted to that grain.
 DAILY_SALES_MODEL = _daily(
     DAILY_SALES_SUMMARY,
     "daily_sales_summary",
@@ -262,6 +264,10 @@ PRODUCT_MODEL = _daily(
     ),
     extra=(PRODUCT_UPDATES,),  # a product update touches the days from its own on
     model=ProductModel,
+    digests=(  # counted: views and cart events per product, category (and kind) and day
+        (PAGE_VIEWS, Digest(("product_id", "category"), _EVENT_TS, counted=True)),
+        (CART_EVENTS, Digest(("product_id", "category", "event_type"), _EVENT_TS, counted=True)),
+    ),
 )
 DAILY_MODELS: tuple[ModelDecl[DailyModel], ...] = (
     DAILY_SALES_MODEL,

@@ -144,6 +144,8 @@ class TableScan:
     # (None: the table has no snapshot yet)
     name: str | None = None
     snapshot_id: int | None = None
+    # a column of 1s to add, named so (a raw input of SQL that counts rows by weight)
+    weight: str | None = None
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,11 @@
 -- revenue count paid orders only (revenue in the reporting currency, per line to the cent).
 -- product_name and category: the latest product_update at or before the end of the day
 -- (category falls back to the one the day's events carry).
+-- page_views and cart_events are counted by weight: a row stands for that many events
+-- (1 read from the table; the model holds them compacted, see pipeline/digests.py).
 WITH views AS (
     SELECT local_date(event_ts) AS partition_date, product_id,
-           COUNT(*) AS total_views, MIN(category) AS category
+           SUM(weight) AS total_views, MIN(category) AS category
     FROM page_views
     WHERE product_id IS NOT NULL
       AND local_date(event_ts) IN (SELECT partition_date FROM touched_days)
@@ -14,8 +16,8 @@ WITH views AS (
 ),
 carts AS (
     SELECT local_date(event_ts) AS partition_date, product_id,
-           SUM(CASE WHEN event_type = 'add_to_cart' THEN 1 ELSE 0 END) AS cart_adds,
-           SUM(CASE WHEN event_type = 'remove_from_cart' THEN 1 ELSE 0 END) AS cart_removes,
+           SUM(CASE WHEN event_type = 'add_to_cart' THEN weight ELSE 0 END) AS cart_adds,
+           SUM(CASE WHEN event_type = 'remove_from_cart' THEN weight ELSE 0 END) AS cart_removes,
            MIN(category) AS category
     FROM cart_events
     WHERE local_date(event_ts) IN (SELECT partition_date FROM touched_days)
