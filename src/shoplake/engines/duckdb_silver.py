@@ -1,7 +1,8 @@
 """DuckDB SQL that turns a batch of bronze rows into typed silver rows.
 
-The contract's field rules compile into one ``CASE`` per event type that yields NULL
-for a valid record, else ``{'reason': …, 'detail': …}`` for the first rule it breaks.
+The contract's field rules compile into one column per distinct rule that yields NULL
+for a record that keeps it, else ``{'reason': …, 'detail': …}``; a record's problem is its
+type's first broken rule, in rule order (see rule_sql.rule_columns; Spark's SQL the same).
 """
 
 from __future__ import annotations

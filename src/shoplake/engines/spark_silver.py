@@ -139,11 +139,6 @@ class _SparkRules:
 _RULES: rule_sql.RuleDialect = _SparkRules()
 
 
-def problem_expression(event_type: str, currencies: Iterable[str]) -> str:
-    """SQL: NULL when the record ``j`` is a valid ``event_type`` event, else a problem."""
-    return rule_sql.problem_expression(_RULES, event_type, currencies)
-
-
 KNOWN_TYPES_SQL = "(" + ", ".join(_lit(t) for t in RULES) + ")"
 
 
@@ -156,9 +151,8 @@ def _judged_sql(currencies: Iterable[str]) -> str:
     unknown = _problem(
         "unknown_event_type", _lit("unknown event_type: ") + " || left(raw_type, 40)"
     )
-    by_type = " ".join(
-        f"WHEN raw_type = {_lit(t)} THEN {problem_expression(t, currencies)}" for t in RULES
-    )
+    checks, per_type = rule_sql.rule_columns(_RULES, currencies)  # each rule checked once
+    by_type = " ".join(f"WHEN raw_type = {_lit(t)} THEN {per_type[t]}" for t in RULES)
     values = ", ".join(f"{_field('j', f)} AS `v_{f}`" for f in _READ)
     typed = ", ".join(
         f"{_json_type(f'`v_{f}`')} AS `ty_{f}`, {_json_text(f'`v_{f}`')} AS `tx_{f}`" for f in _READ
@@ -183,6 +177,7 @@ def _judged_sql(currencies: Iterable[str]) -> str:
                coalesce({_type_of("event_type")}, 'NULL') AS raw_type_kind
         FROM extracted
     ),
+    checked AS (SELECT *, {", ".join(checks)} FROM parsed),
     judged AS (
         SELECT raw_value, topic, `partition`, `offset`, j, {texts},
                CASE WHEN raw_type IN {KNOWN_TYPES_SQL} THEN raw_type ELSE 'unknown' END
@@ -196,7 +191,7 @@ def _judged_sql(currencies: Iterable[str]) -> str:
                    THEN {unknown}
                  {by_type}
                END AS problem
-        FROM parsed
+        FROM checked
     )
     """
 
