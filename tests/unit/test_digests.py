@@ -15,7 +15,7 @@ import pytest
 from shoplake.contract.tables import PAGE_VIEWS, TableSpec
 from shoplake.engines import open_engine
 from shoplake.pipeline.digests import DayDigests, Digest
-from shoplake.pipeline.positions import Positions, Ranges
+from shoplake.pipeline.positions import HeldAlong, Positions, Ranges
 from shoplake.pipeline.registry import DAILY_SALES_MODEL
 from shoplake.settings import EngineSettings
 from shoplake.transport.base import TopicPartition
@@ -251,3 +251,35 @@ def test_a_counted_digest_of_a_day_read_and_a_day_held_at_once(engine) -> None: 
     by_day = got.group_by("event_ts").aggregate([("weight", "sum")])
     assert sorted(by_day["weight_sum"].to_pylist()) == [1, 2]  # D1: 1 view, D2: 2 views
     assert got.num_rows == 2
+
+
+def test_a_partition_moved_outside_the_steps_ranges_makes_the_held_days_stale(engine) -> None:  # type: ignore[no-untyped-def]
+    """Another worker consumed a partition this model's steps do not touch: what the
+    model holds lacks those rows, so the next step reads its days again."""
+    silver, digests = Silver(), DayDigests({PAGE_VIEWS: FIRST_VIEW}, engine)
+    other = TopicPartition("page_views", 1)
+    first = silver.add(0, views(("e1", "s1", "u1", "ads", "2026-03-01T10:00:00+00:00")))
+    digests.inputs(first, {TP: 0, other: 0}, [D1], silver.new, silver.read)
+    digests.keep(first)
+    second = silver.add(1, views(("e2", "s2", "u2", "seo", "2026-03-01T11:00:00+00:00")))
+    digests.inputs(second, {TP: 1, other: 0}, [D1], silver.new, silver.read)  # as left: held
+    assert silver.days_read == [[D1]]
+    digests.keep(second)
+    third = silver.add(2, views(("e3", "s3", "u3", "seo", "2026-03-01T12:00:00+00:00")))
+    digests.inputs(third, {TP: 2, other: 7}, [D1], silver.new, silver.read)
+    assert silver.days_read == [[D1], [D1]]
+
+
+def test_what_a_model_holds_is_stale_once_any_of_its_partitions_moved() -> None:
+    """HeldAlong (digests and dim_customers' marks): valid at the positions of every
+    partition the last committed step left, the ones it did not move included."""
+    other = TopicPartition("page_views", 1)
+    along: HeldAlong[str] = HeldAlong()
+    assert along.continues({TP: 0, other: 0})  # nothing held yet
+    ranges = {TP: (0, 3)}
+    along.stage(ranges, {TP: 0, other: 5}, "marks")
+    assert along.committed({TP: (0, 3)}) is None  # another step's ranges: not this one's
+    assert along.committed(ranges) == "marks"
+    assert along.continues({TP: 3, other: 5})
+    assert not along.continues({TP: 3, other: 6})  # moved by another worker
+    assert not along.continues({TP: 4, other: 5})

@@ -108,9 +108,8 @@ class DayDigests:
         self.engine = engine
         self.max_days = max_days
         self._held: OrderedDict[date, dict[TableSpec, pa.Table]] = OrderedDict()
-        self._valid_at: Positions | None = None  # the model's positions the held days are of
-        # the days a step touched, the digests of those it may keep, and its positions after
-        self._along: HeldAlong[tuple[list[date], dict[date, dict[TableSpec, pa.Table]], Positions]]
+        # the days a step touched, and the digests of those it may keep
+        self._along: HeldAlong[tuple[list[date], dict[date, dict[TableSpec, pa.Table]]]]
         self._along = HeldAlong()
 
     def inputs(
@@ -119,7 +118,7 @@ class DayDigests:
         """Each digested input of the model for ``days``, compacted, given the step's
         new rows (``new``), a way to read whole days (``read``) and the positions of
         every partition the model has consumed before this step (``own``)."""
-        if own != self._valid_at:
+        if not self._along.continues(own):
             self.clear()
         consumed = {**own, **range_ends(ranges)}
         held = [d for d in days if d in self._held]
@@ -143,7 +142,7 @@ class DayDigests:
                 mine = table.filter(pc.equal(table[_DAY], pa.scalar(day, pa.date32())))
                 staged[day][spec] = mine.drop_columns([_DAY])
             compacted[spec] = table.drop_columns([_DAY])
-        self._along.stage(ranges, (days, staged, consumed))
+        self._along.stage(ranges, own, (days, staged))
         return compacted
 
     def _counted(
@@ -185,7 +184,7 @@ class DayDigests:
         step = self._along.committed(ranges)
         if step is None:
             return
-        days, staged, consumed = step
+        days, staged = step
         for day in days:
             if day in staged:
                 self._held[day] = staged[day]
@@ -194,11 +193,9 @@ class DayDigests:
                 self._held.pop(day, None)
         while len(self._held) > self.max_days:
             self._held.popitem(last=False)
-        self._valid_at = consumed
 
     def clear(self) -> None:
         self._held.clear()
-        self._valid_at = None
         self._along.reset()
 
     def held_rows(self) -> int:

@@ -119,11 +119,11 @@ class DimCustomersModel(KeyedModel):
         self._along: HeldAlong[pa.Table] = HeldAlong()  # a step's new marks
 
     def recompute(self, ranges: Ranges, tps: list[TopicPartition]) -> tuple[pa.Table, list[date]]:
-        if not self._along.continues(ranges):
+        consumed = positions_of(self.store.open(self.spec), tps)
+        if not self._along.continues(consumed):
             self._marks = MARKS.empty_table()
         seen, placed = self._new_events(ranges)
         before = self.store.open(self.spec).scan(where=IsIn("user_id", pc.unique(seen["user_id"])))
-        consumed = positions_of(self.store.open(self.spec), tps)
         again, counted = self._placed_before(placed, ranges, consumed)
         marked = _of(self._marks, before["user_id"], True)["user_id"]
         now = datetime.now(UTC)
@@ -153,7 +153,7 @@ class DimCustomersModel(KeyedModel):
             redone, redone_marks = self._redo(pa.array(redo, pa.string()), ranges, consumed)
             parts.append(redone.select(folded.column_names).cast(folded.schema))
             marks.append(redone_marks)
-        self._along.stage(ranges, pa.concat_tables([m.cast(MARKS) for m in marks]))
+        self._along.stage(ranges, consumed, pa.concat_tables([m.cast(MARKS) for m in marks]))
         return pa.concat_tables(parts), []
 
     def committed(self, ranges: Ranges, rows: pa.Table) -> None:

@@ -131,33 +131,35 @@ _Held = TypeVar("_Held")
 class HeldAlong(Generic[_Held]):
     """The bookkeeping of what a model holds in memory about the positions it has
     consumed in this process (compacted days, a customer's marks): a step stages what it
-    would hold next, which is taken only once that step has committed; ranges that do not
-    start where the last committed step ended mean another writer moved the positions,
-    so what is held is stale."""
+    would hold next, which is taken only once that step has committed. What is held is
+    valid while the model's positions of every partition are where this process's last
+    committed step left them: any other (another writer moved one, a rewind) means it is
+    stale."""
 
     def __init__(self) -> None:
-        self._ends: Positions = {}
-        self._staged: tuple[Ranges, _Held] | None = None
+        self._at: Positions | None = None  # every partition's position after the last commit
+        self._staged: tuple[Ranges, Positions, _Held] | None = None
 
-    def continues(self, ranges: Ranges) -> bool:
-        """Whether ``ranges`` start where this process's committed steps ended."""
-        return all(self._ends.get(tp, start) == start for tp, (start, _) in ranges.items())
+    def continues(self, own: Positions) -> bool:
+        """Whether the model's positions ``own`` (every partition, read before a step)
+        are where this process's last committed step left them (or none has)."""
+        return self._at is None or self._at == own
 
-    def stage(self, ranges: Ranges, value: _Held) -> None:
-        self._staged = (ranges, value)
+    def stage(self, ranges: Ranges, own: Positions, value: _Held) -> None:
+        """What the step over ``ranges`` from positions ``own`` would hold."""
+        self._staged = (ranges, {**own, **range_ends(ranges)}, value)
 
     def committed(self, ranges: Ranges) -> _Held | None:
         """What the step over ``ranges`` (the same object) staged, now that it has
         committed; None if it staged nothing."""
         if self._staged is None or self._staged[0] is not ranges:
             return None
-        value = self._staged[1]
-        self._ends.update(range_ends(ranges))
+        _, self._at, value = self._staged
         self._staged = None
         return value
 
     def reset(self) -> None:
-        self._ends.clear()
+        self._at = None
         self._staged = None
 
 
