@@ -254,7 +254,9 @@ def main() -> None:
         print(f"  {key:<36}{value:>12,}")
     print(f"drain: exit {drained.returncode}; check: exit {checked.returncode}")
     print(checked.stdout)
-    print(f"samples: {samples_csv}" + (f"; plot: {DOCS / args.plot}" if drawn else ""))
+    missing = "no plot (matplotlib: pip install -e '.[bench]')"
+    drew = f"plot: {DOCS / args.plot}" if drawn else missing
+    print(f"samples: {samples_csv}; {drew}")
     print(f"machine: {machine()}")
     print(f"reproduce: {command()}")
     lost_or_doubled = (
