@@ -19,7 +19,13 @@ from shoplake.contract.events import EVENT_TYPES
 from shoplake.contract.tables import RAW_EVENTS
 from shoplake.engines.base import Engine
 from shoplake.errors import CommitConflict
-from shoplake.pipeline.positions import Positions, RecentCommits, positions_of, to_app_ids
+from shoplake.pipeline.positions import (
+    Positions,
+    RecentCommits,
+    positions_of,
+    range_starts,
+    to_app_ids,
+)
 from shoplake.tables.base import TableStore
 from shoplake.transport.base import RECORD_SCHEMA, TopicPartition, Transport
 
@@ -119,12 +125,13 @@ class BronzeIngest:
         # committed all the same, in an empty commit, so lag reaches 0.
         records = pa.concat_tables(chunks) if chunks else RECORD_SCHEMA.empty_table()
         rows = self._to_bronze(records)
+        made = {tp: (start[tp], advanced[tp]) for tp in advanced}
         try:
             self.store.append(
                 RAW_EVENTS,
                 rows,
                 to_app_ids(advanced, self.group),
-                expected=to_app_ids({tp: start[tp] for tp in advanced}, self.group),
+                expected=to_app_ids(range_starts(made), self.group),
             )
         except CommitConflict:
             # Another worker committed these partitions first: trust bronze, not memory.
@@ -134,7 +141,7 @@ class BronzeIngest:
         assert self._positions is not None
         self._positions.update(advanced)
         if self.recent is not None:
-            self.recent.record(RAW_EVENTS, {tp: (start[tp], advanced[tp]) for tp in advanced}, rows)
+            self.recent.record(RAW_EVENTS, made, rows)
         self.transport.commit(self.group, advanced)
         return int(records.num_rows)
 

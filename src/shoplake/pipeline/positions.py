@@ -54,6 +54,12 @@ def range_ends(ranges: Ranges) -> Positions:
     return {tp: end for tp, (_, end) in ranges.items()}
 
 
+def range_starts(ranges: Ranges) -> Positions:
+    """Where each range starts: what a layer must still record when it commits them (else
+    another worker consumed them meanwhile: the fence, see TableStore)."""
+    return {tp: start for tp, (start, _) in ranges.items()}
+
+
 def in_ranges(rows: pa.Table, ranges: Ranges) -> pa.Array:
     """A mask of the rows whose lineage lies in ``ranges`` (end exclusive)."""
     # Arrow scalars, not Python values: pyarrow converts those through a failing import

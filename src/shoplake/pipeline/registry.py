@@ -55,6 +55,7 @@ from shoplake.pipeline.positions import (
     RecentCommits,
     SharedReads,
     range_ends,
+    range_starts,
     to_app_ids,
 )
 from shoplake.pipeline.quality import DataQualityModel
@@ -146,7 +147,7 @@ class ModelDecl(Generic[M]):
         positions = expected = None
         if ranges is not None:  # fenced: another worker may have consumed them meanwhile
             positions = to_app_ids(range_ends(ranges))
-            expected = to_app_ids({tp: start for tp, (start, _) in ranges.items()})
+            expected = to_app_ids(range_starts(ranges))
         if self.write is Write.MERGE:
             store.upsert(
                 self.spec,

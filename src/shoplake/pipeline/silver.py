@@ -42,6 +42,7 @@ from shoplake.pipeline.positions import (
     in_ranges,
     lineage_span,
     positions_of,
+    range_starts,
     read_ranges,
     to_app_ids,
 )
@@ -177,12 +178,12 @@ class SilverProcessor:
                 if spec in known:
                     keep = pc.invert(pc.is_in(rows["event_id"], value_set=known[spec]))
                     rows = rows.filter(keep)
+                made = {tp: (own[spec][tp], end) for tp, end in wanted.items()}
                 version = self.store.append(
-                    spec, rows, to_app_ids(wanted), expected=_starts(wanted, own[spec])
+                    spec, rows, to_app_ids(wanted), expected=to_app_ids(range_starts(made))
                 )
                 if "event_id" in spec.key:
                     self._extend_held(spec, rows, version)
-                made = {tp: (own[spec][tp], end) for tp, end in wanted.items()}
                 self.recent.record(spec, made, rows)
                 if spec in ONE_ROW_PER_EVENT:
                     written[spec] = rows.select(_LINEAGE).cast(_LINEAGE_SCHEMA)
@@ -198,9 +199,9 @@ class SilverProcessor:
                 dropped = dropped.append_column(
                     "detected_ts", pa.array([now] * dropped.num_rows, TS)
                 )
-                fenced = _starts(wanted, own[DUPLICATES])
+                made = {tp: (own[DUPLICATES][tp], end) for tp, end in wanted.items()}
+                fenced = to_app_ids(range_starts(made))
                 self.store.append(DUPLICATES, dropped, to_app_ids(wanted), expected=fenced)
-            made = {tp: (own[DUPLICATES][tp], end) for tp, end in wanted.items()}
             self.recent.record(DUPLICATES, made, dropped)
             result.duplicates_dropped += dropped.num_rows
         self._remember_high_water(ranges, high_water, parsed.high_water)
@@ -361,12 +362,6 @@ class SilverProcessor:
 def _wanted(ranges: Ranges, own: Positions) -> Positions:
     """The range ends a table has not reached yet."""
     return {tp: end for tp, (_, end) in ranges.items() if end > own[tp]}
-
-
-def _starts(wanted: Positions, own: Positions) -> dict[str, int]:
-    """The positions a table stood at when the step read it, of the partitions it moves
-    on: what it must still record when it commits (another processor may have moved on)."""
-    return to_app_ids({tp: own[tp] for tp in wanted})
 
 
 def _with_table_name(events: pa.Table) -> pa.Table:
