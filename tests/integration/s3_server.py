@@ -11,6 +11,9 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -126,13 +129,14 @@ class S3Server:
         self._process = subprocess.Popen(
             args, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HOME": str(data)}
         )
-        self._wait_until_writable(timeout_s)
+        deadline = time.monotonic() + timeout_s
+        self._wait_until_writable(deadline)
+        self._wait_until_catalogs_serve(deadline)
 
-    def _wait_until_writable(self, timeout_s: float) -> None:
+    def _wait_until_writable(self, deadline: float) -> None:
         """Until a file can be written to the bucket (the volume server registers with
         the master a moment after the S3 port opens)."""
         fs, _ = _filesystem(self.storage())
-        deadline = time.monotonic() + timeout_s
         while True:
             assert self._process is not None
             if self._process.poll() is not None:
@@ -146,6 +150,53 @@ class S3Server:
                     raise RuntimeError(f"S3 server not ready: {exc}\n{self.log_tail()}") from exc
                 time.sleep(0.5)
 
+    def _wait_until_catalogs_serve(self, deadline: float) -> None:
+        """Until the Iceberg REST catalog serves every S3 Tables bucket. ``weed mini``
+        makes them one by one only once all its services are up, after the S3 bucket: a
+        writable bucket does not mean they exist yet, and a test that asked for one
+        early failed with "table bucket tables-00 not found". A bucket is ready when its
+        namespaces list (the catalog looks the bucket up as creating a namespace does)."""
+        base = f"http://127.0.0.1:{self.iceberg_port}/v1"
+        token: str | None = None
+        pending = list(self.table_buckets)  # made in this order: wait on each in turn
+        while pending:
+            assert self._process is not None
+            if self._process.poll() is not None:
+                raise RuntimeError(f"weed mini exited: {self.log_tail()}")
+            try:
+                if token is None:
+                    token = self._catalog_token(base)
+                request = urllib.request.Request(
+                    f"{base}/{pending[0]}/namespaces",
+                    headers={"Authorization": f"Bearer {token}"},
+                )
+                with urllib.request.urlopen(request, timeout=5) as response:
+                    response.read()
+                pending.pop(0)
+                continue
+            except OSError as exc:  # refused, 404 NoSuchBucket, 401, 5xx: not yet
+                problem = _http_problem(exc)
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"the Iceberg REST catalog at {base} does not serve the S3 Tables "
+                    f"buckets {', '.join(pending)} yet: {problem}\n{self.log_tail()}"
+                )
+            time.sleep(0.15)
+
+    def _catalog_token(self, base: str) -> str:
+        """An OAuth2 token from the catalog for the session's user (client credentials,
+        as PyIceberg and Spark ask for one)."""
+        form = urllib.parse.urlencode(
+            {
+                "grant_type": "client_credentials",
+                "client_id": self.access_key,
+                "client_secret": self.secret_key,
+            }
+        ).encode()
+        request = urllib.request.Request(f"{base}/oauth/tokens", data=form)
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return str(json.load(response)["access_token"])
+
     def log_tail(self) -> str:
         path = self.workdir / "weed.log"
         return path.read_text(errors="replace")[-3000:] if path.exists() else ""
@@ -158,6 +209,14 @@ class S3Server:
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait()
+
+
+def _http_problem(exc: OSError) -> str:
+    """An HTTP error with the body the server explained it in, else the error."""
+    if isinstance(exc, urllib.error.HTTPError):
+        body = exc.read().decode(errors="replace").strip()
+        return f"HTTP {exc.code}: {body[:300]}"
+    return str(exc)
 
 
 def _filesystem(storage: StorageSettings) -> tuple[pafs.FileSystem, str]:
