@@ -6,13 +6,18 @@ A digest keeps, per reporting day and value of its key columns, the group's firs
 values of those keys and the first row of a group (COUNT DISTINCT, MIN, the first view of
 a session; no COUNT(*) or SUM) computes the same rows from the digest as from the raw
 rows. Compacting is idempotent: folding in rows the digest already holds changes nothing,
-so a day read from the table a little past the consumed positions is still exact.
+so a day read from the table a little past the consumed positions is still exact. A key
+the SQL only compares with a few values (``only``) is held as one of those or NULL.
 
 A *counted* digest keeps each group's row count too (``WEIGHT``; a raw row weighs 1), for
 SQL that counts rows as ``SUM(weight)``: it is as small as the day's groups (its
 products), however many rows the day has. Counting is not idempotent, so each row is
 folded in once: a held day takes exactly the step's new rows, a day read from the table
 only its rows below the positions the step consumes (by their lineage).
+
+A step's work on held days is as large as its new rows: they are compacted alone, and only
+the held groups they fall in are compacted again with them (``Digest.merge_sql``); the
+other held groups pass through as they are.
 
 Held days are valid for the positions of every partition the model had consumed when
 they were kept: when the model's positions are anything else at the next step (another
@@ -51,15 +56,20 @@ def weighed(rows: pa.Table) -> pa.Table:
 class Digest:
     """How a model may read one input compacted: one row per reporting day and ``keys``,
     the group's least by ``first`` (which starts with event_ts, the column days are cut
-    on); ``counted``: with the group's WEIGHT."""
+    on); ``counted``: with the group's WEIGHT; ``only``: key columns the SQL only compares
+    with these values, any other held as NULL (so a session's page views make a row for
+    its product views, one for its checkout views and one for the rest)."""
 
     keys: tuple[str, ...]
     first: tuple[str, ...]
     counted: bool = False
+    only: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     def __post_init__(self) -> None:
         if self.first[:1] != ("event_ts",):
             raise ValueError("a digest's first row is chosen by event_ts first")
+        if not {column for column, _ in self.only} <= set(self.keys):
+            raise ValueError("a digest narrows only its key columns")
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -71,6 +81,13 @@ class Digest:
         digest, with each row's day: a hash aggregate, the least of ``first`` taken as
         one struct."""
         keys = ", ".join(self.keys)
+        narrowed = dict(self.only)
+        held = ", ".join(
+            f"CASE WHEN {c} IN ({', '.join(_quoted(v) for v in narrowed[c])}) THEN {c} END AS {c}"
+            if c in narrowed
+            else c
+            for c in self.keys
+        )
         first = ", ".join(f"{c} := {c}" for c in self.first)
         summed, weight = (
             (f", SUM({WEIGHT}) AS {WEIGHT}", f", {WEIGHT}") if self.counted else ("", "")
@@ -78,10 +95,30 @@ class Digest:
         return f"""
 SELECT {keys}, {", ".join(f"_first.{c} AS {c}" for c in self.first)}{weight}, {_DAY} FROM (
     SELECT {keys}, local_date(event_ts) AS {_DAY}, min(struct_pack({first})) AS _first{summed}
-    FROM rows
+    FROM (SELECT {held}, {", ".join(self.first)}{weight} FROM rows) narrowed
     GROUP BY local_date(event_ts), {keys}
 ) grouped
 """
+
+    def merge_sql(self) -> str:
+        """``fresh`` (compacted new rows) folded into ``held`` (compacted days): the held
+        groups ``fresh`` falls in are compacted again with it, the others kept as they
+        are, so the work is the size of ``fresh`` bar one hash probe of ``held``."""
+        on = " AND ".join(f"h.{c} IS NOT DISTINCT FROM f.{c}" for c in (_DAY, *self.keys))
+        return f"""
+WITH rows AS (
+    SELECT h.* EXCLUDE ({_DAY}) FROM held h SEMI JOIN fresh f ON {on}
+    UNION ALL BY NAME
+    SELECT * EXCLUDE ({_DAY}) FROM fresh
+)
+SELECT h.* FROM held h ANTI JOIN fresh f ON {on}
+UNION ALL BY NAME
+{self.sql()}
+"""
+
+
+def _quoted(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
 
 
 # Reads a table's rows of some days: (spec, columns, days) → the rows (days cut in UTC, so
@@ -96,10 +133,10 @@ class DayDigests:
     ``max_days``, least recently touched dropped first), valid for the positions the
     model has consumed in this process.
 
-    ``inputs`` gives a step's inputs for its touched days: a held day is its digest with
-    the step's new rows folded in; any other day is read from the table and compacted too.
-    The new digests are kept only once the step has committed (``keep``): a step that
-    fails leaves the held ones as they were, for the ranges it did not consume."""
+    ``inputs`` gives a step's inputs for its touched days: held days with the step's new
+    rows folded in; any other day is read from the table and compacted too. The new
+    digests are kept only once the step has committed (``keep``): a step that fails
+    leaves the held ones as they were, for the ranges it did not consume."""
 
     def __init__(
         self, digests: Mapping[TableSpec, Digest], engine: Engine, max_days: int = 3
@@ -107,9 +144,10 @@ class DayDigests:
         self.digests = dict(digests)
         self.engine = engine
         self.max_days = max_days
-        self._held: OrderedDict[date, dict[TableSpec, pa.Table]] = OrderedDict()
-        # the days a step touched, and the digests of those it may keep
-        self._along: HeldAlong[tuple[list[date], dict[date, dict[TableSpec, pa.Table]]]]
+        self._days: OrderedDict[date, None] = OrderedDict()  # held, least recent first
+        self._held: dict[TableSpec, pa.Table] = {}  # each input's digest of those days
+        # a step's touched days, those it keeps, and every input's digest of the held days
+        self._along: HeldAlong[tuple[list[date], list[date], dict[TableSpec, pa.Table]]]
         self._along = HeldAlong()
 
     def inputs(
@@ -121,62 +159,60 @@ class DayDigests:
         if not self._along.continues(own):
             self.clear()
         consumed = {**own, **range_ends(ranges)}
-        held = [d for d in days if d in self._held]
-        missed = [d for d in days if d not in self._held]
+        held = [d for d in days if d in self._days]
+        missed = [d for d in days if d not in self._days]
         # The latest days: today's is touched again by the next step, though the step
         # also took late events of other days (or a backfill many).
         keep = sorted(days)[-self.max_days :]
-        staged: dict[date, dict[TableSpec, pa.Table]] = {d: {} for d in keep}
+        dropped = [d for d in days if d not in keep]  # touched, not kept: would go stale
+        staged: dict[TableSpec, pa.Table] = {}
         compacted: dict[TableSpec, pa.Table] = {}
         for spec, digest in self.digests.items():
-            if digest.counted:
-                table = self._counted(spec, digest, ranges, consumed, held, missed, new, read)
-            else:
-                parts: list[Input] = [self._held[d][spec] for d in held]
-                if held:  # (rows of a missed day among them are in its read too: harmless)
-                    parts.append(new(spec, ranges, list(digest.columns)))
-                if missed:
-                    parts.append(read(spec, digest.columns, missed))
-                table = self.engine.table_over(digest.sql(), {"rows": parts})
-            for day in keep:
-                mine = table.filter(pc.equal(table[_DAY], pa.scalar(day, pa.date32())))
-                staged[day][spec] = mine.drop_columns([_DAY])
-            compacted[spec] = table.drop_columns([_DAY])
-        self._along.stage(ranges, own, (days, staged))
+            parts: list[pa.Table] = []
+            if self._days:  # every held day, the touched ones with their new rows
+                parts.append(self._merged(spec, digest, held, new, ranges))
+            if missed:
+                parts.append(self._read(spec, digest, consumed, missed, read))
+            table = pa.concat_tables(parts)  # (``days`` is not empty: one part at least)
+            staged[spec] = _without_days(table, dropped)
+            compacted[spec] = _of_days(table, days).drop_columns([_DAY])
+        self._along.stage(ranges, own, (days, keep, staged))
         return compacted
 
-    def _counted(
+    def _merged(
+        self, spec: TableSpec, digest: Digest, held: list[date], new: ReadNew, ranges: Ranges
+    ) -> pa.Table:
+        """The held digest with the step's new rows of the ``held`` days folded in (new
+        rows of other days are in those days' reads)."""
+        rows = new(spec, ranges, list(digest.columns)) if held else None
+        if rows is None or not rows.num_rows:
+            return self._held[spec]
+        fresh = self.engine.table_over(
+            digest.sql(), {"rows": weighed(rows) if digest.counted else rows}
+        )
+        return self.engine.table_over(
+            digest.merge_sql(), {"held": self._held[spec], "fresh": _of_days(fresh, held)}
+        )
+
+    def _read(
         self,
         spec: TableSpec,
         digest: Digest,
-        ranges: Ranges,
         consumed: Positions,
-        held: list[date],
-        missed: list[date],
-        new: ReadNew,
+        days: list[date],
         read: ReadDays,
     ) -> pa.Table:
-        """A counted digest of ``held`` and ``missed`` days, each row counted once: the
-        held days with the step's new rows of those days, the missed ones read from the
-        table up to ``consumed``."""
-        parts: list[pa.Table] = []
+        """The digest of ``days`` read from the table: of a counted one, only the rows
+        below the positions the step consumes (each row is counted once)."""
         columns = list(digest.columns)
-        if held:
-            rows = [self._held[d][spec] for d in held]
-            rows.append(weighed(new(spec, ranges, columns)))
-            parts.append(self._of_days(digest, rows, held))
-        if missed:
-            day_rows = read(spec, [*columns, *LINEAGE], missed)
+        if not digest.counted:
+            rows: Input = read(spec, digest.columns, days)
+        else:
+            day_rows = read(spec, [*columns, *LINEAGE], days)
             assert isinstance(day_rows, pa.Table)  # digests are held where rows pass here
             below = {tp: (0, end) for tp, end in consumed.items()}
-            day_rows = day_rows.filter(in_ranges(day_rows, below)).select(columns)
-            parts.append(self._of_days(digest, [weighed(day_rows)], missed))
-        return pa.concat_tables(parts)
-
-    def _of_days(self, digest: Digest, rows: list[pa.Table], days: list[date]) -> pa.Table:
-        """``rows`` compacted, of ``days`` only (new rows or a read hold other days')."""
-        table = self.engine.table_over(digest.sql(), {"rows": rows})
-        return table.filter(pc.is_in(table[_DAY], pa.array(days, pa.date32())))
+            rows = weighed(day_rows.filter(in_ranges(day_rows, below)).select(columns))
+        return _of_days(self.engine.table_over(digest.sql(), {"rows": rows}), days)
 
     def keep(self, ranges: Ranges) -> None:
         """The step that asked for ``inputs`` over ``ranges`` has committed: hold its
@@ -184,19 +220,30 @@ class DayDigests:
         step = self._along.committed(ranges)
         if step is None:
             return
-        days, staged = step
+        days, keep, staged = step
         for day in days:
-            if day in staged:
-                self._held[day] = staged[day]
-                self._held.move_to_end(day)
-            else:
-                self._held.pop(day, None)
-        while len(self._held) > self.max_days:
-            self._held.popitem(last=False)
+            self._days.pop(day, None)
+        self._days.update(dict.fromkeys(sorted(keep)))
+        evicted = []
+        while len(self._days) > self.max_days:
+            evicted.append(self._days.popitem(last=False)[0])
+        self._held = {spec: _without_days(t, evicted) for spec, t in staged.items()}
 
     def clear(self) -> None:
+        self._days.clear()
         self._held.clear()
         self._along.reset()
 
     def held_rows(self) -> int:
-        return sum(t.num_rows for tables in self._held.values() for t in tables.values())
+        return sum(t.num_rows for t in self._held.values())
+
+
+def _of_days(table: pa.Table, days: list[date]) -> pa.Table:
+    """The rows of ``table`` (a digest with each row's day) that fall on ``days``."""
+    return table.filter(pc.is_in(table[_DAY], pa.array(days, pa.date32())))
+
+
+def _without_days(table: pa.Table, days: list[date]) -> pa.Table:
+    if not days:
+        return table
+    return table.filter(pc.invert(pc.is_in(table[_DAY], pa.array(days, pa.date32()))))

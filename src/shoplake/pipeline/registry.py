@@ -166,6 +166,8 @@ class ModelDecl(Generic[M]):
 # reads: only the columns the SQL uses (a day of page views is most of what a step reads)
 _SOLD = ("quantity", "line_amount", "currency", "event_ts")  # of an order item
 _EVENT_TS = ("event_ts",)
+_FUNNEL_PAGES = (("page_type", ("product", "checkout")),)
+_ADDED = (("event_type", ("add_to_cart",)),)
 
 ORDER_PAYMENTS_MODEL = ModelDecl(
     ORDER_PAYMENTS,
@@ -222,9 +224,9 @@ def _daily(
     )
 
 
-# Digests: these models read page views (most of a day's rows) only through COUNT DISTINCT
-# and a session's first view, or count them (product_analytics), so each holds them
-# compacted to that grain.
+# Digests: these models read page views (most of a day's rows) only through COUNT DISTINCT,
+# a session's first view or the kinds of its events, or count them (product_analytics),
+# so each holds them compacted to that grain.
 DAILY_SALES_MODEL = _daily(
     DAILY_SALES_SUMMARY,
     "daily_sales_summary",
@@ -247,8 +249,12 @@ FUNNEL_MODEL = _daily(
         (CART_EVENTS, ("session_id", "event_type", "event_ts")),
         (ORDERS, ("session_id", "event_ts")),
     ),
-    uses_orders=False,  # no digests: a session's page types compact its views only ~2×,
-    # which saves less than compacting costs (measured with bench/bench_refresh.py)
+    uses_orders=False,
+    digests=(  # the steps a session reached: its rows of each kind the SQL tells apart
+        (PAGE_VIEWS, Digest(("session_id", "page_type"), _EVENT_TS, only=_FUNNEL_PAGES)),
+        (CART_EVENTS, Digest(("session_id", "event_type"), _EVENT_TS, only=_ADDED)),
+        (ORDERS, Digest(("session_id",), _EVENT_TS)),
+    ),
 )
 CATEGORY_MODEL = _daily(
     CATEGORY_PERFORMANCE,
