@@ -444,3 +444,26 @@ def test_rebuilding_a_day_in_another_currency(tmp_path: Path) -> None:
         (D0, Decimal("108.00")),  # untouched: still USD
         (D1, Decimal("660.66")),
     ]
+
+
+def test_a_late_order_after_a_restart_updates_the_customers_later_days(tmp_path: Path) -> None:
+    """A process that holds no digests yet takes a step with only a late paid order of a
+    day before: the customer's value to date changes on their later active days too."""
+    settings = Settings(home=tmp_path / "home")
+    d2 = "2026-03-11"
+    feed(settings, [view(t("09:00", day), "hal", "home", "direct") for day in (D1, d2)])
+    first = Pipeline(settings)
+    first.run("both", until_idle=True)
+    first.close()
+    late = [purchase(t("10:00"), "hal", "H1", [("P1", 3, 10.0)], "USD"),
+            pay(t("10:01"), "hal", "H1", "captured", 3000, "USD")]  # fmt: skip
+    feed(settings, late)
+    again = Pipeline(settings)  # a new process: nothing held
+    again.run("both", until_idle=True)
+    got = table(again, "gold.daily_customer_analytics", "partition_date")
+    assert [(r["partition_date"], r["lifetime_value"], r["paid_orders"]) for r in got] == [
+        (D1, Decimal("30.00"), 1),
+        (d2, Decimal("30.00"), 1),
+    ]
+    assert current_gold(again.store) == recomputed_gold(again.store, again.settings.reporting)
+    again.close()

@@ -107,6 +107,15 @@ class DerivedModel:
             engine.define_local_date(self.timezone)
         self.sql = load_model(decl.sql)
         store.ensure(self.spec)
+        # Inputs held compacted for the days touched last (see pipeline/digests.py), unless
+        # the engine reads the tables itself (then no rows pass this process to hold).
+        self.digests = (
+            DayDigests(dict(decl.digests), self.engine)
+            if decl.digests and not self.engine.capabilities.reads_tables
+            else None
+        )
+        # inputs the SQL counts as SUM(weight), held or not (see digests)
+        self.counted = {spec for spec, digest in decl.digests if digest.counted}
 
     def step(self, tps: list[TopicPartition]) -> int:
         ranges = pending_ranges(self.store, self.spec, self.decl.inputs, tps, self.shared)
@@ -134,6 +143,32 @@ class DerivedModel:
 
     def committed(self, ranges: Ranges, rows: pa.Table) -> None:
         """Called once a step's rows are committed."""
+        if self.digests is not None:
+            self.digests.keep(ranges)
+
+    def digested(
+        self, ranges: Ranges, tps: list[TopicPartition], days: list[date]
+    ) -> dict[TableSpec, pa.Table]:
+        """The digested inputs of ``days`` with the step's new rows folded in (none when
+        the model holds no digests)."""
+        if self.digests is None or not days:
+            return {}
+        own = positions_of(self.store.open(self.spec), tps)
+        return self.digests.inputs(ranges, own, days, self.lineage, self._read_days)
+
+    def _read_days(
+        self, spec: TableSpec, columns: Sequence[str], days: list[date]
+    ) -> pa.Table | TableScan:
+        return self.input_rows(spec, columns, IsIn("event_date", _near(days)))
+
+    def _raw(self, spec: TableSpec, rows: pa.Table | TableScan) -> pa.Table | TableScan:
+        """Rows read of ``spec`` as they are, for the SQL: of a counted input, each
+        weighing 1."""
+        if spec not in self.counted:
+            return rows
+        if isinstance(rows, TableScan):
+            return dataclasses.replace(rows, weight=WEIGHT)
+        return weighed(rows)
 
     def input_rows(
         self, spec: TableSpec, columns: Sequence[str] | None = None, where: Predicate | None = None
@@ -388,31 +423,13 @@ class DailyModel(DerivedModel):
 
     uses_local_date = True
 
-    def __init__(self, decl: ModelDecl[Any], store: TableStore, *args: Any, **kw: Any) -> None:
-        super().__init__(decl, store, *args, **kw)
-        self.digests = (
-            DayDigests(dict(decl.digests), self.engine)
-            if decl.digests and not self.engine.capabilities.reads_tables
-            else None
-        )
-        # inputs the SQL counts as SUM(weight), held or not (see digests)
-        self.counted = {spec for spec, digest in decl.digests if digest.counted}
-
     @property
     def uses_orders(self) -> bool:
         return ORDER_PAYMENTS in self.decl.inputs
 
     def recompute(self, ranges: Ranges, tps: list[TopicPartition]) -> tuple[pa.Table, list[date]]:
         days = sorted(self.touched_days(ranges))
-        given: dict[TableSpec, Input] = {}
-        if self.digests is not None and days:
-            own = positions_of(self.store.open(self.spec), tps)
-            given.update(self.digests.inputs(ranges, own, days, self.lineage, self._read_days))
-        return self.compute(days, given), days
-
-    def committed(self, ranges: Ranges, rows: pa.Table) -> None:
-        if self.digests is not None:
-            self.digests.keep(ranges)
+        return self.compute(days, self.digested(ranges, tps, days)), days
 
     def rebuild(self, days: list[date], tps: list[TopicPartition]) -> int:
         """Recompute ``days`` from silver and replace them (``run --date``)."""
@@ -443,20 +460,6 @@ class DailyModel(DerivedModel):
         if self.uses_orders:
             tables[ORDER_PAYMENTS.name] = self._order_payments(days)
         return tables
-
-    def _read_days(
-        self, spec: TableSpec, columns: Sequence[str], days: list[date]
-    ) -> pa.Table | TableScan:
-        return self.input_rows(spec, columns, IsIn("event_date", _near(days)))
-
-    def _raw(self, spec: TableSpec, rows: pa.Table | TableScan) -> pa.Table | TableScan:
-        """Rows read of ``spec`` as they are, for the SQL: of a counted input, each
-        weighing 1."""
-        if spec not in self.counted:
-            return rows
-        if isinstance(rows, TableScan):
-            return dataclasses.replace(rows, weight=WEIGHT)
-        return weighed(rows)
 
     def load_all(self) -> tuple[dict[str, Input], list[date]]:
         """Every row of the model's inputs, and the days they fall on."""
@@ -533,7 +536,9 @@ class ProductModel(DailyModel):
 class CustomerAnalyticsModel(DerivedModel):
     """gold.daily_customer_analytics: a customer's value to date changes every later day
     they are active, so a step recomputes the touched customers from the earliest day
-    touched on, and merges those rows. Its declaration's reads are the activity tables."""
+    touched on, and merges those rows. Its declaration's reads are the activity tables,
+    held as day digests of every customer's sessions (the step takes the touched
+    customers' rows of them)."""
 
     uses_local_date = True
 
@@ -545,9 +550,20 @@ class CustomerAnalyticsModel(DerivedModel):
         touched = pa.concat_tables(seen, promote_options="permissive")
         rows = self.spec.schema.empty_table()
         if touched.num_rows:
-            from_day = min(_day_set(touched["event_ts"], self.timezone))
-            rows = self.compute(pc.unique(touched["user_id"]), from_day)
+            days = _day_set(touched["event_ts"], self.timezone)
+            given = self.digested(ranges, tps, self._days_on(min(days), max(days)))
+            rows = self.compute(pc.unique(touched["user_id"]), min(days), given)
         return rows, []
+
+    def _days_on(self, first: date, last_touched: date) -> list[date]:
+        """The days from ``first`` on a touched customer may have a row on: through the
+        later of the last day touched and the table's last day (an event changes the
+        customer's value to date on every later day they were active)."""
+        later = self.store.open(self.spec).scan(
+            ["partition_date"], Compare("partition_date", ">", last_touched)
+        )
+        last = max([last_touched, *pc.unique(later["partition_date"]).to_pylist()])
+        return [first + timedelta(days=k) for k in range((last - first).days + 1)]
 
     def rebuild(self, days: list[date], tps: list[TopicPartition]) -> int:
         """Recompute everyone's rows of ``days`` and replace those days whole."""
@@ -556,17 +572,29 @@ class CustomerAnalyticsModel(DerivedModel):
         self.store.replace(self.spec, rows, self.decl.partition, days)
         return int(rows.num_rows)
 
-    def compute(self, users: pa.Array | None, from_day: date | None = None) -> pa.Table:
-        """Rows of ``users`` (None: everyone) for the days from ``from_day`` on."""
+    def compute(
+        self,
+        users: pa.Array | None,
+        from_day: date | None = None,
+        given: Mapping[TableSpec, pa.Table] | None = None,
+    ) -> pa.Table:
+        """Rows of ``users`` (None: everyone) for the days from ``from_day`` on; inputs
+        ``given`` (digests of those days) are taken the users' rows of."""
         tables: dict[str, pa.Table | TableScan] = {}
         for spec, columns in self.decl.reads:
+            if given and spec in given:
+                rows = given[spec]
+                if users is not None:
+                    rows = rows.filter(pc.is_in(rows["user_id"], value_set=users))
+                tables[spec.name] = rows
+                continue
             where = all_of(
                 None
                 if from_day is None
                 else Compare("event_date", ">=", from_day - timedelta(days=1)),
                 None if users is None else IsIn("user_id", users),
             )
-            tables[spec.name] = self.input_rows(spec, columns, where)
+            tables[spec.name] = self._raw(spec, self.input_rows(spec, columns, where))
         tables[ORDER_PAYMENTS.name] = self.input_rows(
             ORDER_PAYMENTS, where=None if users is None else IsIn("user_id", users)
         )

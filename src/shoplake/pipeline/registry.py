@@ -295,6 +295,14 @@ CUSTOMER_ANALYTICS_MODEL = ModelDecl(
         (CART_EVENTS, ("user_id", "session_id", "event_type", "event_ts")),
         (ORDERS, ("user_id", "session_id", "event_ts")),
     ),
+    digests=(  # counted: a customer's sessions a day, with their page views and cart adds
+        (PAGE_VIEWS, Digest(("user_id", "session_id"), _EVENT_TS, counted=True)),
+        (
+            CART_EVENTS,
+            Digest(("user_id", "session_id", "event_type"), _EVENT_TS, counted=True, only=_ADDED),
+        ),
+        (ORDERS, Digest(("user_id", "session_id"), _EVENT_TS)),
+    ),
 )
 DATA_QUALITY_MODEL = ModelDecl(
     DATA_QUALITY_REPORT,

@@ -5,13 +5,15 @@
 -- Segment, first match: At Risk (last paid order more than 30 days before the day),
 -- High Value (lifetime_value >= 500), New (one paid order), Regular (other buyers),
 -- Prospect (no paid order).
+-- page_views and cart_events are counted by weight: a row stands for that many events
+-- (1 read from the table; the model holds them compacted, see pipeline/digests.py).
 WITH activity AS (
     SELECT local_date(event_ts) AS partition_date, user_id, session_id,
-           1 AS page_view, 0 AS cart_add
+           weight AS page_view, 0 AS cart_add
     FROM page_views
     UNION ALL
     SELECT local_date(event_ts), user_id, session_id, 0,
-           CASE WHEN event_type = 'add_to_cart' THEN 1 ELSE 0 END
+           CASE WHEN event_type = 'add_to_cart' THEN weight ELSE 0 END
     FROM cart_events
     UNION ALL
     SELECT local_date(event_ts), user_id, session_id, 0, 0
