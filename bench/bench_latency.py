@@ -284,7 +284,7 @@ def measure(args: argparse.Namespace) -> tuple[list[Marker], dict[str, Any]]:
                      "own_p95": runtime.get("latency_p95_s"), "steps": steps}  # fmt: skip
 
 
-def step_breakdown(trace: str, started: float, elapsed: float, top: int = 14) -> list[str]:
+def step_breakdown(trace: str, started: float, elapsed: float, top: int = 24) -> list[str]:
     """Lines: the steps that took the most time while markers were sent, each one's mean
     seconds a run per minute (the trace's clock is the machine's monotonic one, as ours)."""
     minutes = max(1, math.ceil(elapsed / 60))

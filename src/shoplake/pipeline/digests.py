@@ -76,7 +76,7 @@ class Digest:
         """The input's columns it holds (a counted one holds WEIGHT besides)."""
         return (*self.keys, *self.first)
 
-    def sql(self) -> str:
+    def sql(self, rows: str = "rows") -> str:
         """Compacts ``rows`` (the digest's columns, and WEIGHT if counted) into the
         digest, with each row's day: a hash aggregate, the least of ``first`` taken as
         one struct."""
@@ -95,25 +95,30 @@ class Digest:
         return f"""
 SELECT {keys}, {", ".join(f"_first.{c} AS {c}" for c in self.first)}{weight}, {_DAY} FROM (
     SELECT {keys}, local_date(event_ts) AS {_DAY}, min(struct_pack({first})) AS _first{summed}
-    FROM (SELECT {held}, {", ".join(self.first)}{weight} FROM rows) narrowed
+    FROM (SELECT {held}, {", ".join(self.first)}{weight} FROM {rows}) narrowed
     GROUP BY local_date(event_ts), {keys}
 ) grouped
 """
 
     def merge_sql(self) -> str:
-        """``fresh`` (compacted new rows) folded into ``held`` (compacted days): the held
-        groups ``fresh`` falls in are compacted again with it, the others kept as they
-        are, so the work is the size of ``fresh`` bar one hash probe of ``held``."""
+        """``new_rows`` (a step's, as ``sql`` compacts them) of the days in ``held_days``
+        folded into ``held`` (compacted days): the held groups they fall in are
+        compacted again with them, the others kept as they are, so the work is the size
+        of the new rows bar one hash probe of ``held``."""
         on = " AND ".join(f"h.{c} IS NOT DISTINCT FROM f.{c}" for c in (_DAY, *self.keys))
         return f"""
-WITH rows AS (
+WITH fresh AS (
+    SELECT * FROM ({self.sql("new_rows")}) compacted
+    WHERE {_DAY} IN (SELECT day FROM held_days)
+),
+regrouped AS (
     SELECT h.* EXCLUDE ({_DAY}) FROM held h SEMI JOIN fresh f ON {on}
     UNION ALL BY NAME
     SELECT * EXCLUDE ({_DAY}) FROM fresh
 )
 SELECT h.* FROM held h ANTI JOIN fresh f ON {on}
 UNION ALL BY NAME
-{self.sql()}
+{self.sql("regrouped")}
 """
 
 
@@ -187,11 +192,13 @@ class DayDigests:
         rows = new(spec, ranges, list(digest.columns)) if held else None
         if rows is None or not rows.num_rows:
             return self._held[spec]
-        fresh = self.engine.table_over(
-            digest.sql(), {"rows": weighed(rows) if digest.counted else rows}
-        )
         return self.engine.table_over(
-            digest.merge_sql(), {"held": self._held[spec], "fresh": _of_days(fresh, held)}
+            digest.merge_sql(),
+            {
+                "held": self._held[spec],
+                "new_rows": weighed(rows) if digest.counted else rows,
+                "held_days": pa.table({"day": pa.array(held, pa.date32())}),
+            },
         )
 
     def _read(
