@@ -15,9 +15,9 @@ products), however many rows the day has. Counting is not idempotent, so each ro
 folded in once: a held day takes exactly the step's new rows, a day read from the table
 only its rows below the positions the step consumes (by their lineage).
 
-A step's work on held days is as large as its new rows: they are compacted alone, and only
-the held groups they fall in are compacted again with them (``Digest.merge_sql``); the
-other held groups pass through as they are.
+A step compacts only its new rows and, of the held days, only the groups they fall in
+again (``Digest.merge_sql``); the other held groups are carried over as they are (a hash
+probe and a copy, no aggregate).
 
 Held days are valid for the positions of every partition the model had consumed when
 they were kept: when the model's positions are anything else at the next step (another
@@ -103,8 +103,8 @@ SELECT {keys}, {", ".join(f"_first.{c} AS {c}" for c in self.first)}{weight}, {_
     def merge_sql(self) -> str:
         """``new_rows`` (a step's, as ``sql`` compacts them) of the days in ``held_days``
         folded into ``held`` (compacted days): the held groups they fall in are
-        compacted again with them, the others kept as they are, so the work is the size
-        of the new rows bar one hash probe of ``held``."""
+        compacted again with them, the others carried over as they are (the aggregate is
+        the size of the new rows; ``held`` is only probed and copied)."""
         on = " AND ".join(f"h.{c} IS NOT DISTINCT FROM f.{c}" for c in (_DAY, *self.keys))
         return f"""
 WITH fresh AS (
