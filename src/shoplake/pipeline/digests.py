@@ -246,8 +246,12 @@ class DayDigests:
 
 
 def _of_days(table: pa.Table, days: list[date]) -> pa.Table:
-    """The rows of ``table`` (a digest with each row's day) that fall on ``days``."""
-    return table.filter(pc.is_in(table[_DAY], pa.array(days, pa.date32())))
+    """The rows of ``table`` (a digest with each row's day) that fall on ``days``: the
+    table itself when they all do (a held day is most of a pass's memory: not copied)."""
+    wanted = pa.array(days, pa.date32())
+    if pc.all(pc.is_in(pc.unique(table[_DAY]), wanted)).as_py() is not False:
+        return table
+    return table.filter(pc.is_in(table[_DAY], wanted))
 
 
 def _without_days(table: pa.Table, days: list[date]) -> pa.Table:
