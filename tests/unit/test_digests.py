@@ -10,11 +10,12 @@ from dataclasses import replace
 from datetime import UTC, date, datetime
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from shoplake.contract.tables import PAGE_VIEWS, TableSpec
 from shoplake.engines import open_engine
-from shoplake.pipeline.digests import DayDigests, Digest
+from shoplake.pipeline.digests import DayDigests, Digest, weighed
 from shoplake.pipeline.positions import HeldAlong, Positions, Ranges
 from shoplake.pipeline.registry import DAILY_SALES_MODEL
 from shoplake.settings import EngineSettings
@@ -288,9 +289,9 @@ def test_what_a_model_holds_is_stale_once_any_of_its_partitions_moved() -> None:
 def _compacted(engine, digest: Digest, rows: pa.Table, days: list[date]) -> list[tuple]:  # type: ignore[no-untyped-def,type-arg]
     """``rows`` compacted all at once, of ``days``: what a digest held along must equal."""
     if digest.counted:
-        rows = rows.append_column("weight", pa.array([1] * rows.num_rows, pa.int64()))
+        rows = weighed(rows)
     table = engine.table_over(digest.sql(), {"rows": rows})
-    return _sorted_rows(table.filter(pa.compute.is_in(table["_digest_day"], pa.array(days))))
+    return _sorted_rows(table.filter(pc.is_in(table["_digest_day"], pa.array(days))))
 
 
 def _sorted_rows(table: pa.Table) -> list[tuple]:  # type: ignore[type-arg]
