@@ -162,6 +162,10 @@ class EngineSettings(BaseModel):
     spark_master: str = "local[*]"
     # extra Spark properties, e.g. '{"spark.executor.memory": "4g"}'
     spark_conf: dict[str, str] = Field(default_factory=dict)
+    # Memory of each DuckDB database (the main loop's, the gold lane's) for the tables it
+    # holds (day digests) and its queries, e.g. "512MB"; past it DuckDB spills to disk.
+    # None: DuckDB's default, 80% of RAM.
+    duckdb_memory_limit: str | None = None
 
 
 class StorageSettings(BaseModel):

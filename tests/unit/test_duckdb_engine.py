@@ -1,16 +1,20 @@
-"""The DuckDB engine's error boundary: what a caller gets back from a failing query."""
+"""The DuckDB engine: its error boundary (what a caller gets back from a failing query) and
+the tables it holds."""
 
 from __future__ import annotations
 
 import os
 import signal
+import tempfile
 import threading
 from collections.abc import Callable
 
+import duckdb
 import pytest
 
+from shoplake.engines.base import HeldQuery
 from shoplake.engines.duckdb import DuckDB
-from shoplake.errors import QueryError
+from shoplake.errors import ConfigError, QueryError
 
 
 def test_bad_sql_is_a_query_error() -> None:
@@ -52,3 +56,32 @@ def test_ctrl_c_during_any_query_is_an_interrupt(call: str) -> None:
     finally:
         timer.cancel()
         engine.close()
+
+
+def test_tables_it_holds_spill_to_its_own_directory_past_the_memory_limit() -> None:
+    """Day digests are tables of the engine: past ``duckdb_memory_limit`` they go to a
+    temporary directory of the engine's own (not ./.tmp), removed when it closes."""
+    engine = DuckDB(memory_limit="64MB")
+    spill = engine.table("SELECT current_setting('temp_directory') AS d")["d"][0].as_py()
+    assert os.path.dirname(spill) == tempfile.gettempdir()
+    engine.execute("CREATE TABLE held AS SELECT uuid()::VARCHAR AS s FROM range(4000000)")
+    assert engine.table("SELECT count(*) AS n FROM held")["n"][0].as_py() == 4_000_000
+    assert os.listdir(spill)  # ~150 MB of ids: most of them on disk
+    engine.close()
+    assert not os.path.exists(spill)
+
+
+def test_a_held_query_is_a_view_over_the_engines_own_tables() -> None:
+    engine = DuckDB()
+    engine.execute("CREATE TABLE held AS SELECT range AS n FROM range(5)")
+    got = engine.table_over(
+        "SELECT sum(n) AS s FROM v", {"v": HeldQuery("SELECT * FROM held WHERE n > 2")}
+    )
+    assert got["s"].to_pylist() == [7]
+    with pytest.raises(duckdb.CatalogException):  # unregistered with the rest
+        engine.table("SELECT * FROM v")
+
+
+def test_a_memory_limit_duckdb_does_not_take_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="duckdb_memory_limit"):
+        DuckDB(memory_limit="lots")

@@ -26,7 +26,7 @@ def open_engine(
     if settings.kind == "duckdb":
         from shoplake.engines.duckdb import DuckDB
 
-        return DuckDB()
+        return DuckDB(memory_limit=settings.duckdb_memory_limit)
     from shoplake.engines.spark import SparkEngine  # imports pyspark: only when asked for
 
     return SparkEngine(

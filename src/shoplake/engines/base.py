@@ -22,10 +22,19 @@ if TYPE_CHECKING:
     from shoplake.settings import Settings
     from shoplake.tables.base import Predicate, TableHandle, TableScan
 
-    # What a model's SQL reads under one name: rows, or a scan an engine that reads tables
-    # runs itself; a list of them is their union (by column name).
-    Part: TypeAlias = pa.Table | pads.Dataset | TableScan
+    # What a model's SQL reads under one name: rows, a scan an engine that reads tables
+    # runs itself, or a query over tables an engine holds; a list of rows or scans is
+    # their union (by column name).
+    Part: TypeAlias = "pa.Table | pads.Dataset | TableScan | HeldQuery"
     Input: TypeAlias = Part | Sequence[Part]
+
+
+@dataclass(frozen=True)
+class HeldQuery:
+    """Rows of a query over tables an engine with ``capabilities.holds_tables`` keeps
+    itself (in its dialect): read where they are, no row passes this process."""
+
+    sql: str
 
 
 @dataclass(frozen=True)
@@ -47,6 +56,9 @@ class Capabilities:
     streams_bronze: bool = False  # ingests Kafka into bronze itself (stream_bronze)
     # reads a model's input tables itself, given a TableScan: no rows pass the driver
     reads_tables: bool = False
+    # keeps tables of its own between queries (CREATE TABLE, DELETE, INSERT) that a
+    # HeldQuery reads, within a memory limit past which it spills them to disk
+    holds_tables: bool = False
 
 
 @dataclass(frozen=True)
@@ -80,8 +92,8 @@ class Engine(Protocol):
 
     def register(self, name: str, data: Input) -> None:
         """Expose an Arrow table or dataset (or, with ``capabilities.reads_tables``, a
-        TableScan), or the union of a list of them, as a view called ``name`` until
-        unregistered."""
+        TableScan; with ``capabilities.holds_tables``, a HeldQuery), or the union of a
+        list of tables or scans, as a view called ``name`` until unregistered."""
         ...
 
     def unregister(self, name: str) -> None: ...

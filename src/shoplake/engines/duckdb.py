@@ -7,6 +7,9 @@ plain SQL that Spark can run too.
 
 from __future__ import annotations
 
+import itertools
+import os
+import tempfile
 from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
@@ -17,7 +20,7 @@ import duckdb
 import pyarrow as pa
 
 from shoplake.engines import duckdb_silver
-from shoplake.engines.base import Capabilities, ParsedEvents, RawEventRules
+from shoplake.engines.base import Capabilities, HeldQuery, ParsedEvents, RawEventRules
 from shoplake.errors import ConfigError, QueryError
 
 if TYPE_CHECKING:
@@ -40,18 +43,35 @@ def _interrupts_stay_interrupts() -> Iterator[None]:
         raise
 
 
+_instances = itertools.count()
+
+
 class DuckDB:
-    """One in-process DuckDB connection with UTC as its time zone."""
+    """One in-process DuckDB database and connection with UTC as its time zone. Past
+    ``memory_limit`` (None: DuckDB's default, 80% of RAM) it spills the tables it holds
+    and its queries' intermediates to a directory of its own in the system's temporary
+    one, which DuckDB removes on close."""
 
     name = "duckdb"
-    capabilities = Capabilities(in_process=True, validates_raw_events=True)
+    capabilities = Capabilities(in_process=True, validates_raw_events=True, holds_tables=True)
 
-    def __init__(self, threads: int | None = None) -> None:
+    def __init__(self, threads: int | None = None, memory_limit: str | None = None) -> None:
         self._threads = threads
+        self._memory_limit = memory_limit
         self.con = duckdb.connect(":memory:")
         self.con.execute("SET TimeZone = 'UTC'")
+        spill = f"shoplake-duckdb-{os.getpid()}-{next(_instances)}"  # not DuckDB's ./.tmp
+        self.con.execute(
+            "SET temp_directory = $dir", {"dir": os.path.join(tempfile.gettempdir(), spill)}
+        )
         if threads:
             self.con.execute(f"SET threads = {int(threads)}")
+        if memory_limit:
+            try:
+                self.con.execute("SET memory_limit = $limit", {"limit": memory_limit})
+            except duckdb.Error as exc:
+                raise ConfigError(f"engine.duckdb_memory_limit {memory_limit!r}: {exc}") from exc
+        self._views: set[str] = set()  # names registered as views over held tables
 
     def define_local_date(self, timezone: str) -> None:
         """``local_date(ts)``: the calendar day of a UTC timestamp in ``timezone``, the
@@ -62,14 +82,22 @@ class DuckDB:
         )
 
     def register(self, name: str, data: Input) -> None:
-        """Expose an Arrow table or dataset, or the union of a list of tables, as a view
-        called ``name``."""
+        """Expose an Arrow table or dataset, the union of a list of tables, or a query
+        over tables the connection holds, as a view called ``name``."""
+        if isinstance(data, HeldQuery):
+            self.con.execute(f'CREATE OR REPLACE TEMP VIEW "{name}" AS {data.sql}')
+            self._views.add(name)
+            return
         if isinstance(data, list | tuple):
             data = pa.concat_tables(data, promote_options="permissive")
         self.con.register(name, data)
 
     def unregister(self, name: str) -> None:
-        self.con.unregister(name)
+        if name in self._views:
+            self._views.discard(name)
+            self.con.execute(f'DROP VIEW IF EXISTS "{name}"')
+        else:
+            self.con.unregister(name)
 
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
         with _interrupts_stay_interrupts():
@@ -91,7 +119,7 @@ class DuckDB:
             return self.table(sql, params)
         finally:
             for name in inputs:
-                self.con.unregister(name)
+                self.unregister(name)
 
     def parse_raw_events(
         self,
@@ -114,8 +142,9 @@ class DuckDB:
             raise QueryError(str(exc).strip()) from exc
 
     def sibling(self) -> DuckDB:
-        """A connection of its own (views and macros are per connection)."""
-        return DuckDB(self._threads)
+        """A database and connection of its own (views, macros and tables are per
+        connection), with the same limits."""
+        return DuckDB(self._threads, self._memory_limit)
 
     def stream_bronze(self, settings: Settings, *, until_idle: bool, stop: Event) -> int:
         raise ConfigError(

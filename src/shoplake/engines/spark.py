@@ -43,6 +43,7 @@ import pyarrow.dataset as ds
 from shoplake.engines.base import (
     Capabilities,
     Engine,
+    HeldQuery,
     IcebergCatalog,
     ParsedEvents,
     RawEventRules,
@@ -375,6 +376,8 @@ class SparkEngine:
     def _frame(self, data: Part) -> DataFrame:
         if isinstance(data, TableScan):
             return self._scanned(data)
+        if isinstance(data, HeldQuery):  # capabilities.holds_tables is False: not asked
+            raise TypeError("the Spark engine holds no tables of its own to query")
         if isinstance(data, ds.Dataset):
             data = data.to_table()
         return self.spark.createDataFrame(_spark_friendly(data))

@@ -26,6 +26,7 @@ worker moved them, a rewind), they are dropped and the days read again.
 
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -34,8 +35,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
+from shoplake.engines.base import HeldQuery
 from shoplake.pipeline.positions import LINEAGE, HeldAlong, Positions, in_ranges, range_ends
 
 if TYPE_CHECKING:
@@ -100,26 +101,46 @@ SELECT {keys}, {", ".join(f"_first.{c} AS {c}" for c in self.first)}{weight}, {_
 ) grouped
 """
 
-    def merge_sql(self) -> str:
+    def on(self, held: str, other: str) -> str:
+        """Rows of ``held`` and ``other`` (aliases) in the same group: NULL keys too."""
+        return " AND ".join(
+            f"{held}.{c} IS NOT DISTINCT FROM {other}.{c}" for c in (_DAY, *self.keys)
+        )
+
+    def regroup_sql(self, held: str) -> str:
         """``new_rows`` (a step's, as ``sql`` compacts them) of the days in ``held_days``
-        folded into ``held`` (compacted days): the held groups they fall in are
-        compacted again with them, the others carried over as they are (the aggregate is
-        the size of the new rows; ``held`` is only probed and copied)."""
-        on = " AND ".join(f"h.{c} IS NOT DISTINCT FROM f.{c}" for c in (_DAY, *self.keys))
+        compacted together with the groups of ``held`` (a table of compacted days) they
+        fall in: the rows that replace those groups. The aggregate is the size of the new
+        rows; ``held`` is only probed."""
         return f"""
 WITH fresh AS (
     SELECT * FROM ({self.sql("new_rows")}) compacted
     WHERE {_DAY} IN (SELECT day FROM held_days)
 ),
 regrouped AS (
-    SELECT h.* EXCLUDE ({_DAY}) FROM held h SEMI JOIN fresh f ON {on}
+    SELECT h.* EXCLUDE ({_DAY}) FROM {held} h SEMI JOIN fresh f ON {self.on("h", "f")}
     UNION ALL BY NAME
     SELECT * EXCLUDE ({_DAY}) FROM fresh
 )
-SELECT h.* FROM held h ANTI JOIN fresh f ON {on}
-UNION ALL BY NAME
 {self.sql("regrouped")}
 """
+
+    def read_sql(self, held: str, staged: str, days: list[date]) -> str:
+        """The digest of ``days``: the ``held`` table's rows with the groups ``staged``
+        holds (a step's, not yet kept) replaced by them."""
+        of_days = f"{_DAY} IN ({_dates(days)})"
+        return f"""
+SELECT * EXCLUDE ({_DAY}) FROM (
+    SELECT h.* FROM (SELECT * FROM {held} WHERE {of_days}) h
+    ANTI JOIN {staged} s ON {self.on("h", "s")}
+    UNION ALL BY NAME
+    SELECT * FROM {staged} WHERE {of_days}
+) digest
+"""
+
+
+def _dates(days: Sequence[date]) -> str:
+    return ", ".join(f"DATE '{d.isoformat()}'" for d in days)
 
 
 def _quoted(value: str) -> str:
@@ -136,12 +157,18 @@ ReadNew = Callable[["TableSpec", "Ranges", list[str]], pa.Table]
 class DayDigests:
     """The digests of one model's inputs for the days it touched last (at most
     ``max_days``, least recently touched dropped first), valid for the positions the
-    model has consumed in this process.
+    model has consumed in this process. They are tables of the engine
+    (``capabilities.holds_tables``): read in place by the model's SQL, changed in place
+    by a step, and spilled to disk past the engine's memory limit rather than held on
+    this process's heap.
 
     ``inputs`` gives a step's inputs for its touched days: held days with the step's new
-    rows folded in; any other day is read from the table and compacted too. The new
-    digests are kept only once the step has committed (``keep``): a step that fails
-    leaves the held ones as they were, for the ranges it did not consume."""
+    rows folded in; any other day is read from the table and compacted too. What a step
+    changes is staged beside the held table and applied only once the step has committed
+    (``keep``): a step that fails leaves the held days as they were, for the ranges it
+    did not consume."""
+
+    _made = itertools.count()  # tables of different models may share an engine
 
     def __init__(
         self, digests: Mapping[TableSpec, Digest], engine: Engine, max_days: int = 3
@@ -149,15 +176,19 @@ class DayDigests:
         self.digests = dict(digests)
         self.engine = engine
         self.max_days = max_days
+        n = next(self._made)
+        # each input's held table, and the one a step stages its changed groups in
+        self._tables = {
+            spec: (f"digest_{n}_{spec.name}", f"digest_{n}_{spec.name}_staged")
+            for spec in self.digests
+        }
         self._days: OrderedDict[date, None] = OrderedDict()  # held, least recent first
-        self._held: dict[TableSpec, pa.Table] = {}  # each input's digest of those days
-        # a step's touched days, those it keeps, and every input's digest of the held days
-        self._along: HeldAlong[tuple[list[date], list[date], dict[TableSpec, pa.Table]]]
-        self._along = HeldAlong()
+        # a step's touched days, and those it keeps
+        self._along: HeldAlong[tuple[list[date], list[date]]] = HeldAlong()
 
     def inputs(
         self, ranges: Ranges, own: Positions, days: list[date], new: ReadNew, read: ReadDays
-    ) -> dict[TableSpec, pa.Table]:
+    ) -> dict[TableSpec, HeldQuery]:
         """Each digested input of the model for ``days``, compacted, given the step's
         new rows (``new``), a way to read whole days (``read``) and the positions of
         every partition the model has consumed before this step (``own``)."""
@@ -166,40 +197,29 @@ class DayDigests:
         consumed = {**own, **range_ends(ranges)}
         held = [d for d in days if d in self._days]
         missed = [d for d in days if d not in self._days]
+        given = {}
+        for spec, digest in self.digests.items():
+            table, staged = self._tables[spec]
+            parts: list[str] = []
+            inputs: dict[str, Input] = {}
+            rows = new(spec, ranges, list(digest.columns)) if held else None
+            if rows is not None and rows.num_rows:
+                parts.append(digest.regroup_sql(table))
+                inputs["new_rows"] = weighed(rows) if digest.counted else rows
+                inputs["held_days"] = pa.table({"day": pa.array(held, pa.date32())})
+            if missed:
+                parts.append(f"SELECT * FROM ({digest.sql()}) WHERE {_DAY} IN ({_dates(missed)})")
+                inputs["rows"] = self._read(spec, digest, consumed, missed, read)
+            if not parts:  # (``days`` is not empty: the table exists when none is missed)
+                parts.append(f"SELECT * FROM {table} LIMIT 0")
+            union = "\nUNION ALL BY NAME\n".join(f"SELECT * FROM ({part})" for part in parts)
+            self._run(f"CREATE OR REPLACE TABLE {staged} AS {union}", inputs)
+            self._run(f"CREATE TABLE IF NOT EXISTS {table} AS FROM {staged} LIMIT 0", {})
+            given[spec] = HeldQuery(digest.read_sql(table, staged, days))
         # The latest days: today's is touched again by the next step, though the step
         # also took late events of other days (or a backfill many).
-        keep = sorted(days)[-self.max_days :]
-        dropped = [d for d in days if d not in keep]  # touched, not kept: would go stale
-        staged: dict[TableSpec, pa.Table] = {}
-        compacted: dict[TableSpec, pa.Table] = {}
-        for spec, digest in self.digests.items():
-            parts: list[pa.Table] = []
-            if self._days:  # every held day, the touched ones with their new rows
-                parts.append(self._merged(spec, digest, held, new, ranges))
-            if missed:
-                parts.append(self._read(spec, digest, consumed, missed, read))
-            table = pa.concat_tables(parts)  # (``days`` is not empty: one part at least)
-            staged[spec] = _without_days(table, dropped)
-            compacted[spec] = _of_days(table, days).drop_columns([_DAY])
-        self._along.stage(ranges, own, (days, keep, staged))
-        return compacted
-
-    def _merged(
-        self, spec: TableSpec, digest: Digest, held: list[date], new: ReadNew, ranges: Ranges
-    ) -> pa.Table:
-        """The held digest with the step's new rows of the ``held`` days folded in (new
-        rows of other days are in those days' reads)."""
-        rows = new(spec, ranges, list(digest.columns)) if held else None
-        if rows is None or not rows.num_rows:
-            return self._held[spec]
-        return self.engine.table_over(
-            digest.merge_sql(),
-            {
-                "held": self._held[spec],
-                "new_rows": weighed(rows) if digest.counted else rows,
-                "held_days": pa.table({"day": pa.array(held, pa.date32())}),
-            },
-        )
+        self._along.stage(ranges, own, (days, sorted(days)[-self.max_days :]))
+        return given
 
     def _read(
         self,
@@ -208,53 +228,66 @@ class DayDigests:
         consumed: Positions,
         days: list[date],
         read: ReadDays,
-    ) -> pa.Table:
-        """The digest of ``days`` read from the table: of a counted one, only the rows
+    ) -> Input:
+        """The rows of ``days`` the digest compacts: of a counted one, only the rows
         below the positions the step consumes (each row is counted once)."""
-        columns = list(digest.columns)
         if not digest.counted:
-            rows: Input = read(spec, digest.columns, days)
-        else:
-            day_rows = read(spec, [*columns, *LINEAGE], days)
-            assert isinstance(day_rows, pa.Table)  # digests are held where rows pass here
-            below = {tp: (0, end) for tp, end in consumed.items()}
-            rows = weighed(day_rows.filter(in_ranges(day_rows, below)).select(columns))
-        return _of_days(self.engine.table_over(digest.sql(), {"rows": rows}), days)
+            return read(spec, digest.columns, days)
+        day_rows = read(spec, [*digest.columns, *LINEAGE], days)
+        assert isinstance(day_rows, pa.Table)  # digests are held where rows pass here
+        below = {tp: (0, end) for tp, end in consumed.items()}
+        return weighed(day_rows.filter(in_ranges(day_rows, below)).select(list(digest.columns)))
+
+    def _run(self, sql: str, inputs: Mapping[str, Input]) -> None:
+        for name, data in inputs.items():
+            self.engine.register(name, data)
+        try:
+            self.engine.execute(sql)
+        finally:
+            for name in inputs:
+                self.engine.unregister(name)
 
     def keep(self, ranges: Ranges) -> None:
-        """The step that asked for ``inputs`` over ``ranges`` has committed: hold its
-        days' digests (a touched day it did not keep is dropped: it has missed rows)."""
+        """The step that asked for ``inputs`` over ``ranges`` has committed: apply its
+        staged groups to the held days (a touched day it did not keep is dropped: it has
+        missed rows)."""
         step = self._along.committed(ranges)
         if step is None:
             return
-        days, keep, staged = step
+        days, keep = step
         for day in days:
             self._days.pop(day, None)
         self._days.update(dict.fromkeys(sorted(keep)))
-        evicted = []
+        gone = [d for d in days if d not in keep]
         while len(self._days) > self.max_days:
-            evicted.append(self._days.popitem(last=False)[0])
-        self._held = {spec: _without_days(t, evicted) for spec, t in staged.items()}
+            gone.append(self._days.popitem(last=False)[0])
+        not_gone = f" WHERE {_DAY} NOT IN ({_dates(gone)})" if gone else ""
+        try:
+            for spec, digest in self.digests.items():
+                table, staged = self._tables[spec]
+                self.engine.execute(
+                    f"DELETE FROM {table} h USING {staged} s WHERE {digest.on('h', 's')}"
+                )
+                if gone:
+                    self.engine.execute(f"DELETE FROM {table} WHERE {_DAY} IN ({_dates(gone)})")
+                self.engine.execute(f"INSERT INTO {table} BY NAME FROM {staged}{not_gone}")
+                self.engine.execute(f"DROP TABLE {staged}")
+        except BaseException:
+            self.clear()  # half applied: hold nothing rather than something wrong
+            raise
 
     def clear(self) -> None:
         self._days.clear()
-        self._held.clear()
         self._along.reset()
+        for tables in self._tables.values():
+            for name in tables:
+                self.engine.execute(f"DROP TABLE IF EXISTS {name}")
 
     def held_rows(self) -> int:
-        return sum(t.num_rows for t in self._held.values())
-
-
-def _of_days(table: pa.Table, days: list[date]) -> pa.Table:
-    """The rows of ``table`` (a digest with each row's day) that fall on ``days``: the
-    table itself when they all do (a held day is most of a pass's memory: not copied)."""
-    wanted = pa.array(days, pa.date32())
-    if pc.all(pc.is_in(pc.unique(table[_DAY]), wanted)).as_py() is not False:
-        return table
-    return table.filter(pc.is_in(table[_DAY], wanted))
-
-
-def _without_days(table: pa.Table, days: list[date]) -> pa.Table:
-    if not days:
-        return table
-    return table.filter(pc.invert(pc.is_in(table[_DAY], pa.array(days, pa.date32()))))
+        """Rows held (for benchmarks and tests)."""
+        counts = " UNION ALL ".join(
+            f"SELECT count(*) AS n FROM {table}" for table, _ in self._tables.values()
+        )
+        if not self._days:
+            return 0
+        return int(self.engine.table(f"SELECT sum(n) AS n FROM ({counts})")["n"][0].as_py())

@@ -29,7 +29,7 @@ from shoplake.contract.tables import (
     TS,
     TableSpec,
 )
-from shoplake.engines.base import Engine, table_input
+from shoplake.engines.base import Engine, HeldQuery, table_input
 from shoplake.pipeline.digests import WEIGHT, DayDigests, weighed
 from shoplake.pipeline.models import load_model
 from shoplake.pipeline.positions import (
@@ -107,11 +107,12 @@ class DerivedModel:
             engine.define_local_date(self.timezone)
         self.sql = load_model(decl.sql)
         store.ensure(self.spec)
-        # Inputs held compacted for the days touched last (see pipeline/digests.py), unless
-        # the engine reads the tables itself (then no rows pass this process to hold).
+        # Inputs held compacted for the days touched last (see pipeline/digests.py), as
+        # tables of an engine that holds some (Spark reads the tables itself: no rows pass
+        # this process to hold).
         self.digests = (
             DayDigests(dict(decl.digests), self.engine)
-            if decl.digests and not self.engine.capabilities.reads_tables
+            if decl.digests and self.engine.capabilities.holds_tables
             else None
         )
         # inputs the SQL counts as SUM(weight), held or not (see digests)
@@ -148,7 +149,7 @@ class DerivedModel:
 
     def digested(
         self, ranges: Ranges, tps: list[TopicPartition], days: list[date]
-    ) -> dict[TableSpec, pa.Table]:
+    ) -> dict[TableSpec, HeldQuery]:
         """The digested inputs of ``days`` with the step's new rows folded in (none when
         the model holds no digests)."""
         if self.digests is None or not days:
@@ -576,17 +577,20 @@ class CustomerAnalyticsModel(DerivedModel):
         self,
         users: pa.Array | None,
         from_day: date | None = None,
-        given: Mapping[TableSpec, pa.Table] | None = None,
+        given: Mapping[TableSpec, HeldQuery] | None = None,
     ) -> pa.Table:
         """Rows of ``users`` (None: everyone) for the days from ``from_day`` on; inputs
         ``given`` (digests of those days) are taken the users' rows of."""
-        tables: dict[str, pa.Table | TableScan] = {}
+        tables: dict[str, Input] = {}
         for spec, columns in self.decl.reads:
             if given and spec in given:
-                rows = given[spec]
-                if users is not None:
-                    rows = rows.filter(pc.is_in(rows["user_id"], value_set=users))
-                tables[spec.name] = rows
+                tables[spec.name] = given[spec]
+                if users is not None:  # (the engine holds the digests: its view of them)
+                    tables[spec.name] = self.engine.table_over(
+                        "SELECT d.* FROM digest d SEMI JOIN users u"
+                        " ON d.user_id IS NOT DISTINCT FROM u.user_id",
+                        {"digest": given[spec], "users": pa.table({"user_id": users})},
+                    )
                 continue
             where = all_of(
                 None
