@@ -12,9 +12,11 @@ from collections.abc import Callable
 import duckdb
 import pytest
 
+from shoplake.engines import open_engine
 from shoplake.engines.base import HeldQuery
 from shoplake.engines.duckdb import DuckDB
 from shoplake.errors import ConfigError, QueryError
+from shoplake.settings import EngineSettings
 
 
 def test_bad_sql_is_a_query_error() -> None:
@@ -85,3 +87,13 @@ def test_a_held_query_is_a_view_over_the_engines_own_tables() -> None:
 def test_a_memory_limit_duckdb_does_not_take_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="duckdb_memory_limit"):
         DuckDB(memory_limit="lots")
+
+
+def test_the_memory_limit_setting_reaches_every_database_of_a_run() -> None:
+    settings = EngineSettings(duckdb_memory_limit="100MB")
+    engine = open_engine(settings)
+    lane = engine.sibling()  # the gold lane's
+    for db in (engine, lane):
+        limit = db.table("SELECT current_setting('memory_limit') AS m")["m"][0].as_py()
+        assert limit in ("95.3 MiB", "100.0 MB"), limit
+        db.close()
