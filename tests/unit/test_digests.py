@@ -127,6 +127,28 @@ def test_a_step_that_does_not_commit_leaves_the_held_days_as_they_were(engine) -
     assert silver.days_read == [[D1]]
 
 
+def test_held_days_that_fail_to_take_a_committed_step_are_dropped_and_read_again(
+    engine, caplog
+) -> None:  # type: ignore[no-untyped-def]
+    """The step has committed, so its model goes on: holding nothing is exact, holding
+    half of the step's groups would not be."""
+    silver, digests = Silver(), DayDigests({PAGE_VIEWS: FIRST_VIEW}, engine)
+    first = silver.add(0, views(("e1", "s1", "u1", "ads", "2026-03-01T10:00:00+00:00")))
+    digests.inputs(first, own(first), [D1], silver.new, silver.read)
+    digests.keep(first)
+    second = silver.add(1, views(("e2", "s2", "u2", "seo", "2026-03-01T11:00:00+00:00")))
+    digests.inputs(second, own(second), [D1], silver.new, silver.read)
+    engine.execute(f"DROP TABLE {digests._tables[PAGE_VIEWS][1]}")  # the staged groups lost
+    digests.keep(second)
+    assert "day digests" in caplog.text and digests.held_rows() == 0
+    third = silver.add(2, views(("e3", "s3", "u3", "seo", "2026-03-01T12:00:00+00:00")))
+    got = rows_of(
+        engine, digests.inputs(third, own(third), [D1], silver.new, silver.read)[PAGE_VIEWS]
+    )
+    assert first_views(got) == [("s1", "e1"), ("s2", "e2"), ("s3", "e3")]
+    assert silver.days_read == [[D1], [D1]]
+
+
 def test_positions_that_jump_make_the_held_days_be_read_again(engine) -> None:  # type: ignore[no-untyped-def]
     silver, digests = Silver(), DayDigests({PAGE_VIEWS: FIRST_VIEW}, engine)
     first = silver.add(0, views(("e1", "s1", "u1", "ads", "2026-03-01T10:00:00+00:00")))

@@ -16,8 +16,8 @@ folded in once: a held day takes exactly the step's new rows, a day read from th
 only its rows below the positions the step consumes (by their lineage).
 
 A step compacts only its new rows and, of the held days, only the groups they fall in
-again (``Digest.merge_sql``); the other held groups are carried over as they are (a hash
-probe and a copy, no aggregate).
+again (``Digest.regroup_sql``); once it has committed, those groups replace theirs in the
+held table (a DELETE and an INSERT of the step's size, where the other groups stay).
 
 Held days are valid for the positions of every partition the model had consumed when
 they were kept: when the model's positions are anything else at the next step (another
@@ -27,6 +27,7 @@ worker moved them, a rewind), they are dropped and the days read again.
 from __future__ import annotations
 
 import itertools
+import logging
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -43,6 +44,8 @@ if TYPE_CHECKING:
     from shoplake.contract.tables import TableSpec
     from shoplake.engines.base import Engine, Input
     from shoplake.pipeline.positions import Ranges
+
+log = logging.getLogger(__name__)
 
 _DAY = "_digest_day"  # the reporting day of a compacted row, kept beside it
 WEIGHT = "weight"  # of a counted digest's row: how many raw rows it stands for
@@ -278,8 +281,12 @@ class DayDigests:
             # Compresses what changed (an in-memory database does not on its own): the
             # held rows take ~40% of the memory, for a few ms (docs/benchmarks.md).
             self.engine.execute("CHECKPOINT")
-        except BaseException:
+        except Exception as exc:  # the step has committed: its model goes on reading days
+            held = ", ".join(table for table, _ in self._tables.values())
+            log.warning("day digests %s dropped, the next step reads its days: %s", held, exc)
             self.clear()  # half applied: hold nothing rather than something wrong
+        except BaseException:
+            self.clear()
             raise
 
     def clear(self) -> None:
@@ -292,9 +299,9 @@ class DayDigests:
 
     def held_rows(self) -> int:
         """Rows held (for benchmarks and tests)."""
+        if not self._days:
+            return 0
         counts = " UNION ALL ".join(
             f"SELECT count(*) AS n FROM {table}" for table, _ in self._tables.values()
         )
-        if not self._days:
-            return 0
         return int(self.engine.table(f"SELECT sum(n) AS n FROM ({counts})")["n"][0].as_py())
