@@ -172,6 +172,7 @@ class DayDigests:
     did not consume."""
 
     _made = itertools.count()  # tables of different models may share an engine
+    CHECKPOINT_EVERY = 10  # kept steps (a live lane keeps one every ~5 s)
 
     def __init__(
         self, digests: Mapping[TableSpec, Digest], engine: Engine, max_days: int = 3
@@ -186,6 +187,7 @@ class DayDigests:
             for spec in self.digests
         }
         self._made_tables: set[TableSpec] = set()  # whose held table exists
+        self._kept = 0  # steps whose groups were applied
         self._days: OrderedDict[date, None] = OrderedDict()  # held, least recent first
         # a step's touched days, and those it keeps
         self._along: HeldAlong[tuple[list[date], list[date]]] = HeldAlong()
@@ -278,9 +280,11 @@ class DayDigests:
                     self.engine.execute(f"DELETE FROM {table} WHERE {_DAY} IN ({_dates(gone)})")
                 self.engine.execute(f"INSERT INTO {table} BY NAME FROM {staged}{not_gone}")
                 self.engine.execute(f"DROP TABLE {staged}")
-            # Compresses what changed (an in-memory database does not on its own): the
-            # held rows take ~40% of the memory, for a few ms (docs/benchmarks.md).
-            self.engine.execute("CHECKPOINT")
+            self._kept += 1
+            if self._kept % self.CHECKPOINT_EVERY == 0:
+                # Compresses what changed since (an in-memory database does not on its
+                # own): the held rows take ~40% of the memory (docs/benchmarks.md).
+                self.engine.execute("CHECKPOINT")
         except Exception as exc:  # the step has committed: its model goes on reading days
             held = ", ".join(table for table, _ in self._tables.values())
             log.warning("day digests %s dropped, the next step reads its days: %s", held, exc)
