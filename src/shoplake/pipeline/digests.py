@@ -186,7 +186,6 @@ class DayDigests:
             spec: (f"digest_{n}_{spec.name}", f"digest_{n}_{spec.name}_staged")
             for spec in self.digests
         }
-        self._made_tables: set[TableSpec] = set()  # whose held table exists
         self._kept = 0  # steps whose groups were applied
         self._days: OrderedDict[date, None] = OrderedDict()  # held, least recent first
         # a step's touched days, and those it keeps
@@ -220,9 +219,8 @@ class DayDigests:
                 parts.append(f"SELECT * FROM {table} LIMIT 0")
             union = "\nUNION ALL BY NAME\n".join(f"SELECT * FROM ({part})" for part in parts)
             self._run(f"CREATE OR REPLACE TABLE {staged} AS {union}", inputs)
-            if spec not in self._made_tables:
+            if not self._days:  # (nothing held: the held table may not exist yet)
                 self.engine.execute(f"CREATE TABLE IF NOT EXISTS {table} AS FROM {staged} LIMIT 0")
-                self._made_tables.add(spec)
             given[spec] = HeldQuery(digest.read_sql(table, staged, days))
         # The latest days: today's is touched again by the next step, though the step
         # also took late events of other days (or a backfill many).
@@ -296,7 +294,6 @@ class DayDigests:
     def clear(self) -> None:
         self._days.clear()
         self._along.reset()
-        self._made_tables.clear()
         for tables in self._tables.values():
             for name in tables:
                 self.engine.execute(f"DROP TABLE IF EXISTS {name}")

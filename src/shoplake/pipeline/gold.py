@@ -584,8 +584,9 @@ class CustomerAnalyticsModel(DerivedModel):
         tables: dict[str, Input] = {}
         for spec, columns in self.decl.reads:
             if given and spec in given:
-                tables[spec.name] = given[spec]
-                if users is not None:  # (the engine holds the digests: its view of them)
+                if users is None:
+                    tables[spec.name] = given[spec]
+                else:  # the users' rows of the digests the engine holds
                     tables[spec.name] = self.engine.table_over(
                         "SELECT d.* FROM digest d SEMI JOIN users u"
                         " ON d.user_id IS NOT DISTINCT FROM u.user_id",
