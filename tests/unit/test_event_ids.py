@@ -67,3 +67,24 @@ def test_digests_sharing_a_high_half_are_told_apart_by_the_low_one() -> None:
 def test_digests_are_stable_and_distinct() -> None:
     hi, lo = digests(pa.array(["x", "y", "x"]))
     assert (hi[0], lo[0]) == (hi[2], lo[2]) and (hi[0], lo[0]) != (hi[1], lo[1])
+
+
+def test_runs_merged_over_many_adds_stay_sorted_and_exact_under_shared_high_halves() -> None:
+    rng = np.random.default_rng(5)
+    runs = _Runs()
+    added: set[tuple[int, int]] = set()
+    total = 0
+    for _ in range(40):  # high halves from a small range: many equal across the runs
+        n = int(rng.integers(1, 60))
+        hi = rng.integers(0, 25, n).astype(np.uint64)
+        lo = rng.integers(0, 2**62, n).astype(np.uint64)
+        runs.add(hi, lo)
+        total += n
+        added |= set(zip(hi.tolist(), lo.tolist(), strict=True))
+    assert len(runs.runs) < 10  # merged as they grew
+    assert all((np.diff(run_hi.astype(np.int64)) >= 0).all() for run_hi, _ in runs.runs)
+    probe = sorted([*added, *((h, low + 1) for h, low in list(added)[:50])])
+    hi = np.array([h for h, _ in probe], dtype=np.uint64)
+    lo = np.array([low for _, low in probe], dtype=np.uint64)
+    assert runs.holds(hi, lo).tolist() == [pair in added for pair in probe]
+    assert runs.size == total

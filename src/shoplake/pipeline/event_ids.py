@@ -20,23 +20,33 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-_DIGEST_BYTES = 16
+DIGEST_BYTES = 16
 
 
 def digests(ids: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     """The 128-bit digests of ``ids`` (strings, no nulls) as two uint64 halves, in order."""
     blake = hashlib.blake2b
-    size = _DIGEST_BYTES
+    size = DIGEST_BYTES
     joined = b"".join(blake(i.encode(), digest_size=size).digest() for i in ids.to_pylist())
     halves = np.frombuffer(joined, dtype="<u8").reshape(-1, 2)
     return np.ascontiguousarray(halves[:, 0]), np.ascontiguousarray(halves[:, 1])
 
 
 def _sorted(hi: np.ndarray, lo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """By the high half only (a lookup compares every low half under an equal high one).
-    Stable sort is timsort: two sorted runs concatenated merge in linear time."""
-    order = np.argsort(hi, kind="stable")
+    """By the high half only (a lookup compares every low half under an equal high one)."""
+    order = np.argsort(hi)
     return hi[order], lo[order]
+
+
+def _merged(
+    older: tuple[np.ndarray, np.ndarray], newer: tuple[np.ndarray, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Two sorted runs as one, inserting the newer (smaller) one into the older: beside
+    the result only a byte a digest and the newer run's positions are allocated (a sort of
+    the two concatenated took 2.5 times the result: the copy, the order, the gathered
+    halves), so the largest merge of a day does not swing the process's memory."""
+    at = np.searchsorted(older[0], newer[0])
+    return np.insert(older[0], at, newer[0]), np.insert(older[1], at, newer[1])
 
 
 class _Runs:
@@ -48,8 +58,8 @@ class _Runs:
     def add(self, hi: np.ndarray, lo: np.ndarray) -> None:
         self.runs.append(_sorted(hi, lo))
         while len(self.runs) > 1 and 2 * len(self.runs[-1][0]) >= len(self.runs[-2][0]):
-            (hi1, lo1), (hi0, lo0) = self.runs.pop(), self.runs.pop()
-            self.runs.append(_sorted(np.concatenate([hi0, hi1]), np.concatenate([lo0, lo1])))
+            newer, older = self.runs.pop(), self.runs.pop()
+            self.runs.append(_merged(older, newer))
 
     def holds(self, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
         """Which of the digests (sorted by ``hi``, so the searches walk each run once)
@@ -85,7 +95,7 @@ class EventIdIndex:
 
     @property
     def nbytes(self) -> int:
-        return len(self) * _DIGEST_BYTES
+        return len(self) * DIGEST_BYTES
 
     def add(
         self, event_ids: pa.Array | pa.ChunkedArray, event_dates: pa.Array | pa.ChunkedArray

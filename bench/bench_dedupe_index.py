@@ -1,0 +1,112 @@
+"""Silver's dedupe index (pipeline/event_ids.py) as a live run grows it: memory and time.
+
+Adds ``--ids`` random event ids of one day in batches of ``--batch`` (a round's worth at
+5k events/s), looking each batch up first as silver does, and reports: the digests held
+(16 bytes an id), the peak of what the index allocated beside them (tracemalloc: the
+merges of its runs), and the time spent adding and looking up, per id. ``--compare DIR`` runs
+the same in a process importing shoplake from another checkout (e.g. a git worktree).
+
+Run:  .venv/bin/python bench/bench_dedupe_index.py [--ids 9000000] [--batch 5000]
+      [--compare /tmp/old]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import tracemalloc
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from common import command, machine
+
+DAY = date(2026, 12, 7)
+
+
+def measure(ids: int, batch: int) -> dict[str, float]:
+    """Times the adds and lookups in one pass, then traces the adds' allocations in a
+    second (tracemalloc slows allocations: its pass is not timed)."""
+    out: dict[str, float] = {}
+    for traced in (False, True):
+        out |= _grow(ids, batch, traced)
+    return out
+
+
+def _grow(ids: int, batch: int, traced: bool) -> dict[str, float]:
+    from shoplake.pipeline.event_ids import EventIdIndex
+
+    rng = np.random.default_rng(7)
+    index = EventIdIndex(0, DAY)
+    days = pa.array([DAY] * batch, pa.date32())
+    adding = looking = 0.0
+    beside = 0  # the largest allocation beside the digests held, bytes
+    if traced:
+        tracemalloc.start()
+    for _ in range(ids // batch):
+        raw = rng.bytes(16 * batch)
+        fresh = pa.array([raw[i : i + 16].hex() for i in range(0, len(raw), 16)])
+        started = time.perf_counter()
+        found = index.held(fresh, DAY)
+        looking += time.perf_counter() - started
+        assert len(found) == 0
+        if traced:
+            tracemalloc.reset_peak()
+            held = tracemalloc.get_traced_memory()[0]
+        started = time.perf_counter()
+        index.add(fresh, days[: len(fresh)])
+        adding += time.perf_counter() - started
+        if traced:
+            beside = max(beside, tracemalloc.get_traced_memory()[1] - held)
+    if traced:
+        tracemalloc.stop()
+        return {"merge_peak_mib": beside / 2**20}
+    return {
+        "ids": len(index),
+        "held_mib": index.nbytes / 2**20,
+        "add_us": adding / len(index) * 1e6,
+        "lookup_us": looking / len(index) * 1e6,
+    }
+
+
+def _side(src: Path, ids: int, batch: int) -> dict[str, float]:
+    env = {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{Path(__file__).parent}"}
+    out = subprocess.run(
+        [sys.executable, __file__, "--measure", "--ids", str(ids), "--batch", str(batch)],
+        env=env, check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    result: dict[str, float] = json.loads(out.stdout.splitlines()[-1])
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--ids", type=int, default=9_000_000, help="30 min at 5k events/s")
+    parser.add_argument("--batch", type=int, default=5_000)
+    parser.add_argument("--compare", type=Path, help="another checkout, measured after")
+    parser.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.measure:
+        print(json.dumps(measure(args.ids, args.batch)))
+        return
+    sides = {"this checkout": Path(__file__).resolve().parents[1] / "src"}
+    if args.compare:
+        sides[str(args.compare)] = args.compare.resolve() / "src"
+    print(f"machine: {machine()}")
+    print(f"command: {command()}")
+    heads = [("ids", 12), ("held MiB", 10), ("merge peak MiB", 16)]
+    heads += [("add µs/id", 11), ("lookup µs/id", 14)]
+    print(" " * 24 + "".join(f"{head:>{width}s}" for head, width in heads))
+    for name, src in sides.items():
+        r = _side(src, args.ids, args.batch)
+        print(f"{name:24s}{r['ids']:>12,.0f}{r['held_mib']:>10.1f}{r['merge_peak_mib']:>16.1f}"
+              f"{r['add_us']:>11.2f}{r['lookup_us']:>14.2f}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
