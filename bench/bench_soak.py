@@ -163,8 +163,10 @@ def plot(samples: list[dict[str, float]], kills: list[float], path: Path) -> boo
         return False
     minutes = [s["t"] / 60 for s in samples]
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 4.2), sharex=True)
-    top.plot(minutes, [s["rss_mb"] for s in samples], lw=1)
-    top.set_ylabel("demo RSS (MiB)")
+    top.plot(minutes, [s["rss_mb"] for s in samples], lw=1, label="RSS")
+    top.plot(minutes, [s["dedupe_mb"] for s in samples], lw=1, label="of it: dedupe ids")
+    top.legend(fontsize=7, loc="upper left")
+    top.set_ylabel("demo (MiB)")
     bottom.plot(minutes, [s["lag"] for s in samples], lw=1, color="tab:orange")
     bottom.set_ylabel("lag (records)")
     bottom.set_xlabel("minutes")
@@ -214,12 +216,13 @@ def main() -> None:
                     "lag": h.get("lag", float("nan")),
                     "acked": len(sender.acked),
                     "latency_p95_s": runtime.get("latency_p95_s") or float("nan"),
+                    "dedupe_mb": runtime.get("dedupe_index_mib", float("nan")),
                 }
             )
             print(
                 f"{elapsed / 60:6.1f} min  RSS {samples[-1]['rss_mb']:7.1f} MiB  "
                 f"lag {samples[-1]['lag']:>8}  acked {len(sender.acked):>10,}  "
-                f"p95 {samples[-1]['latency_p95_s']:.2f} s",
+                f"p95 {samples[-1]['latency_p95_s']:.2f} s  dedupe {samples[-1]['dedupe_mb']} MiB",
                 flush=True,
             )
             time.sleep(args.sample_every)

@@ -61,7 +61,7 @@ class _Throughput:
 
     def snapshot(self) -> dict[str, Any]:
         if len(self.samples) < 2:
-            return self.measured.latency_quantiles()
+            return self.measured.latency_quantiles() | self.measured.memory()
         (t0, *first), (t1, *last) = self.samples[0], self.samples[-1]
         span = max(t1 - t0, 1e-9)
         rates = [(b - a) / span for a, b in zip(first, last, strict=True)]
@@ -69,7 +69,7 @@ class _Throughput:
             zip(("accepted_per_s", "bronze_per_s", "silver_per_s"), rates, strict=True)
         )
         out["rejected_at_gateway"] = self._gateway_counts()[1]
-        return out | self.measured.latency_quantiles()
+        return out | self.measured.latency_quantiles() | self.measured.memory()
 
 
 def run_demo(

@@ -14,9 +14,10 @@ from prometheus_client import CollectorRegistry
 from shoplake.gateway.app import create_app
 from shoplake.gateway.metrics import PipelineMetrics
 from shoplake.pipeline.runner import Pipeline
+from shoplake.pipeline.silver import SILVER_FROM_BRONZE
 from shoplake.settings import Settings
 from shoplake.simulator import ShopSimulator
-from shoplake.tables import open_store
+from shoplake.tables import TableStore, open_store
 from shoplake.transport import open_transport
 
 GRAFANA = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "dashboards"
@@ -46,6 +47,11 @@ def test_metrics_after_a_run_and_the_grafana_names(settings: Settings) -> None:
     assert value("shoplake_events_accepted_total") == r.json()["accepted"]
     assert value('shoplake_stage_rows_total{stage="bronze"}') == r.json()["accepted"]
     assert value("shoplake_end_to_end_latency_seconds_count") > 0  # orders reached gold
+    # silver's dedupe index holds the id of each row it wrote to a table keyed by event id
+    assert value("shoplake_dedupe_index_ids") == silver_rows_keyed_by_event(store)
+    assert measured.memory()["dedupe_index_mib"] == round(
+        value("shoplake_dedupe_index_ids") * 16 / 2**20, 1
+    )
     assert 'shoplake_table_version{table="gold.fct_sales_minute"}' in text
     assert 'shoplake_transport_lag_records{partition="0",topic="purchases"} 0.0' in text
 
@@ -55,3 +61,9 @@ def test_metrics_after_a_run_and_the_grafana_names(settings: Settings) -> None:
     assert used and used <= families, used - families
     store.close()
     transport.close()
+
+
+def silver_rows_keyed_by_event(store: TableStore) -> int:
+    """Rows of the silver tables keyed by event id (what dedupe indexes)."""
+    keyed = [spec for spec in SILVER_FROM_BRONZE if "event_id" in spec.key]
+    return sum(store.open(spec).scan(["event_id"]).num_rows for spec in keyed)

@@ -7,12 +7,13 @@ from collections import deque
 from collections.abc import Iterator
 
 import pyarrow.compute as pc
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from shoplake.contract.tables import ALL_TABLES, QUARANTINE
 from shoplake.errors import ShoplakeError
+from shoplake.pipeline.event_ids import DIGEST_BYTES
 from shoplake.pipeline.ingest import bronze_lag
 from shoplake.tables.base import TableStore
 from shoplake.transport.base import Transport
@@ -95,6 +96,13 @@ class PipelineMetrics:
             buckets=(0.25, 0.5, 1, 1.5, 2, 3, 5, 10, 30, 60, 120),
         )
         self.recent: deque[float] = deque(maxlen=20_000)
+        self.dedupe_ids = Gauge(
+            "shoplake_dedupe_index_ids",
+            "Event ids silver holds in memory to drop repeats (16 bytes each), summed "
+            "over its tables; grows with the events of the dedupe horizon.",
+            registry=registry,
+        )
+        self._dedupe_held = 0  # as last set
 
     def stage(self, name: str, rows: int, seconds: float) -> None:
         self.rows.labels(name).inc(rows)
@@ -104,6 +112,14 @@ class PipelineMetrics:
         for value in latencies_s:
             self.latency.observe(value)
         self.recent.extend(latencies_s)
+
+    def dedupe_index(self, ids: int) -> None:
+        self.dedupe_ids.set(ids)
+        self._dedupe_held = ids
+
+    def memory(self) -> dict[str, float]:
+        """What the pipeline holds in memory by design."""
+        return {"dedupe_index_mib": round(self._dedupe_held * DIGEST_BYTES / 2**20, 1)}
 
     def latency_quantiles(self) -> dict[str, float | None]:
         """p50 and p95 of the latest end-to-end latencies."""

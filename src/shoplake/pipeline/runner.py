@@ -38,6 +38,8 @@ class Observer(Protocol):
 
     def visible_in_gold(self, latencies_s: list[float]) -> None: ...
 
+    def dedupe_index(self, ids: int) -> None: ...
+
 
 @dataclass
 class RunStats:
@@ -148,6 +150,7 @@ class Pipeline:
                 self.observer.stage("silver", result.rows_in, time.monotonic() - started)
             if self.observer is not None:
                 self._awaiting_gold.extend(result.order_times)
+                self.observer.dedupe_index(silver_stage.dedupe_ids)
             stats.bronze_read += result.rows_in
             stats.silver_written += result.rows_written
             stats.duplicates_dropped += result.duplicates_dropped

@@ -132,6 +132,11 @@ class SilverProcessor:
         for spec in SILVER_TABLES:
             store.ensure(spec)
 
+    @property
+    def dedupe_ids(self) -> int:
+        """The event ids held in memory for dedupe, over every table."""
+        return sum(len(index) for index in self._held.values())
+
     def step(self, tps: list[TopicPartition], max_records: int) -> StepResult:
         """Process up to ``max_records`` new bronze rows of partitions ``tps``."""
         if not self.store.exists(RAW_EVENTS):
