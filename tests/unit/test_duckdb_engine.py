@@ -10,10 +10,11 @@ import threading
 from collections.abc import Callable
 
 import duckdb
+import pyarrow as pa
 import pytest
 
 from shoplake.engines import open_engine
-from shoplake.engines.base import HeldQuery
+from shoplake.engines.base import HeldQuery, registered
 from shoplake.engines.duckdb import DuckDB
 from shoplake.errors import ConfigError, QueryError
 from shoplake.settings import EngineSettings
@@ -97,3 +98,22 @@ def test_the_memory_limit_setting_reaches_every_database_of_a_run() -> None:
         limit = db.table("SELECT current_setting('memory_limit') AS m")["m"][0].as_py()
         assert limit in ("95.3 MiB", "100.0 MB"), limit
         db.close()
+
+
+def test_inputs_registered_for_a_block_are_released_however_it_ends() -> None:
+    engine = DuckDB()
+    one = pa.table({"x": [1, 2]})
+    with registered(engine, {"a": one, "b": one}):
+        assert engine.table("SELECT count(*) AS n FROM a, b")["n"].to_pylist() == [4]
+    with pytest.raises(duckdb.Error), registered(engine, {"a": one}):
+        engine.table("SELECT nope FROM a")
+    with pytest.raises(duckdb.InvalidInputException), registered(engine, {"a": one, "b": object()}):  # type: ignore[dict-item]
+        pass  # "b" cannot be registered: "a" is released all the same
+    for name in ("a", "b"):
+        with pytest.raises(duckdb.CatalogException):
+            engine.table(f"SELECT * FROM {name}")
+    # a statement over registered inputs, as the day digests run theirs
+    with registered(engine, {"a": one}):
+        engine.execute("CREATE TABLE kept AS SELECT x * 10 AS y FROM a")
+    assert engine.table("SELECT y FROM kept ORDER BY y")["y"].to_pylist() == [10, 20]
+    engine.close()

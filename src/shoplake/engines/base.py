@@ -8,7 +8,8 @@ comes back as an Arrow table with the types DuckDB gives, whatever engine ran it
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from threading import Event
@@ -154,3 +155,18 @@ def table_input(
     if engine.capabilities.reads_tables:
         return handle.described_scan(columns, where)
     return handle.scan(columns, where)
+
+
+@contextmanager
+def registered(engine: Engine, inputs: Mapping[str, Input]) -> Iterator[None]:
+    """Each of ``inputs`` visible on ``engine`` under its name (see ``Engine.register``)
+    for the block, released after it however it ends."""
+    done: list[str] = []
+    try:
+        for name, data in inputs.items():
+            engine.register(name, data)
+            done.append(name)
+        yield
+    finally:
+        for name in done:
+            engine.unregister(name)

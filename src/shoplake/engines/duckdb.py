@@ -20,7 +20,13 @@ import duckdb
 import pyarrow as pa
 
 from shoplake.engines import duckdb_silver
-from shoplake.engines.base import Capabilities, HeldQuery, ParsedEvents, RawEventRules
+from shoplake.engines.base import (
+    Capabilities,
+    HeldQuery,
+    ParsedEvents,
+    RawEventRules,
+    registered,
+)
 from shoplake.errors import ConfigError, QueryError
 
 if TYPE_CHECKING:
@@ -113,13 +119,8 @@ class DuckDB:
     ) -> pa.Table:
         """Run ``sql`` with each of ``inputs`` (Arrow data) visible under its name, then
         release them again."""
-        for name, data in inputs.items():
-            self.register(name, data)
-        try:
+        with registered(self, inputs):
             return self.table(sql, params)
-        finally:
-            for name in inputs:
-                self.unregister(name)
 
     def parse_raw_events(
         self,

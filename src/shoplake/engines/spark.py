@@ -47,6 +47,7 @@ from shoplake.engines.base import (
     IcebergCatalog,
     ParsedEvents,
     RawEventRules,
+    registered,
 )
 from shoplake.errors import ConfigError, QueryError
 from shoplake.settings import is_rest_catalog, rest_token_endpoint
@@ -463,13 +464,8 @@ class SparkEngine:
     ) -> pa.Table:
         """Run ``sql`` with each of ``inputs`` visible as a temporary view under its name,
         then drop the views again."""
-        for name, data in inputs.items():
-            self.register(name, data)
-        try:
+        with registered(self, inputs):
             return self.table(sql, params)
-        finally:
-            for name in inputs:
-                self.unregister(name)
 
     def parse_raw_events(
         self,

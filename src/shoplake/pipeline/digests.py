@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 
-from shoplake.engines.base import HeldQuery
+from shoplake.engines.base import HeldQuery, registered
 from shoplake.pipeline.positions import LINEAGE, HeldAlong, Positions, in_ranges, range_ends
 
 if TYPE_CHECKING:
@@ -245,13 +245,8 @@ class DayDigests:
         return weighed(day_rows.filter(in_ranges(day_rows, below)).select(list(digest.columns)))
 
     def _run(self, sql: str, inputs: Mapping[str, Input]) -> None:
-        for name, data in inputs.items():
-            self.engine.register(name, data)
-        try:
+        with registered(self.engine, inputs):
             self.engine.execute(sql)
-        finally:
-            for name in inputs:
-                self.engine.unregister(name)
 
     def keep(self, ranges: Ranges) -> None:
         """The step that asked for ``inputs`` over ``ranges`` has committed: apply its
