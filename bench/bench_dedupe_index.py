@@ -2,8 +2,10 @@
 
 Adds ``--ids`` random event ids of one day in batches of ``--batch`` (a round's worth at
 5k events/s), looking each batch up first as silver does, and reports: the digests held
-(16 bytes an id), the peak of what the index allocated beside them (tracemalloc: the
-merges of its runs), and the time spent adding and looking up, per id. ``--compare DIR`` runs
+(16 bytes an id), the files they take on disk (RocksDB), the process's resident memory
+at the end and at its peak, the peak of
+what the adds allocated on the Python heap beside what was held (tracemalloc, a second
+pass), and the time spent adding and looking up, per id. ``--compare DIR`` runs
 the same in a process importing shoplake from another checkout (e.g. a git worktree).
 
 Run:  .venv/bin/python bench/bench_dedupe_index.py [--ids 9000000] [--batch 5000]
@@ -68,10 +70,21 @@ def _grow(ids: int, batch: int, traced: bool) -> dict[str, float]:
         return {"merge_peak_mib": beside / 2**20}
     return {
         "ids": len(index),
-        "held_mib": index.nbytes / 2**20,
+        "digests_mib": len(index) * 16 / 2**20,
+        "disk_mib": getattr(index, "disk_bytes", lambda: 0)() / 2**20,  # on disk, if any
+        "rss_mib": _status_mib("VmRSS"),
+        "peak_rss_mib": _status_mib("VmHWM"),
         "add_us": adding / len(index) * 1e6,
         "lookup_us": looking / len(index) * 1e6,
     }
+
+
+def _status_mib(field: str) -> float:
+    """This process's resident memory now (VmRSS) or at its peak (VmHWM)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def _side(src: Path, ids: int, batch: int) -> dict[str, float]:
@@ -99,13 +112,21 @@ def main() -> None:
         sides[str(args.compare)] = args.compare.resolve() / "src"
     print(f"machine: {machine()}")
     print(f"command: {command()}")
-    heads = [("ids", 12), ("held MiB", 10), ("merge peak MiB", 16)]
-    heads += [("add µs/id", 11), ("lookup µs/id", 14)]
-    print(" " * 24 + "".join(f"{head:>{width}s}" for head, width in heads))
+    columns = [
+        ("ids", "ids", 12, ",.0f"),
+        ("digests MiB", "digests_mib", 13, ".1f"),
+        ("disk MiB", "disk_mib", 10, ".0f"),
+        ("RSS MiB", "rss_mib", 9, ".0f"),
+        ("peak RSS MiB", "peak_rss_mib", 14, ".0f"),
+        ("merge peak MiB", "merge_peak_mib", 16, ".1f"),
+        ("add µs/id", "add_us", 11, ".2f"),
+        ("lookup µs/id", "lookup_us", 14, ".2f"),
+    ]
+    print(" " * 24 + "".join(f"{head:>{width}s}" for head, _, width, _ in columns))
     for name, src in sides.items():
         r = _side(src, args.ids, args.batch)
-        print(f"{name:24s}{r['ids']:>12,.0f}{r['held_mib']:>10.1f}{r['merge_peak_mib']:>16.1f}"
-              f"{r['add_us']:>11.2f}{r['lookup_us']:>14.2f}")  # fmt: skip
+        cells = (f"{r[key]:>{width}{form}}" for _, key, width, form in columns)
+        print(f"{name:24s}" + "".join(cells))
 
 
 if __name__ == "__main__":

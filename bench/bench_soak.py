@@ -164,7 +164,8 @@ def plot(samples: list[dict[str, float]], kills: list[float], path: Path) -> boo
     minutes = [s["t"] / 60 for s in samples]
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 4.2), sharex=True)
     top.plot(minutes, [s["rss_mb"] for s in samples], lw=1, label="RSS")
-    top.plot(minutes, [s["dedupe_mb"] for s in samples], lw=1, label="of it: dedupe ids")
+    dedupe = [s["dedupe_mb"] for s in samples]
+    top.plot(minutes, dedupe, lw=1, label="of it: dedupe index (RocksDB)")
     top.legend(fontsize=7, loc="upper left")
     top.set_ylabel("demo (MiB)")
     bottom.plot(minutes, [s["lag"] for s in samples], lw=1, color="tab:orange")
@@ -216,7 +217,7 @@ def main() -> None:
                     "lag": h.get("lag", float("nan")),
                     "acked": len(sender.acked),
                     "latency_p95_s": runtime.get("latency_p95_s") or float("nan"),
-                    "dedupe_mb": runtime.get("dedupe_index_mib", float("nan")),
+                    "dedupe_mb": runtime.get("dedupe_index_memory_mib", float("nan")),
                 }
             )
             print(

@@ -81,9 +81,6 @@ _LINEAGE_SCHEMA = pa.schema(
 )
 
 
-# Event ids kept per table for dedupe (16 bytes each, see event_ids); a table holding more
-# within the horizon is read each step instead, as a restarted processor does.
-_HELD_IDS_MAX = 32_000_000
 # A day kept past the horizon, so the events of yesterday that arrive around midnight do
 # not make each batch read that day of the table back in (see EventIdIndex.slide_to).
 _KEPT_DAY = timedelta(days=1)
@@ -298,8 +295,7 @@ class SilverProcessor:
             return
         index.add(appended["event_id"], appended["event_date"])
         index.version = version
-        if len(index) <= _HELD_IDS_MAX:
-            self._held[spec] = index
+        self._held[spec] = index
 
     def _duplicates(self, valid: pa.Table, held: pa.Table | None = None) -> pa.Table:
         """The valid events that are not in their silver table: the repeats dropped there.
