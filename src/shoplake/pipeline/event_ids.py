@@ -36,6 +36,7 @@ import pyarrow.compute as pc
 from rocksdict import (
     BlockBasedOptions,
     Cache,
+    DbClosedError,
     Options,
     Rdict,
     WriteBatch,
@@ -50,6 +51,7 @@ DIGEST_BYTES = 16
 CACHE_BYTES = 32 << 20
 MEMTABLES_BYTES = 16 << 20
 _PREFIX = "shoplake-ids-"
+_OPEN: weakref.WeakSet[_Day] = weakref.WeakSet()  # every day's database open in the process
 
 
 def digests(ids: pa.Array | pa.ChunkedArray) -> list[bytes]:
@@ -59,13 +61,15 @@ def digests(ids: pa.Array | pa.ChunkedArray) -> list[bytes]:
 
 
 def memory_bytes() -> int:
-    """What the databases of the process hold in memory (memtables included)."""
-    return int(_shared()[2].get_usage())
-
-
-def _options() -> tuple[Options, WriteOptions]:
-    options, writes, _ = _shared()
-    return options, writes
+    """What the databases of the process hold in memory: their shared cache (memtables
+    included) and, beside it, their bloom filters and indexes."""
+    readers = 0
+    for day in list(_OPEN):
+        try:
+            readers += day.db.property_int_value("rocksdb.estimate-table-readers-mem") or 0
+        except DbClosedError:  # its day went while this was asked (another thread)
+            continue
+    return int(_shared()[2].get_usage()) + readers
 
 
 @cache
@@ -94,10 +98,11 @@ class _Day:
     """One day's digests: a RocksDB database in its own directory."""
 
     def __init__(self, path: Path) -> None:
-        options, writes = _options()
+        options, writes, _ = _shared()
         self.db = Rdict(str(path), options)
         self.db.set_write_options(writes)
         self.size = 0
+        _OPEN.add(self)
 
     def add(self, keys: list[bytes]) -> None:
         batch = WriteBatch(raw_mode=True)
@@ -107,12 +112,12 @@ class _Day:
         self.size += len(keys)
 
     def holds(self, keys: list[bytes]) -> np.ndarray:
-        values = cast(
-            "list[bytes | None]", self.db.get(cast("list[str | int | float | bytes | bool]", keys))
-        )
+        asked = cast("list[str | int | float | bytes | bool]", keys)  # the stub's key types
+        values = cast("list[bytes | None]", self.db.get(asked))
         return np.fromiter((v is not None for v in values), bool, len(keys))
 
     def close(self) -> None:
+        _OPEN.discard(self)
         self.db.close()
 
 
