@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import tempfile
 import threading
 from collections.abc import Callable
@@ -117,3 +118,12 @@ def test_inputs_registered_for_a_block_are_released_however_it_ends() -> None:
         engine.execute("CREATE TABLE kept AS SELECT x * 10 AS y FROM a")
     assert engine.table("SELECT y FROM kept ORDER BY y")["y"].to_pylist() == [10, 20]
     engine.close()
+
+
+def test_the_spill_directory_of_a_killed_process_is_removed_by_the_next_engine() -> None:
+    dead = subprocess.Popen(["true"])  # a pid no process has now
+    dead.wait()
+    orphan = os.path.join(tempfile.gettempdir(), f"shoplake-duckdb-{dead.pid}-0")
+    os.makedirs(os.path.join(orphan, "spilled"))
+    DuckDB().close()
+    assert not os.path.exists(orphan)

@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
+from pathlib import Path
 from threading import Event
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,7 @@ from shoplake.engines.base import (
     registered,
 )
 from shoplake.errors import ConfigError, QueryError
+from shoplake.process_dirs import remove_orphans
 
 if TYPE_CHECKING:
     from shoplake.engines.base import Input
@@ -50,6 +52,7 @@ def _interrupts_stay_interrupts() -> Iterator[None]:
 
 
 _instances = itertools.count()
+_SPILL_PREFIX = "shoplake-duckdb-"
 
 
 class DuckDB:
@@ -66,10 +69,10 @@ class DuckDB:
         self._memory_limit = memory_limit
         self.con = duckdb.connect(":memory:")
         self.con.execute("SET TimeZone = 'UTC'")
-        spill = f"shoplake-duckdb-{os.getpid()}-{next(_instances)}"  # not DuckDB's ./.tmp
-        self.con.execute(
-            "SET temp_directory = $dir", {"dir": os.path.join(tempfile.gettempdir(), spill)}
-        )
+        spill = f"{_SPILL_PREFIX}{os.getpid()}-{next(_instances)}"  # not DuckDB's ./.tmp
+        tmp = tempfile.gettempdir()
+        remove_orphans(Path(tmp), _SPILL_PREFIX)  # spilled by a process that was killed
+        self.con.execute("SET temp_directory = $dir", {"dir": os.path.join(tmp, spill)})
         if threads:
             self.con.execute(f"SET threads = {int(threads)}")
         if memory_limit:

@@ -40,6 +40,7 @@ from shoplake.contract.events import EVENT_TYPES
 from shoplake.contract.tables import RAW_EVENTS
 from shoplake.errors import ConfigError, ErrorKind, ShoplakeError, TableError, TransportError
 from shoplake.pipeline.positions import ingest_app_id
+from shoplake.process_dirs import remove_orphans
 from shoplake.settings import Settings
 from shoplake.transport.base import TopicPartition
 
@@ -109,23 +110,10 @@ def _checkpoint(home: Path) -> Path:
     """A fresh checkpoint for this run; those of runs no longer alive are removed."""
     root = home / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
-    for old in root.glob("bronze-*"):
-        pid = old.name.removeprefix("bronze-")
-        if pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(old, ignore_errors=True)
+    remove_orphans(root, "bronze-")
     path = root / f"bronze-{os.getpid()}"
     shutil.rmtree(path, ignore_errors=True)
     return path
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _batch_ends(checkpoint: Path, batch_id: int) -> dict[TopicPartition, int]:

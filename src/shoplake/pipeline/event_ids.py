@@ -44,6 +44,8 @@ from rocksdict import (
     WriteOptions,
 )
 
+from shoplake.process_dirs import remove_orphans
+
 DIGEST_BYTES = 16
 # What the databases of a process share: a cache of the blocks read, and charged to it,
 # the memtables being written. Their bloom filters and indexes (~1.4 bytes an id) are
@@ -131,7 +133,7 @@ class EventIdIndex:
         self._days: dict[date, _Day] = {}
         self._root = Path(tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-"))
         weakref.finalize(self, _remove, self._days, self._root)
-        _remove_orphans()
+        remove_orphans(Path(tempfile.gettempdir()), _PREFIX)
 
     def __len__(self) -> int:
         return sum(day.size for day in self._days.values())
@@ -205,21 +207,3 @@ def _remove(days: dict[date, _Day], root: Path) -> None:
         store.close()
     days.clear()
     shutil.rmtree(root, ignore_errors=True)
-
-
-def _remove_orphans() -> None:
-    """The directories of processes that ended without removing theirs (killed)."""
-    for path in Path(tempfile.gettempdir()).glob(f"{_PREFIX}*-*"):
-        pid = path.name.removeprefix(_PREFIX).split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(path, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
