@@ -16,9 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 import time
 import tracemalloc
 from datetime import date
@@ -26,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-from common import command, machine
+from common import command, machine, measured_from
 
 DAY = date(2026, 12, 7)
 
@@ -87,16 +84,6 @@ def _status_mib(field: str) -> float:
     return float("nan")
 
 
-def _side(src: Path, ids: int, batch: int) -> dict[str, float]:
-    env = {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{Path(__file__).parent}"}
-    out = subprocess.run(
-        [sys.executable, __file__, "--measure", "--ids", str(ids), "--batch", str(batch)],
-        env=env, check=True, capture_output=True, text=True,
-    )  # fmt: skip
-    result: dict[str, float] = json.loads(out.stdout.splitlines()[-1])
-    return result
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ids", type=int, default=9_000_000, help="30 min at 5k events/s")
@@ -124,7 +111,9 @@ def main() -> None:
     ]
     print(" " * 24 + "".join(f"{head:>{width}s}" for head, _, width, _ in columns))
     for name, src in sides.items():
-        r = _side(src, args.ids, args.batch)
+        r = measured_from(
+            src, __file__, "--measure", "--ids", str(args.ids), "--batch", str(args.batch)
+        )
         cells = (f"{r[key]:>{width}{form}}" for _, key, width, form in columns)
         print(f"{name:24s}" + "".join(cells))
 

@@ -18,16 +18,13 @@ import argparse
 import inspect
 import itertools
 import json
-import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from contextlib import nullcontext
 from pathlib import Path
 
-from common import command, machine, peak_rss_mb
+from common import command, machine, measured_from, peak_rss_mb
 
 
 def _feed(home: Path, events: int, seed: int) -> None:
@@ -107,18 +104,6 @@ def _vm_hwm_mb() -> float:
     return peak_rss_mb()
 
 
-def _side(src: Path, home: Path, batch: int, passes: int) -> dict[str, object]:
-    """``measure`` in a process importing shoplake from ``src``."""
-    env = {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{Path(__file__).parent}"}
-    out = subprocess.run(
-        [sys.executable, __file__, "--measure", str(home), "--batch", str(batch),
-         "--passes", str(passes)],
-        env=env, check=True, capture_output=True, text=True,
-    )  # fmt: skip
-    result: dict[str, object] = json.loads(out.stdout.splitlines()[-1])
-    return result
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=1_000_000, help="the day so far")
@@ -143,7 +128,10 @@ def main() -> None:
         for name, src in sides.items():
             home = Path(tmp) / "side"
             shutil.copytree(built, home)
-            results[name] = _side(src, home, args.batch, args.passes)
+            results[name] = measured_from(
+                src, __file__, "--measure", str(home), "--batch", str(args.batch),
+                "--passes", str(args.passes),
+            )  # fmt: skip
             shutil.rmtree(home)
     print(f"machine: {machine()}")
     print(f"command: {command()}")

@@ -8,6 +8,7 @@ import json
 import os
 import platform
 import resource
+import subprocess
 import sys
 import time
 import urllib.request
@@ -101,3 +102,14 @@ def cpu_seconds(pid: int) -> float:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return float("nan")
+
+
+def measured_from(src: Path, script: str, *args: str) -> dict[str, Any]:
+    """What ``script`` prints as JSON on its last line when run with ``args`` in a process
+    importing shoplake from ``src`` (a checkout's src/ folder): one side of a comparison."""
+    env = {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{Path(__file__).parent}"}
+    out = subprocess.run(
+        [sys.executable, script, *args], env=env, check=True, capture_output=True, text=True
+    )
+    result: dict[str, Any] = json.loads(out.stdout.splitlines()[-1])
+    return result
