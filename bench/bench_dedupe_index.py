@@ -2,8 +2,7 @@
 
 Adds ``--ids`` random event ids of one day in batches of ``--batch`` (a round's worth at
 5k events/s), looking each batch up first as silver does, and reports: the digests held
-(16 bytes an id), the files they take on disk (RocksDB), the process's resident memory
-at the end and at its peak, the peak of
+(16 bytes an id), the process's resident memory at the end and at its peak, the peak of
 what the adds allocated on the Python heap beside what was held (tracemalloc, a second
 pass), and the time spent adding and looking up, per id. ``--compare DIR`` runs
 the same in a process importing shoplake from another checkout (e.g. a git worktree).
@@ -68,7 +67,6 @@ def _grow(ids: int, batch: int, traced: bool) -> dict[str, float]:
     return {
         "ids": len(index),
         "digests_mib": len(index) * 16 / 2**20,
-        "disk_mib": getattr(index, "disk_bytes", lambda: 0)() / 2**20,  # on disk, if any
         "rss_mib": _status_mib("VmRSS"),
         "peak_rss_mib": _status_mib("VmHWM"),
         "add_us": adding / len(index) * 1e6,
@@ -102,7 +100,6 @@ def main() -> None:
     columns = [
         ("ids", "ids", 12, ",.0f"),
         ("digests MiB", "digests_mib", 13, ".1f"),
-        ("disk MiB", "disk_mib", 10, ".0f"),
         ("RSS MiB", "rss_mib", 9, ".0f"),
         ("peak RSS MiB", "peak_rss_mib", 14, ".0f"),
         ("merge peak MiB", "merge_peak_mib", 16, ".1f"),

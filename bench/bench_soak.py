@@ -165,7 +165,7 @@ def plot(samples: list[dict[str, float]], kills: list[float], path: Path) -> boo
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 4.2), sharex=True)
     top.plot(minutes, [s["rss_mb"] for s in samples], lw=1, label="RSS")
     dedupe = [s["dedupe_mb"] for s in samples]
-    top.plot(minutes, dedupe, lw=1, label="of it: dedupe index (RocksDB)")
+    top.plot(minutes, dedupe, lw=1, label="of it: dedupe ids")
     top.legend(fontsize=7, loc="upper left")
     top.set_ylabel("demo (MiB)")
     bottom.plot(minutes, [s["lag"] for s in samples], lw=1, color="tab:orange")

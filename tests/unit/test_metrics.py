@@ -13,7 +13,6 @@ from prometheus_client import CollectorRegistry
 
 from shoplake.gateway.app import create_app
 from shoplake.gateway.metrics import PipelineMetrics
-from shoplake.pipeline import event_ids
 from shoplake.pipeline.runner import Pipeline
 from shoplake.pipeline.silver import SILVER_FROM_BRONZE
 from shoplake.settings import Settings
@@ -52,7 +51,7 @@ def test_metrics_after_a_run_and_the_grafana_names(settings: Settings) -> None:
     assert value("shoplake_dedupe_index_ids") == silver_rows_keyed_by_event(store)
     held = measured.memory()
     assert held["dedupe_index_ids"] == value("shoplake_dedupe_index_ids")
-    assert 0 < held["dedupe_index_memory_mib"] <= event_ids.CACHE_BYTES / 2**20
+    assert held["dedupe_index_memory_mib"] == round(held["dedupe_index_ids"] * 16 / 2**20, 1)
     assert 'shoplake_table_version{table="gold.fct_sales_minute"}' in text
     assert 'shoplake_transport_lag_records{partition="0",topic="purchases"} 0.0' in text
 

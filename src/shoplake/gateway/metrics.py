@@ -13,7 +13,7 @@ from prometheus_client.registry import Collector
 
 from shoplake.contract.tables import ALL_TABLES, QUARANTINE
 from shoplake.errors import ShoplakeError
-from shoplake.pipeline import event_ids
+from shoplake.pipeline.event_ids import DIGEST_BYTES
 from shoplake.pipeline.ingest import bronze_lag
 from shoplake.tables.base import TableStore
 from shoplake.transport.base import Transport
@@ -98,7 +98,7 @@ class PipelineMetrics:
         self.recent: deque[float] = deque(maxlen=20_000)
         self.dedupe_ids = Gauge(
             "shoplake_dedupe_index_ids",
-            "Event ids silver holds to drop repeats (on local disk, in RocksDB), summed "
+            "Event ids silver holds in memory to drop repeats (16 bytes each), summed "
             "over its tables; grows with the events of the dedupe horizon.",
             registry=registry,
         )
@@ -118,10 +118,10 @@ class PipelineMetrics:
         self._dedupe_held = ids
 
     def memory(self) -> dict[str, float]:
-        """The ids silver's dedupe holds, and the memory their databases take."""
+        """The ids silver's dedupe holds, and the memory they take."""
         return {
             "dedupe_index_ids": self._dedupe_held,
-            "dedupe_index_memory_mib": round(event_ids.memory_bytes() / 2**20, 1),
+            "dedupe_index_memory_mib": round(self._dedupe_held * DIGEST_BYTES / 2**20, 1),
         }
 
     def latency_quantiles(self) -> dict[str, float | None]:
