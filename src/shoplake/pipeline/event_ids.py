@@ -41,10 +41,10 @@ def _sorted(hi: np.ndarray, lo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _merged(
     older: tuple[np.ndarray, np.ndarray], newer: tuple[np.ndarray, np.ndarray]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Two sorted runs as one, inserting the newer (smaller) one into the older: beside
-    the result only a byte a digest and the newer run's positions are allocated (a sort of
-    the two concatenated took 2.5 times the result: the copy, the order, the gathered
-    halves), so the largest merge of a day does not swing the process's memory."""
+    """Two sorted runs as one, inserting the newer (mostly the smaller) into the older:
+    beside the result only a byte a digest and the newer run's positions are allocated (a
+    sort of the two concatenated took 2.5 times the result: the copy, the order, the
+    gathered halves), so the largest merge of a day swings the process's memory less."""
     at = np.searchsorted(older[0], newer[0])
     return np.insert(older[0], at, newer[0]), np.insert(older[1], at, newer[1])
 
