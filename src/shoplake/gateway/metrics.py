@@ -96,13 +96,13 @@ class PipelineMetrics:
             buckets=(0.25, 0.5, 1, 1.5, 2, 3, 5, 10, 30, 60, 120),
         )
         self.recent: deque[float] = deque(maxlen=20_000)
-        self.dedupe_ids = Gauge(
+        self._dedupe_held = 0  # as the main loop last reported it
+        Gauge(
             "shoplake_dedupe_index_ids",
             "Event ids silver holds in memory to drop repeats (16 bytes each), summed "
             "over its tables; grows with the events of the dedupe horizon.",
             registry=registry,
-        )
-        self._dedupe_held = 0  # as last set
+        ).set_function(lambda: self._dedupe_held)
 
     def stage(self, name: str, rows: int, seconds: float) -> None:
         self.rows.labels(name).inc(rows)
@@ -114,7 +114,6 @@ class PipelineMetrics:
         self.recent.extend(latencies_s)
 
     def dedupe_index(self, ids: int) -> None:
-        self.dedupe_ids.set(ids)
         self._dedupe_held = ids
 
     def memory(self) -> dict[str, float]:
