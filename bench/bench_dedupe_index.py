@@ -4,11 +4,13 @@ Adds ``--ids`` random event ids of one day in batches of ``--batch`` (a round's 
 5k events/s), looking each batch up first as silver does, and reports: the digests held
 (16 bytes an id), the process's resident memory at the end and at its peak, the peak of
 what the adds allocated on the Python heap beside what was held (tracemalloc, a second
-pass), and the time spent adding and looking up, per id. ``--compare DIR`` runs
-the same in a process importing shoplake from another checkout (e.g. a git worktree).
+pass), and the time spent adding and looking up, per id. ``--spill-mib`` lists sizes of
+``pipeline.dedupe_spill_mib`` to measure side by side (runs that large go to files; "none":
+all on the heap); ``--compare DIR`` runs the same in a process importing shoplake from
+another checkout (e.g. a git worktree), all on the heap.
 
 Run:  .venv/bin/python bench/bench_dedupe_index.py [--ids 9000000] [--batch 5000]
-      [--compare /tmp/old]
+      [--spill-mib none 4 16] [--compare /tmp/old]
 """
 
 from __future__ import annotations
@@ -27,20 +29,24 @@ from common import command, machine, measured_from
 DAY = date(2026, 12, 7)
 
 
-def measure(ids: int, batch: int) -> dict[str, float]:
+def measure(ids: int, batch: int, spill_mib: float | None) -> dict[str, float]:
     """Times the adds and lookups in one pass, then traces the adds' allocations in a
     second (tracemalloc slows allocations: its pass is not timed)."""
     out: dict[str, float] = {}
     for traced in (False, True):
-        out |= _grow(ids, batch, traced)
+        out |= _grow(ids, batch, spill_mib, traced)
     return out
 
 
-def _grow(ids: int, batch: int, traced: bool) -> dict[str, float]:
+def _grow(ids: int, batch: int, spill_mib: float | None, traced: bool) -> dict[str, float]:
     from shoplake.pipeline.event_ids import EventIdIndex
 
     rng = np.random.default_rng(7)
-    index = EventIdIndex(0, DAY)
+    index = (
+        EventIdIndex(0, DAY)  # (an older checkout may not spill)
+        if spill_mib is None
+        else EventIdIndex(0, DAY, file_from=int(spill_mib * 2**20 / 16))
+    )
     days = pa.array([DAY] * batch, pa.date32())
     adding = looking = 0.0
     beside = 0  # the largest allocation beside the digests held, bytes
@@ -86,15 +92,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ids", type=int, default=9_000_000, help="30 min at 5k events/s")
     parser.add_argument("--batch", type=int, default=5_000)
+    parser.add_argument(
+        "--spill-mib", nargs="+", default=["none"], help='run sizes to spill from, or "none"'
+    )
     parser.add_argument("--compare", type=Path, help="another checkout, measured after")
     parser.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
-        print(json.dumps(measure(args.ids, args.batch)))
+        spill = None if args.spill_mib == ["none"] else float(args.spill_mib[0])
+        print(json.dumps(measure(args.ids, args.batch, spill)))
         return
-    sides = {"this checkout": Path(__file__).resolve().parents[1] / "src"}
+    src = Path(__file__).resolve().parents[1] / "src"
+    sides = {
+        f"spill {mib}" + (" MiB" if mib != "none" else ""): (src, mib) for mib in args.spill_mib
+    }
     if args.compare:
-        sides[str(args.compare)] = args.compare.resolve() / "src"
+        sides[str(args.compare)] = (args.compare.resolve() / "src", "none")
     print(f"machine: {machine()}")
     print(f"command: {command()}")
     columns = [
@@ -107,10 +120,9 @@ def main() -> None:
         ("lookup µs/id", "lookup_us", 14, ".2f"),
     ]
     print(" " * 24 + "".join(f"{head:>{width}s}" for head, _, width, _ in columns))
-    for name, src in sides.items():
-        r = measured_from(
-            src, __file__, "--measure", "--ids", str(args.ids), "--batch", str(args.batch)
-        )
+    for name, (checkout, mib) in sides.items():
+        sizes = ("--ids", str(args.ids), "--batch", str(args.batch), "--spill-mib", mib)
+        r = measured_from(checkout, __file__, "--measure", *sizes)
         cells = (f"{r[key]:>{width}{form}}" for _, key, width, form in columns)
         print(f"{name:24s}" + "".join(cells))
 

@@ -1,21 +1,28 @@
-"""Silver's in-memory index of event ids: exact membership, days past the horizon go."""
+"""Silver's index of event ids: exact membership, days past the horizon go, large runs
+in files."""
 
 from __future__ import annotations
 
 import random
 from datetime import date, timedelta
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pytest
 
+from shoplake.pipeline import event_ids
 from shoplake.pipeline.event_ids import EventIdIndex, _Runs, digests
 
 DAY = date(2026, 3, 1)
 
 
-def test_the_index_holds_exactly_what_was_added_over_many_steps() -> None:
+@pytest.mark.parametrize("file_from", [None, 300])
+def test_the_index_holds_exactly_what_was_added_over_many_steps(
+    file_from: int | None, tmp_path: Path
+) -> None:
     rng = random.Random(4)
-    index = EventIdIndex(version=0, since=DAY)
+    index = EventIdIndex(version=0, since=DAY, file_from=file_from, directory=str(tmp_path))
     added: set[str] = set()
     for step in range(60):  # enough steps for runs to merge many times
         ids = [f"e-{rng.randrange(10**9)}" for _ in range(rng.randrange(1, 400))]
@@ -27,7 +34,12 @@ def test_the_index_holds_exactly_what_was_added_over_many_steps() -> None:
         index.add(pa.array(ids), pa.array(days, pa.date32()))
         added |= set(ids)
     assert len(index) >= len(added)  # an id given twice is kept twice: still held once
-    assert index.nbytes == 16 * len(index)
+    assert index.heap_bytes == 16 * (len(index) - index.in_files)
+    if file_from is None:
+        assert index.in_files == 0
+    else:  # most in files, none of them left named in the directory
+        assert index.in_files > len(index) / 2
+        assert list(tmp_path.iterdir()) == []
 
 
 def test_days_before_the_horizon_are_forgotten_and_never_added() -> None:
@@ -69,9 +81,14 @@ def test_digests_are_stable_and_distinct() -> None:
     assert (hi[0], lo[0]) == (hi[2], lo[2]) and (hi[0], lo[0]) != (hi[1], lo[1])
 
 
-def test_runs_merged_over_many_adds_stay_sorted_and_exact_under_shared_high_halves() -> None:
+@pytest.mark.parametrize("file_from", [None, 200])
+def test_runs_merged_over_many_adds_stay_sorted_and_exact_under_shared_high_halves(
+    file_from: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # merges into a file a few digests at a time: equal high halves straddle the slices
+    monkeypatch.setattr(event_ids, "_FILE_MERGE_CHUNK", 7)
     rng = np.random.default_rng(5)
-    runs = _Runs()
+    runs = _Runs(file_from)
     added: set[tuple[int, int]] = set()
     total = 0
     for _ in range(40):  # high halves from a small range: many equal across the runs
@@ -82,9 +99,22 @@ def test_runs_merged_over_many_adds_stay_sorted_and_exact_under_shared_high_halv
         total += n
         added |= set(zip(hi.tolist(), lo.tolist(), strict=True))
     assert len(runs.runs) < 10  # merged as they grew
-    assert all((np.diff(run_hi.astype(np.int64)) >= 0).all() for run_hi, _ in runs.runs)
+    assert all((np.diff(run.hi.astype(np.int64)) >= 0).all() for run in runs.runs)
     probe = sorted([*added, *((h, low + 1) for h, low in list(added)[:50])])
     hi = np.array([h for h, _ in probe], dtype=np.uint64)
     lo = np.array([low for _, low in probe], dtype=np.uint64)
     assert runs.holds(hi, lo).tolist() == [pair in added for pair in probe]
     assert runs.size == total
+    assert (runs.in_files > 0) == (file_from is not None)
+
+
+def test_a_day_added_at_once_past_the_spill_size_goes_to_a_file() -> None:
+    index = EventIdIndex(version=0, since=DAY, file_from=100)
+    index.add(pa.array([f"e-{i}" for i in range(150)]), pa.array([DAY] * 150, pa.date32()))
+    index.add(pa.array(["late"]), pa.array([DAY], pa.date32()))
+    assert (len(index), index.in_files, index.heap_bytes) == (151, 150, 16)
+    assert index.held(pa.array(["e-0", "e-149", "late", "e-150"])).to_pylist() == [
+        "e-0",
+        "e-149",
+        "late",
+    ]

@@ -24,8 +24,10 @@ GRAFANA = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "dashboar
 
 
 def test_metrics_after_a_run_and_the_grafana_names(settings: Settings) -> None:
+    # runs of 256 ids or more of the dedupe index go to files
+    spill = settings.pipeline.model_copy(update={"dedupe_spill_mib": 256 * 16 / 2**20})
     settings = settings.model_copy(
-        update={"gateway": settings.gateway.model_copy(update={"auth": False})}
+        update={"gateway": settings.gateway.model_copy(update={"auth": False}), "pipeline": spill}
     )
     transport, store = open_transport(settings), open_store(settings)
     registry = CollectorRegistry()
@@ -51,7 +53,11 @@ def test_metrics_after_a_run_and_the_grafana_names(settings: Settings) -> None:
     assert value("shoplake_dedupe_index_ids") == silver_rows_keyed_by_event(store)
     held = measured.memory()
     assert held["dedupe_index_ids"] == value("shoplake_dedupe_index_ids")
-    assert held["dedupe_index_memory_mib"] == round(held["dedupe_index_ids"] * 16 / 2**20, 1)
+    in_files = value("shoplake_dedupe_index_file_ids")
+    assert 0 < in_files < held["dedupe_index_ids"]
+    on_heap = held["dedupe_index_ids"] - in_files
+    assert held["dedupe_index_memory_mib"] == round(on_heap * 16 / 2**20, 1)
+    assert held["dedupe_index_file_mib"] == round(in_files * 16 / 2**20, 1)
     assert 'shoplake_table_version{table="gold.fct_sales_minute"}' in text
     assert 'shoplake_transport_lag_records{partition="0",topic="purchases"} 0.0' in text
 

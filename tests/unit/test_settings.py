@@ -83,6 +83,17 @@ def test_invalid_values_are_config_errors(monkeypatch: pytest.MonkeyPatch) -> No
         load_settings()
 
 
+def test_the_dedupe_spill_size_is_a_positive_size_or_none(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert load_settings().pipeline.dedupe_spill_mib == 4
+    monkeypatch.setenv("SHOPLAKE_PIPELINE__DEDUPE_SPILL_MIB", "None")  # all on the heap
+    assert load_settings().pipeline.dedupe_spill_mib is None
+    monkeypatch.setenv("SHOPLAKE_PIPELINE__DEDUPE_SPILL_MIB", "0")
+    with pytest.raises(ConfigError, match=r"pipeline\.dedupe_spill_mib"):
+        load_settings()
+
+
 def test_settings_are_frozen() -> None:
     s = Settings()
     with pytest.raises(ValueError):

@@ -96,13 +96,19 @@ class PipelineMetrics:
             buckets=(0.25, 0.5, 1, 1.5, 2, 3, 5, 10, 30, 60, 120),
         )
         self.recent: deque[float] = deque(maxlen=20_000)
-        self._dedupe_held = 0  # as the main loop last reported it
+        self._dedupe_held = self._dedupe_in_files = 0  # as the main loop last reported
         Gauge(
             "shoplake_dedupe_index_ids",
-            "Event ids silver holds in memory to drop repeats (16 bytes each), summed "
-            "over its tables; grows with the events of the dedupe horizon.",
+            "Event ids silver holds to drop repeats (16 bytes each), summed over its "
+            "tables; grows with the events of the dedupe horizon.",
             registry=registry,
         ).set_function(lambda: self._dedupe_held)
+        Gauge(
+            "shoplake_dedupe_index_file_ids",
+            "Of those ids, the ones kept in temporary files read through the page cache "
+            "rather than on the heap (pipeline.dedupe_spill_mib).",
+            registry=registry,
+        ).set_function(lambda: self._dedupe_in_files)
 
     def stage(self, name: str, rows: int, seconds: float) -> None:
         self.rows.labels(name).inc(rows)
@@ -113,14 +119,16 @@ class PipelineMetrics:
             self.latency.observe(value)
         self.recent.extend(latencies_s)
 
-    def dedupe_index(self, ids: int) -> None:
-        self._dedupe_held = ids
+    def dedupe_index(self, ids: int, in_files: int) -> None:
+        self._dedupe_held, self._dedupe_in_files = ids, in_files
 
     def memory(self) -> dict[str, float]:
-        """The ids silver's dedupe holds, and the memory they take."""
+        """The ids silver's dedupe holds, and what they take on the heap and in files."""
+        on_heap = self._dedupe_held - self._dedupe_in_files
         return {
             "dedupe_index_ids": self._dedupe_held,
-            "dedupe_index_memory_mib": round(self._dedupe_held * DIGEST_BYTES / 2**20, 1),
+            "dedupe_index_memory_mib": round(on_heap * DIGEST_BYTES / 2**20, 1),
+            "dedupe_index_file_mib": round(self._dedupe_in_files * DIGEST_BYTES / 2**20, 1),
         }
 
     def latency_quantiles(self) -> dict[str, float | None]:

@@ -1,4 +1,4 @@
-"""The event ids a silver table holds, in memory, for dedupe: 16 bytes an id.
+"""The event ids a silver table holds, for dedupe: 16 bytes an id.
 
 Each id is kept as its 128-bit BLAKE2b digest, grouped by event day so that a day past the
 dedupe horizon goes at once. Two different ids share a digest with a chance of about
@@ -9,11 +9,19 @@ week of them outgrew any budget.
 A day's digests are sorted runs, merged as they grow (each run at least twice the size of
 the next, so a day has O(log n) runs and each digest is copied O(log n) times); a lookup
 is a binary search in each run.
+
+Runs of at least ``file_from`` digests live in a temporary file instead of on the heap,
+mapped into memory: a lookup reads them through the OS's page cache and then lets the
+pages go (``madvise``), so what a week of ids takes stays out of the process's own memory
+(the kernel keeps the pages cached while memory is free and drops them under pressure).
+The file is unlinked as soon as it is made: it goes with the process however that ends.
 """
 
 from __future__ import annotations
 
 import hashlib
+import mmap
+import tempfile
 from datetime import date, timedelta
 
 import numpy as np
@@ -21,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 DIGEST_BYTES = 16
+_FILE_MERGE_CHUNK = 1 << 18  # digests of the older run a merge into a file takes at once
 
 
 def digests(ids: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
@@ -38,64 +47,153 @@ def _sorted(hi: np.ndarray, lo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return hi[order], lo[order]
 
 
-def _merged(
-    older: tuple[np.ndarray, np.ndarray], newer: tuple[np.ndarray, np.ndarray]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Two sorted runs as one, inserting the newer (mostly the smaller) into the older:
-    beside the result only a byte a digest and the newer run's positions are allocated (a
-    sort of the two concatenated took 2.5 times the result: the copy, the order, the
-    gathered halves), so the largest merge of a day swings the process's memory less."""
-    at = np.searchsorted(older[0], newer[0])
-    return np.insert(older[0], at, newer[0]), np.insert(older[1], at, newer[1])
+class _Run:
+    """A sorted run's two halves: arrays on the heap, or views of a mapped file."""
+
+    __slots__ = ("_mapped", "hi", "lo")
+
+    def __init__(self, hi: np.ndarray, lo: np.ndarray, mapped: mmap.mmap | None = None) -> None:
+        self.hi, self.lo, self._mapped = hi, lo, mapped
+
+    def __len__(self) -> int:
+        return len(self.hi)
+
+    @property
+    def in_file(self) -> bool:
+        return self._mapped is not None
+
+    def release(self, start: int = 0, stop: int | None = None) -> None:
+        """Lets the pages of digests ``start:stop`` (read or written) go from this
+        process's memory; the file's data stays (in the page cache or on disk). A no-op
+        for a run on the heap."""
+        if self._mapped is None or not hasattr(self._mapped, "madvise"):
+            return
+        stop = len(self) if stop is None else stop
+        for half in (0, len(self)):  # the high halves, then the low ones
+            first = (half + start) * 8 // mmap.PAGESIZE * mmap.PAGESIZE
+            end = min((half + stop) * 8, len(self._mapped))
+            if end > first:
+                self._mapped.madvise(mmap.MADV_DONTNEED, first, end - first)
+
+
+def _file_run(size: int, directory: str | None) -> _Run:
+    """A writable run of ``size`` digests in an unlinked temporary file."""
+    nbytes = size * DIGEST_BYTES
+    with tempfile.TemporaryFile(dir=directory) as file:
+        file.truncate(nbytes)
+        mapped = mmap.mmap(file.fileno(), nbytes)  # keeps its own handle on the file
+    halves = np.frombuffer(mapped, dtype="<u8").reshape(2, size)
+    return _Run(halves[0], halves[1], mapped)
+
+
+def _merged(older: _Run, newer: _Run) -> _Run:
+    """Two sorted runs as one on the heap, inserting the newer (mostly the smaller) into
+    the older: beside the result only a byte a digest and the newer run's positions are
+    allocated (a sort of the two concatenated took 2.5 times the result: the copy, the
+    order, the gathered halves), so the largest merge of a day swings memory less."""
+    at = np.searchsorted(older.hi, newer.hi)
+    return _Run(np.insert(older.hi, at, newer.hi), np.insert(older.lo, at, newer.lo))
+
+
+def _merged_into_file(older: _Run, newer: _Run, directory: str | None) -> _Run:
+    """Two sorted runs as one in a file, written a slice of the older run at a time (with
+    the newer digests that sort before the next slice), so the heap holds one slice."""
+    out = _file_run(len(older) + len(newer), directory)
+    i = j = 0
+    while i < len(older):
+        i_end = min(i + _FILE_MERGE_CHUNK, len(older))
+        j_end = (
+            len(newer) if i_end == len(older) else int(np.searchsorted(newer.hi, older.hi[i_end]))
+        )
+        at = np.searchsorted(older.hi[i:i_end], newer.hi[j:j_end])
+        written = slice(i + j, i_end + j_end)
+        out.hi[written] = np.insert(older.hi[i:i_end], at, newer.hi[j:j_end])
+        out.lo[written] = np.insert(older.lo[i:i_end], at, newer.lo[j:j_end])
+        out.release(i + j, i_end + j_end)  # (kept: in the page cache until written back)
+        older.release(i, i_end)
+        newer.release(j, j_end)
+        i, j = i_end, j_end
+    return out
 
 
 class _Runs:
-    """One day's digests: sorted runs, the largest first."""
+    """One day's digests: sorted runs, the largest first; a merge of ``file_from`` digests
+    or more goes to a file in ``directory`` (None: the system's temporary directory)."""
 
-    def __init__(self) -> None:
-        self.runs: list[tuple[np.ndarray, np.ndarray]] = []
+    def __init__(self, file_from: int | None = None, directory: str | None = None) -> None:
+        self.runs: list[_Run] = []
+        self.file_from = file_from
+        self.directory = directory
 
     def add(self, hi: np.ndarray, lo: np.ndarray) -> None:
-        self.runs.append(_sorted(hi, lo))
-        while len(self.runs) > 1 and 2 * len(self.runs[-1][0]) >= len(self.runs[-2][0]):
+        run = _Run(*_sorted(hi, lo))
+        if self._to_file(len(run)):  # (a day read from the table at once)
+            run = _merged_into_file(run, _Run(hi[:0], lo[:0]), self.directory)
+        self.runs.append(run)
+        while len(self.runs) > 1 and 2 * len(self.runs[-1]) >= len(self.runs[-2]):
             newer, older = self.runs.pop(), self.runs.pop()
-            self.runs.append(_merged(older, newer))
+            if self._to_file(len(older) + len(newer)):
+                self.runs.append(_merged_into_file(older, newer, self.directory))
+            else:
+                self.runs.append(_merged(older, newer))
+
+    def _to_file(self, size: int) -> bool:
+        return self.file_from is not None and size >= self.file_from
 
     def holds(self, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
         """Which of the digests (sorted by ``hi``, so the searches walk each run once)
         this day holds."""
         found = np.zeros(len(hi), dtype=bool)
-        for run_hi, run_lo in self.runs:
-            at = np.searchsorted(run_hi, hi)
-            same = run_hi[np.minimum(at, len(run_hi) - 1)] == hi
+        for run in self.runs:
+            at = np.searchsorted(run.hi, hi)
+            same = run.hi[np.minimum(at, len(run) - 1)] == hi
             # the high half alone decides unless digests share it: then the low one too
             for i in np.flatnonzero(same):
                 j = at[i]
-                while j < len(run_hi) and run_hi[j] == hi[i] and not found[i]:
-                    found[i] = run_lo[j] == lo[i]
+                while j < len(run) and run.hi[j] == hi[i] and not found[i]:
+                    found[i] = run.lo[j] == lo[i]
                     j += 1
+            run.release()
         return found
 
     @property
     def size(self) -> int:
-        return sum(len(hi) for hi, _ in self.runs)
+        return sum(len(run) for run in self.runs)
+
+    @property
+    def in_files(self) -> int:
+        return sum(len(run) for run in self.runs if run.in_file)
 
 
 class EventIdIndex:
-    """The ids of one table's events from day ``since`` on, as of table ``version``."""
+    """The ids of one table's events from day ``since`` on, as of table ``version``; a
+    day's runs of ``file_from`` ids or more are kept in files in ``directory`` (None: the
+    system's temporary directory), the rest on the heap (``file_from`` None: all)."""
 
-    def __init__(self, version: int, since: date) -> None:
+    def __init__(
+        self,
+        version: int,
+        since: date,
+        file_from: int | None = None,
+        directory: str | None = None,
+    ) -> None:
         self.version = version
         self.since = since
         self._horizon_start = since  # the latest a lookup asked for (see slide_to)
         self._days: dict[date, _Runs] = {}
+        self._file_from, self._directory = file_from, directory
 
     def __len__(self) -> int:
         return sum(runs.size for runs in self._days.values())
 
     @property
-    def nbytes(self) -> int:
-        return len(self) * DIGEST_BYTES
+    def in_files(self) -> int:
+        """How many of the ids are kept in files rather than on the heap."""
+        return sum(runs.in_files for runs in self._days.values())
+
+    @property
+    def heap_bytes(self) -> int:
+        return (len(self) - self.in_files) * DIGEST_BYTES
 
     def add(
         self, event_ids: pa.Array | pa.ChunkedArray, event_dates: pa.Array | pa.ChunkedArray
@@ -106,7 +204,9 @@ class EventIdIndex:
         table = table.filter(pc.greater_equal(table["day"], pa.scalar(self.since, pa.date32())))
         for day in pc.unique(table["day"]).to_pylist():
             of_day = table.filter(pc.equal(table["day"], pa.scalar(day, pa.date32())))["id"]
-            self._days.setdefault(day, _Runs()).add(*digests(of_day))
+            if day not in self._days:
+                self._days[day] = _Runs(self._file_from, self._directory)
+            self._days[day].add(*digests(of_day))
 
     def reach_back(
         self,

@@ -38,7 +38,7 @@ class Observer(Protocol):
 
     def visible_in_gold(self, latencies_s: list[float]) -> None: ...
 
-    def dedupe_index(self, ids: int) -> None: ...
+    def dedupe_index(self, ids: int, in_files: int) -> None: ...
 
 
 @dataclass
@@ -114,6 +114,7 @@ class Pipeline:
                 sorted(cfg.reporting.rates),
                 watermark_minutes=cfg.pipeline.watermark_minutes,
                 dedupe_horizon_days=cfg.pipeline.dedupe_horizon_days,
+                dedupe_spill_mib=cfg.pipeline.dedupe_spill_mib,
                 engine=eng,
                 recent=self._recent,
             )
@@ -150,7 +151,9 @@ class Pipeline:
                 self.observer.stage("silver", result.rows_in, time.monotonic() - started)
             if self.observer is not None:
                 self._awaiting_gold.extend(result.order_times)
-                self.observer.dedupe_index(silver_stage.dedupe_ids)
+                self.observer.dedupe_index(
+                    silver_stage.dedupe_ids, silver_stage.dedupe_ids_in_files
+                )
             stats.bronze_read += result.rows_in
             stats.silver_written += result.rows_written
             stats.duplicates_dropped += result.duplicates_dropped

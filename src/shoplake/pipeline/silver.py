@@ -109,6 +109,7 @@ class SilverProcessor:
         *,
         watermark_minutes: float = 10.0,
         dedupe_horizon_days: int = 7,
+        dedupe_spill_mib: float | None = None,
         engine: Engine,
         recent: RecentCommits | None = None,
     ) -> None:
@@ -117,6 +118,7 @@ class SilverProcessor:
         self.recent = recent or RecentCommits()
         self.rules = RawEventRules(tuple(currencies), watermark_minutes)
         self.dedupe_horizon = timedelta(days=dedupe_horizon_days)
+        self._spill_ids = None if dedupe_spill_mib is None else int(dedupe_spill_mib * 2**20 / 16)
         if not engine.capabilities.validates_raw_events:
             raise ConfigError(
                 f"silver's validation does not run on the {engine.name} engine yet: "
@@ -131,8 +133,13 @@ class SilverProcessor:
 
     @property
     def dedupe_ids(self) -> int:
-        """The event ids held in memory for dedupe, over every table."""
+        """The event ids held for dedupe, over every table."""
         return sum(len(index) for index in self._held.values())
+
+    @property
+    def dedupe_ids_in_files(self) -> int:
+        """Of them, those kept in files (``dedupe_spill_mib``) rather than on the heap."""
+        return sum(index.in_files for index in self._held.values())
 
     def step(self, tps: list[TopicPartition], max_records: int) -> StepResult:
         """Process up to ``max_records`` new bronze rows of partitions ``tps``."""
@@ -266,7 +273,7 @@ class SilverProcessor:
             index.version = handle.version  # at most compacted or vacuumed since
         if index is None or index.version != handle.version:
             held = handle.scan(["event_id", "event_date"], Compare("event_date", ">=", since))
-            index = EventIdIndex(handle.version, since)
+            index = EventIdIndex(handle.version, since, self._spill_ids)
             index.add(held["event_id"], held["event_date"])
             self._held[spec] = index
         elif since < index.since:  # an event from an earlier day: only those days are read
