@@ -165,7 +165,7 @@ def plot(samples: list[dict[str, float]], kills: list[float], path: Path) -> boo
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 4.2), sharex=True)
     top.plot(minutes, [s["rss_mb"] for s in samples], lw=1, label="RSS")
     dedupe = [s["dedupe_mb"] for s in samples]
-    top.plot(minutes, dedupe, lw=1, label="of it: dedupe ids")
+    top.plot(minutes, dedupe, lw=1, label="of it: dedupe ids on the heap")
     top.legend(fontsize=7, loc="upper left")
     top.set_ylabel("demo (MiB)")
     bottom.plot(minutes, [s["lag"] for s in samples], lw=1, color="tab:orange")
@@ -218,12 +218,14 @@ def main() -> None:
                     "acked": len(sender.acked),
                     "latency_p95_s": runtime.get("latency_p95_s") or float("nan"),
                     "dedupe_mb": runtime.get("dedupe_index_memory_mib", float("nan")),
+                    "dedupe_file_mb": runtime.get("dedupe_index_file_mib", float("nan")),
                 }
             )
             print(
                 f"{elapsed / 60:6.1f} min  RSS {samples[-1]['rss_mb']:7.1f} MiB  "
                 f"lag {samples[-1]['lag']:>8}  acked {len(sender.acked):>10,}  "
-                f"p95 {samples[-1]['latency_p95_s']:.2f} s  dedupe {samples[-1]['dedupe_mb']} MiB",
+                f"p95 {samples[-1]['latency_p95_s']:.2f} s  dedupe {samples[-1]['dedupe_mb']} MiB"
+                f" (+{samples[-1]['dedupe_file_mb']} in files)",
                 flush=True,
             )
             time.sleep(args.sample_every)

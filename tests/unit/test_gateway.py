@@ -64,6 +64,14 @@ def test_one_event_is_made_durable_and_routed(client: TestClient, transport: Tra
     assert got["event"] == e  # unknown fields travel on
 
 
+def test_the_events_path_takes_only_post(client: TestClient) -> None:
+    # POST goes straight to the endpoint (DirectRoute); anything else is FastAPI's routing
+    for method in ("GET", "PUT", "DELETE"):
+        r = client.request(method, "/v1/events", headers=AUTH)
+        assert (r.status_code, r.headers["Allow"]) == (405, "POST")
+    assert client.post("/v1/events", json=event("page_view"), headers=AUTH).status_code == 202
+
+
 def test_every_event_type_is_accepted(client: TestClient, transport: Transport) -> None:
     events = [event(kind, event_id=f"e{i}") for i, kind in enumerate(EVENT_TYPES)]
     r = client.post("/v1/events", json=events, headers=AUTH)
