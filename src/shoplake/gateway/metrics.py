@@ -44,6 +44,14 @@ class GatewayMetrics:
             registry=registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
         )
+        self._by_status: dict[int, Counter] = {}  # each status's child, looked up once
+
+    def answered(self, status: int) -> None:
+        """Counts a request to POST /v1/events answered with ``status``."""
+        child = self._by_status.get(status)
+        if child is None:
+            child = self._by_status[status] = self.requests.labels(str(status))
+        child.inc()
 
 
 class TransportLag(Collector):
