@@ -240,8 +240,21 @@ class SecurityMiddleware:
             (k.get_secret_value() for k in cfg.api_keys),
             (k.get_secret_value() for k in cfg.read_keys),
         )
-        self.docs_policy = docs_policy
         self.on_reject = on_reject
+        common = [
+            (b"x-content-type-options", b"nosniff"),
+            (b"x-frame-options", b"DENY"),
+            (b"referrer-policy", b"no-referrer"),
+            (b"cross-origin-opener-policy", b"same-origin"),
+        ]
+        page = (b"content-security-policy", PAGE_CSP.encode())
+        # Assets revalidate (ETag); live figures and answers are never stored.
+        self._added = {  # by kind of path, each unless the answer has it already
+            "docs": [(b"content-security-policy", docs_policy.encode()), *common,
+                     (b"cache-control", b"no-store")],
+            "static": [page, *common, (b"cache-control", b"private, no-cache")],
+            "other": [page, *common, (b"cache-control", b"no-store")],
+        }  # fmt: skip
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -287,26 +300,16 @@ class SecurityMiddleware:
         return None
 
     def _with_headers(self, path: str, send: Send) -> Send:
-        docs = path in ("/docs", "/docs/oauth2-redirect")
-        static = path.startswith("/static/")
+        if path in ("/docs", "/docs/oauth2-redirect"):
+            added = self._added["docs"]
+        else:
+            added = self._added["static" if path.startswith("/static/") else "other"]
 
         async def sending(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 present = {name.lower() for name, _ in headers}
-                extra = [
-                    (b"content-security-policy", (self.docs_policy if docs else PAGE_CSP).encode()),
-                    (b"x-content-type-options", b"nosniff"),
-                    (b"x-frame-options", b"DENY"),
-                    (b"referrer-policy", b"no-referrer"),
-                    (b"cross-origin-opener-policy", b"same-origin"),
-                ]
-                if b"cache-control" not in present:
-                    # Assets revalidate (ETag); live figures and answers are never stored.
-                    extra.append(
-                        (b"cache-control", b"private, no-cache" if static else b"no-store")
-                    )
-                message["headers"] = headers + [h for h in extra if h[0] not in present]
+                message["headers"] = headers + [h for h in added if h[0] not in present]
             await send(message)
 
         return sending
