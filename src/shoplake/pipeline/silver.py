@@ -118,7 +118,9 @@ class SilverProcessor:
         self.recent = recent or RecentCommits()
         self.rules = RawEventRules(tuple(currencies), watermark_minutes)
         self.dedupe_horizon = timedelta(days=dedupe_horizon_days)
-        self._spill_ids = None if dedupe_spill_mib is None else int(dedupe_spill_mib * 2**20 / 16)
+        self._spill_ids = (
+            None if dedupe_spill_mib is None else max(1, int(dedupe_spill_mib * 2**20 / 16))
+        )
         if not engine.capabilities.validates_raw_events:
             raise ConfigError(
                 f"silver's validation does not run on the {engine.name} engine yet: "
