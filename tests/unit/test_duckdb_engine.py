@@ -75,6 +75,16 @@ def test_tables_it_holds_spill_to_its_own_directory_past_the_memory_limit() -> N
     assert not os.path.exists(spill)
 
 
+def test_a_query_past_the_memory_limit_names_the_setting() -> None:
+    engine = DuckDB(memory_limit="16MB")
+    too_big = "SELECT list(i) AS l FROM range(30000000) t(i)"  # one value: it cannot spill
+    for run in (engine.table, engine.query, engine.execute):
+        with pytest.raises(ConfigError, match="duckdb_memory_limit 16MB: raise SHOPLAKE_ENGINE"):
+            run(too_big)
+    assert engine.table("SELECT 1 AS one")["one"].to_pylist() == [1]  # still usable
+    engine.close()
+
+
 def test_a_held_query_is_a_view_over_the_engines_own_tables() -> None:
     engine = DuckDB()
     engine.execute("CREATE TABLE held AS SELECT range AS n FROM range(5)")

@@ -37,14 +37,22 @@ if TYPE_CHECKING:
 
 
 @contextmanager
-def _interrupts_stay_interrupts() -> Iterator[None]:
+def _interrupts_stay_interrupts(memory_limit: str | None) -> Iterator[None]:
     """Ctrl-C during a query is a KeyboardInterrupt, whichever way DuckDB reports it
     (``interrupt()`` raises InterruptException; a SIGINT it caught itself, a RuntimeError),
-    so callers stop cleanly instead of printing a traceback or mistaking it for bad SQL."""
+    so callers stop cleanly instead of printing a traceback or mistaking it for bad SQL.
+    A query that needs more than the memory limit (what it cannot spill) is a ConfigError
+    that names the setting."""
     try:
         yield
     except duckdb.InterruptException:
         raise KeyboardInterrupt from None
+    except duckdb.OutOfMemoryException as exc:
+        limit = f"engine.duckdb_memory_limit {memory_limit}" if memory_limit else "memory"
+        raise ConfigError(
+            f"DuckDB ran out of its {limit}: raise SHOPLAKE_ENGINE__DUCKDB_MEMORY_LIMIT "
+            f"({str(exc).splitlines()[0]})"
+        ) from exc
     except RuntimeError as exc:
         if str(exc).strip() == "Query interrupted":
             raise KeyboardInterrupt from None
@@ -109,12 +117,12 @@ class DuckDB:
             self.con.unregister(name)
 
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
-        with _interrupts_stay_interrupts():
+        with _interrupts_stay_interrupts(self._memory_limit):
             self.con.execute(sql, dict(params) if params else None)
 
     def table(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
         """Run a query and return its result as an Arrow table."""
-        with _interrupts_stay_interrupts():
+        with _interrupts_stay_interrupts(self._memory_limit):
             return self.con.sql(sql, params=dict(params) if params else None).to_arrow_table()
 
     def table_over(
