@@ -39,13 +39,14 @@ def measure(ids: int, batch: int, spill_mib: float | None) -> dict[str, float]:
 
 
 def _grow(ids: int, batch: int, spill_mib: float | None, traced: bool) -> dict[str, float]:
+    from shoplake.pipeline import event_ids
     from shoplake.pipeline.event_ids import EventIdIndex
 
     rng = np.random.default_rng(7)
     index = (
         EventIdIndex(0, DAY)  # (an older checkout may not spill)
         if spill_mib is None
-        else EventIdIndex(0, DAY, file_from=int(spill_mib * 2**20 / 16))
+        else EventIdIndex(0, DAY, file_from=event_ids.ids_in_mib(spill_mib))
     )
     days = pa.array([DAY] * batch, pa.date32())
     adding = looking = 0.0

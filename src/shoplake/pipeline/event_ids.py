@@ -32,6 +32,11 @@ DIGEST_BYTES = 16
 _FILE_MERGE_CHUNK = 1 << 18  # digests of the older run a merge into a file takes at once
 
 
+def ids_in_mib(mib: float) -> int:
+    """How many digests ``mib`` MiB hold (at least one)."""
+    return max(1, int(mib * 2**20 / DIGEST_BYTES))
+
+
 def digests(ids: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     """The 128-bit digests of ``ids`` (strings, no nulls) as two uint64 halves, in order."""
     blake = hashlib.blake2b

@@ -33,7 +33,7 @@ from shoplake.contract.tables import (
 )
 from shoplake.engines.base import Engine, RawEventRules, table_input
 from shoplake.errors import ConfigError
-from shoplake.pipeline.event_ids import EventIdIndex
+from shoplake.pipeline.event_ids import EventIdIndex, ids_in_mib
 from shoplake.pipeline.positions import (
     Positions,
     Ranges,
@@ -118,9 +118,7 @@ class SilverProcessor:
         self.recent = recent or RecentCommits()
         self.rules = RawEventRules(tuple(currencies), watermark_minutes)
         self.dedupe_horizon = timedelta(days=dedupe_horizon_days)
-        self._spill_ids = (
-            None if dedupe_spill_mib is None else max(1, int(dedupe_spill_mib * 2**20 / 16))
-        )
+        self._spill_ids = None if dedupe_spill_mib is None else ids_in_mib(dedupe_spill_mib)
         if not engine.capabilities.validates_raw_events:
             raise ConfigError(
                 f"silver's validation does not run on the {engine.name} engine yet: "
