@@ -1,9 +1,18 @@
+import re
+from datetime import date
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
-from shoplake.contract.events import EVENT_ADAPTER, EVENT_TYPES, json_schema, key_for, topic_for
+from shoplake.contract.events import (
+    EVENT_ADAPTER,
+    EVENT_TYPES,
+    TIMESTAMP_PATTERN,
+    json_schema,
+    key_for,
+    topic_for,
+)
 from shoplake.settings import TopicSettings
 
 ENVELOPE = {
@@ -100,6 +109,29 @@ def test_contract_rules_reject(kind: str, changes: dict[str, Any], field: str) -
     with pytest.raises(ValidationError) as info:
         EVENT_ADAPTER.validate_python(event(kind, **changes))
     assert field in str(info.value)
+
+
+def test_the_timestamp_pattern_holds_the_gregorian_calendar() -> None:
+    """Every day of a whole 400-year cycle and the years around it (and no day 0, 29-31
+    past a month's end, month 0 or 13, year 0) — as Python's calendar has them."""
+    pattern = re.compile(TIMESTAMP_PATTERN)
+    days = {
+        f"{year:04d}-{month:02d}-{day:02d}"
+        for year in [*range(1, 30), *range(1599, 2001), *range(9990, 10000), 0]
+        for month in range(14)
+        for day in range(33)
+    }
+    wrong = [d for d in sorted(days) if bool(pattern.match(f"{d}T10:00:00Z")) != _is_date(d)]
+    assert not wrong
+    assert _is_date("2000-02-29") and not _is_date("1900-02-29")  # the reference is right
+
+
+def _is_date(text: str) -> bool:
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
 
 
 def test_seed_004_events_pass_with_their_location_and_device() -> None:

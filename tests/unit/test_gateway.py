@@ -105,6 +105,25 @@ def test_a_batch_lists_each_rejection_and_keeps_the_valid(
     assert sorted(g["event"]["event_id"] for g in in_log(transport)) == ["e-1", "ok1", "ok2"]
 
 
+def test_a_day_the_calendar_lacks_is_a_bad_timestamp(client: TestClient) -> None:
+    r = client.post(
+        "/v1/events",
+        json=[
+            event("page_view", timestamp=t)
+            for t in ("2026-02-29T10:00:00Z", "2028-02-29T10:00:00Z")
+        ],
+        headers=AUTH,
+    )
+    assert r.json()["accepted"] == 1
+    assert r.json()["rejected"] == [
+        {
+            "index": 0,
+            "reason": "bad_timestamp",
+            "detail": "timestamp is not RFC 3339 with an offset: 2026-02-29T10:00:00Z",
+        }
+    ]
+
+
 def test_ndjson_lines_keep_their_bytes_and_a_bad_line_is_rejected(
     client: TestClient, transport: Transport
 ) -> None:
