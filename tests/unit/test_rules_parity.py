@@ -71,6 +71,8 @@ EDGES: list[dict[str, Any]] = [
     event("page_view", timestamp="2000-02-29T10:00:00+01:00"),
     event("page_view", timestamp="2026-04-31T10:00:00Z"),
     event("page_view", timestamp="0000-03-01T10:00:00Z"),
+    event("page_view", timestamp="2026-03-01T1\u0660:00:00Z"),  # an Arabic-Indic zero
+    event("page_view", timestamp="2026-03-01T10:00:00.\uff15Z"),  # a fullwidth five
     event("page_view", timestamp=1767225600),
     # where engines' casts differ, the pattern decides for all of them
     event("page_view", timestamp="2026-03-01T24:00:00Z"),
@@ -129,6 +131,7 @@ WIRE_EDGES: list[bytes] = [
     orjson.dumps(event("page_view", timestamp="2024-02-29T10:00:00Z")),
     orjson.dumps(event("page_view", timestamp="2100-02-29T10:00:00Z")),
     orjson.dumps(event("page_view", timestamp="2026-11-31T10:00:00Z")),
+    orjson.dumps(event("page_view", timestamp="2026-03-01T10:0\u0660:00Z")),
     orjson.dumps(event("add_to_cart", currency="EUR\n")),
     orjson.dumps(event("add_to_cart", unit_price=3)),
     orjson.dumps(event("add_to_cart", unit_price=-0.0)),

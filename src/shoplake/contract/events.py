@@ -25,16 +25,17 @@ UpdateType = Literal["price_change", "inventory_change", "new_product"]
 # 00-59, offsets within ±18:00: the range every engine's timestamp type and Python's
 # datetime accept alike (DuckDB alone takes 24:00:00 and +23:59; Spark does not). The
 # calendar is in the pattern so that every validator checks it in its regex engine, the
-# gateway's msgspec types included, with no per-event Python call.
-_YEAR = r"(000[1-9]|00[1-9]\d|0[1-9]\d\d|[1-9]\d{3})"
-_LEAP_YEAR = r"(\d\d(0[48]|[2468][048]|[13579][26])|(0[48]|[2468][048]|[13579][26])00)"
+# gateway's msgspec types included, with no per-event Python call. Digits are [0-9]: in
+# Python's and pydantic's regexes \d is any Unicode digit, in the engines' only ASCII.
+_YEAR = r"(000[1-9]|00[1-9][0-9]|0[1-9][0-9][0-9]|[1-9][0-9]{3})"
+_LEAP_YEAR = r"([0-9][0-9](0[48]|[2468][048]|[13579][26])|(0[48]|[2468][048]|[13579][26])00)"
 _DATE = (
-    rf"({_YEAR}-((0[13578]|1[02])-(0[1-9]|[12]\d|3[01])|(0[469]|11)-(0[1-9]|[12]\d|30)"
-    rf"|02-(0[1-9]|1\d|2[0-8]))|{_LEAP_YEAR}-02-29)"
+    rf"({_YEAR}-((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])|(0[469]|11)-(0[1-9]|[12][0-9]|30)"
+    rf"|02-(0[1-9]|1[0-9]|2[0-8]))|{_LEAP_YEAR}-02-29)"
 )
 TIMESTAMP_PATTERN = (
-    rf"^{_DATE}[T ]([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d+)?"
-    r"(Z|[+-]((0\d|1[0-7]):[0-5]\d|18:00))$"
+    rf"^{_DATE}[T ]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]+)?"
+    r"(Z|[+-]((0[0-9]|1[0-7]):[0-5][0-9]|18:00))$"
 )
 
 NonEmpty = Annotated[str, Field(strict=True, min_length=1)]
