@@ -133,6 +133,12 @@ WIRE_EDGES: list[bytes] = [
     orjson.dumps(event("page_view", timestamp="2026-11-31T10:00:00Z")),
     orjson.dumps(event("page_view", timestamp="2026-03-01T10:0\u0660:00Z")),
     orjson.dumps(event("add_to_cart", currency="EUR\n")),
+    # codes are checked as the Literal of every code: escapes, other letters, other lengths
+    orjson.dumps(event("page_view", country="US")).replace(b'"US"', b'"\\u0055S"'),
+    orjson.dumps(event("page_view", country="\u00c9S")),
+    orjson.dumps(event("add_to_cart", currency="EURO")),
+    orjson.dumps(event("add_to_cart", currency="EU")),
+    orjson.dumps(event("add_to_cart", currency="eur")),
     orjson.dumps(event("add_to_cart", unit_price=3)),
     orjson.dumps(event("add_to_cart", unit_price=-0.0)),
     orjson.dumps(event("add_to_cart", quantity=True)),

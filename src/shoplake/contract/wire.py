@@ -11,6 +11,9 @@ at import instead of being skipped.
 from __future__ import annotations
 
 import inspect
+import itertools
+import re
+import string
 import types
 from collections.abc import Callable
 from typing import Annotated, Any, Literal, Union, cast, get_args, get_origin
@@ -37,6 +40,21 @@ def _pattern(pattern: str) -> str:
     # newline; pydantic's regex engine does not: "\Z" is the end of the text in Python.
     anchored = pattern.endswith("$") and not pattern.endswith("\\$")
     return pattern[:-1] + r"\Z" if anchored else pattern
+
+
+# A code of 1-3 uppercase letters (country, currency), as ``_pattern`` leaves it.
+_CODE = re.compile(r"\^\[A-Z\]\{([1-3])\}\\Z")
+
+
+def _constrained(kind: Any, meta: dict[str, Any]) -> Any:
+    """``kind`` with msgspec.Meta(**meta). A code pattern on a str becomes the Literal of
+    every code it matches (17,576 at most): msgspec checks a Literal with one hash lookup
+    in C, a pattern with a call into Python's re (~0.25 µs an event)."""
+    code = _CODE.fullmatch(meta.get("pattern", ""))
+    if kind is str and code is not None and meta.keys() == {"pattern"}:
+        letters = itertools.product(string.ascii_uppercase, repeat=int(code[1]))
+        return Literal[tuple("".join(chars) for chars in letters)]
+    return Annotated[kind, msgspec.Meta(**meta)] if meta else kind
 
 
 def _constraints(metadata: list[Any]) -> tuple[dict[str, Any], list[Callable[[Any], Any]]]:
@@ -71,7 +89,7 @@ def _type(annotation: Any) -> Any:
         meta, after = _constraints(metadata)
         if after:
             raise TypeError(f"an after-validator nested in {annotation!r}: not supported")
-        return Annotated[_type(base), msgspec.Meta(**meta)] if meta else _type(base)
+        return _constrained(_type(base), meta)
     if origin in (Union, types.UnionType):
         return Union[tuple(_type(arg) for arg in get_args(annotation))]  # noqa: UP007
     if origin is list:
@@ -91,9 +109,7 @@ def _struct(model: type[BaseModel], tag: str | None = None) -> type[msgspec.Stru
         if tag is not None and name == "event_type":
             continue
         meta, validators = _constraints(info.metadata)
-        kind = _type(info.annotation)
-        if meta:
-            kind = Annotated[kind, msgspec.Meta(**meta)]
+        kind = _constrained(_type(info.annotation), meta)
         after += [(name, check) for check in validators]
         default = msgspec.NODEFAULT if info.is_required() else info.default
         fields.append((name, kind, default))
