@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from operator import attrgetter
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import orjson
@@ -49,7 +50,7 @@ def split_body(body: bytes, ndjson: bool) -> list[bytes | Any]:
     """The items of a body: raw lines of NDJSON, or the parsed object(s) of a JSON body."""
     items: list[bytes | Any]
     if ndjson:
-        items = [line for line in body.split(b"\n") if line.strip()]
+        items = [line for line in body.split(b"\n") if line and not line.isspace()]
     else:
         try:
             doc = orjson.loads(body)
@@ -79,62 +80,59 @@ class EventValidator:
 
     def judge(self, items: list[bytes | Any]) -> Verdicts:
         out = Verdicts()
+        messages = out.messages
+        decode, routes, currencies = wire.DECODER.decode, self._routes, self.currencies
+        # The valid events' path, inline: a call here is ~0.1 µs of an event's ~3.
         for index, item in enumerate(items):
-            accepted = self._accept(item)
-            if accepted is not None:
-                out.messages.append(accepted)
+            line = isinstance(item, bytes)
+            try:
+                event = decode(item) if line else msgspec.convert(item, wire.WIRE_EVENT)
+            except msgspec.DecodeError:  # ValidationError is one
+                self._explain(index, item, out)
                 continue
-            if isinstance(item, bytes):  # an NDJSON line
-                try:
-                    event = orjson.loads(item)
-                except orjson.JSONDecodeError:
-                    out.rejections.append(Rejection(index, "invalid_json", "line is not JSON"))
-                    continue
-                raw = item
-            else:
-                event, raw = item, b""
-            if not isinstance(event, dict):
-                out.rejections.append(
-                    Rejection(index, "invalid_json", "an event must be a JSON object")
-                )
+            topic, key, has_currency = routes[type(event)]
+            if has_currency and event.currency not in currencies:
+                self._explain(index, item, out)
                 continue
-            problem = self._problem(event)
-            if (
-                problem is not None
-                and problem[0] == "unknown_event_type"
-                and isinstance(event["event_type"], str)
-            ):
-                # seed 004's producers send types of their own: nothing of theirs is lost
-                out.quarantined.append(Rejection(index, *problem))
-                out.messages.append(
-                    OutgoingMessage(self.topics.dead_letter, None, raw or orjson.dumps(event))
-                )
-                continue
-            if problem is not None:
-                out.rejections.append(Rejection(index, *problem))
-                continue
-            topic = topic_for(event["event_type"], self.topics)
-            assert topic is not None  # the model accepted the event type
-            out.messages.append(OutgoingMessage(topic, key_for(event), raw or orjson.dumps(event)))
+            messages.append(_message((topic, key(event), item if line else orjson.dumps(item))))
         return out
 
-    def _accept(self, item: bytes | Any) -> OutgoingMessage | None:
-        """The message of a valid event (a line, or a JSON body's object); None when the
-        wire types refuse it (judge then asks the pydantic models why)."""
-        try:
-            event = (
-                wire.DECODER.decode(item)
-                if isinstance(item, bytes)
-                else msgspec.convert(item, wire.WIRE_EVENT)
+    def _explain(self, index: int, item: bytes | Any, out: Verdicts) -> None:
+        """Judges ``item``, which the wire types refused, by the pydantic models: a
+        rejection with silver's reason, or a message after all (an unknown event type
+        goes to the dead-letter topic)."""
+        if isinstance(item, bytes):  # an NDJSON line
+            try:
+                event = orjson.loads(item)
+            except orjson.JSONDecodeError:
+                out.rejections.append(Rejection(index, "invalid_json", "line is not JSON"))
+                return
+            raw = item
+        else:
+            event, raw = item, b""
+        if not isinstance(event, dict):
+            out.rejections.append(
+                Rejection(index, "invalid_json", "an event must be a JSON object")
             )
-        except msgspec.DecodeError:  # ValidationError is one
-            return None
-        topic, key, has_currency = self._routes[type(event)]
-        if has_currency and event.currency not in self.currencies:
-            return None
-        return OutgoingMessage(
-            topic, key(event), item if isinstance(item, bytes) else orjson.dumps(item)
-        )
+            return
+        problem = self._problem(event)
+        if (
+            problem is not None
+            and problem[0] == "unknown_event_type"
+            and isinstance(event["event_type"], str)
+        ):
+            # seed 004's producers send types of their own: nothing of theirs is lost
+            out.quarantined.append(Rejection(index, *problem))
+            out.messages.append(
+                OutgoingMessage(self.topics.dead_letter, None, raw or orjson.dumps(event))
+            )
+            return
+        if problem is not None:
+            out.rejections.append(Rejection(index, *problem))
+            return
+        topic = topic_for(event["event_type"], self.topics)
+        assert topic is not None  # the model accepted the event type
+        out.messages.append(OutgoingMessage(topic, key_for(event), raw or orjson.dumps(event)))
 
     def _problem(self, event: dict[str, Any]) -> tuple[str, str] | None:
         try:
@@ -145,6 +143,14 @@ class EventValidator:
         if currency is not None and currency not in self.currencies:
             return ("unknown_currency", f"currency has no exchange rate in settings: {currency}")
         return None
+
+
+# OutgoingMessage's own __new__ is a Python function (~0.3 µs); this builds the same tuple
+# in one C call, once for every valid event.
+_message = cast(
+    Callable[[tuple[str, str | None, bytes]], OutgoingMessage],
+    partial(tuple.__new__, OutgoingMessage),
+)
 
 
 def _key_reader(fields: tuple[str, ...]) -> Callable[[Any], str | None]:

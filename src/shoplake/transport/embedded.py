@@ -208,9 +208,11 @@ class EmbeddedLog:
                 else:
                     key_bytes = key.encode()
                     pid = plist[crc32(key_bytes) % len(plist)]
-                keys, values = grouped.setdefault(pid, ([], []))
-                keys.append(key_bytes)
-                values.append(value)
+                group = grouped.get(pid)
+                if group is None:  # (not setdefault: its default is built for every record)
+                    group = grouped[pid] = ([], [])
+                group[0].append(key_bytes)
+                group[1].append(value)
             self._round_robin = rr
             rows = []
             for pid, (keys, values) in grouped.items():
