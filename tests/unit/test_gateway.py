@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import orjson
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from shoplake.contract.events import EVENT_TYPES
 from shoplake.errors import TransportError
-from shoplake.gateway.app import create_app
+from shoplake.gateway.app import create_app, opentelemetry_config
 from shoplake.settings import Settings
 from shoplake.transport import Transport, open_transport
 from shoplake.transport.base import OutgoingMessage
@@ -378,3 +380,15 @@ def test_an_app_started_again_after_its_lifespan_ended_still_appends(
     r = TestClient(app).post("/v1/events", json=event("page_view", event_id="e9"), headers=AUTH)
     assert r.status_code == 202
     assert sorted(g["event"]["event_id"] for g in in_log(transport)) == ["e0", "e1", "e2", "e9"]
+
+
+def test_fastapis_opentelemetry_is_on_only_when_the_environment_configures_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in [n for n in os.environ if n.startswith("OTEL_")]:
+        monkeypatch.delenv(name)
+    off = opentelemetry_config()
+    assert off == {"tracing": False, "metrics": False, "logs": False}
+    assert not FastAPI(telemetry=off)._native_telemetry.enabled()
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "shoplake-gateway")
+    assert opentelemetry_config() == {}  # FastAPI's defaults

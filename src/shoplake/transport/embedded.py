@@ -58,20 +58,27 @@ CREATE TABLE IF NOT EXISTS consumer_offsets (
 """
 
 _BATCH_SCHEMA = pa.schema([pa.field("key", pa.binary()), pa.field("value", pa.binary())])
-_IPC = pa.ipc.IpcWriteOptions(compression="zstd")  # smaller and faster than lz4 here
-_IPC_PLAIN = pa.ipc.IpcWriteOptions()
+# zstd: a 500-event batch in 27 KB (lz4: 47, plain: 193) for 0.44 ms (lz4: 0.32; measured
+# 2026-12-07)
+_IPC = pa.ipc.IpcWriteOptions(compression="zstd")
 # zstd costs ~0.2 ms per batch whatever its size: ten times the encoding of one event, for
 # no gain on a few events (the gateway's single-event requests). Larger batches shrink 5x.
 _COMPRESS_FROM_BYTES = 8192
 
 
-def _encode(keys: list[bytes | None], values: list[bytes]) -> bytes:
-    batch = pa.record_batch(
-        [pa.array(keys, pa.binary()), pa.array(values, pa.binary())], schema=_BATCH_SCHEMA
-    )
+# A small batch's IPC stream, byte for byte as pa.ipc.new_stream writes it, without the
+# writer (~10 µs of the ~25 a partition of a small append cost: single-event requests
+# make appends of a few records over many partitions).
+_SCHEMA_MESSAGE = _BATCH_SCHEMA.serialize().to_pybytes()
+_END_OF_STREAM = b"\xff\xff\xff\xff\x00\x00\x00\x00"
+
+
+def _encode(batch: pa.RecordBatch) -> bytes:
+    """One partition's records (a slice of the append's batch) as an IPC stream."""
+    if batch.nbytes < _COMPRESS_FROM_BYTES:
+        return b"".join((_SCHEMA_MESSAGE, batch.serialize().to_pybytes(), _END_OF_STREAM))
     sink = pa.BufferOutputStream()
-    options = _IPC if batch.nbytes >= _COMPRESS_FROM_BYTES else _IPC_PLAIN
-    with pa.ipc.new_stream(sink, _BATCH_SCHEMA, options=options) as writer:
+    with pa.ipc.new_stream(sink, _BATCH_SCHEMA, options=_IPC) as writer:
         writer.write_batch(batch)
     return bytes(sink.getvalue().to_pybytes())
 
@@ -214,11 +221,21 @@ class EmbeddedLog:
                 group[0].append(key_bytes)
                 group[1].append(value)
             self._round_robin = rr
+            # one batch for the whole append, in partition order, sliced per partition
+            batch = pa.record_batch(
+                [
+                    pa.array([k for keys, _ in grouped.values() for k in keys], pa.binary()),
+                    pa.array([v for _, values in grouped.values() for v in values], pa.binary()),
+                ],
+                schema=_BATCH_SCHEMA,
+            )
             rows = []
-            for pid, (keys, values) in grouped.items():
-                base = next_offsets[pid]
-                rows.append((pid, base, base + len(values) - 1, now_ms, _encode(keys, values)))
-                next_offsets[pid] = base + len(values)
+            start = 0
+            for pid, (_, values) in grouped.items():
+                base, n = next_offsets[pid], len(values)
+                rows.append((pid, base, base + n - 1, now_ms, _encode(batch.slice(start, n))))
+                next_offsets[pid] = base + n
+                start += n
             self._conn.executemany(
                 "INSERT INTO batches (pid, base_offset, last_offset, ts, data) "
                 "VALUES (?, ?, ?, ?, ?)",
