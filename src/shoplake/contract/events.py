@@ -27,7 +27,7 @@ UpdateType = Literal["price_change", "inventory_change", "new_product"]
 # calendar is in the pattern so that every validator checks it in its regex engine, the
 # gateway's msgspec types included, with no per-event Python call. Digits are [0-9]: in
 # Python's and pydantic's regexes \d is any Unicode digit, in the engines' only ASCII.
-_YEAR = r"(000[1-9]|00[1-9][0-9]|0[1-9][0-9][0-9]|[1-9][0-9]{3})"
+_YEAR = r"([1-9][0-9]{3}|0[1-9][0-9][0-9]|00[1-9][0-9]|000[1-9])"  # the usual first
 _LEAP_YEAR = r"([0-9][0-9](0[48]|[2468][048]|[13579][26])|(0[48]|[2468][048]|[13579][26])00)"
 _DATE = (
     rf"({_YEAR}-((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])|(0[469]|11)-(0[1-9]|[12][0-9]|30)"
