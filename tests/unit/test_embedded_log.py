@@ -6,6 +6,7 @@ import pytest
 
 from shoplake.errors import ConfigError, TransportError
 from shoplake.settings import Settings
+from shoplake.transport import embedded
 from shoplake.transport.base import OutgoingMessage, TopicPartition
 from shoplake.transport.embedded import _BATCH_SCHEMA, EmbeddedLog, _encode
 
@@ -152,10 +153,13 @@ def test_small_plain_and_large_compressed_batches_read_back_alike(settings: Sett
     assert got["offset"].to_pylist() == list(range(202))
 
 
+@pytest.mark.parametrize("rows_a_statement", [1000, 2])
 def test_one_append_over_many_topics_and_partitions_keeps_each_record_whole(
-    settings: Settings,
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, rows_a_statement: int
 ) -> None:
-    # an append's records are encoded as one batch, sliced per partition
+    # an append's records are encoded as one batch, sliced per partition, and written in
+    # statements of many rows (also when they take several)
+    monkeypatch.setattr(embedded, "_ROWS_A_STATEMENT", rows_a_statement)
     log = open_log(settings)
     topics = ["purchases", "payments", "page-views"]
     sent = [
@@ -170,8 +174,12 @@ def test_one_append_over_many_topics_and_partitions_keeps_each_record_whole(
         row = by_value[i]
         assert (row["topic"], row["key"]) == (message.topic, message.key and message.key.encode())
     for tp in {(row["topic"], row["partition"]) for row in got}:
-        values = [int(r["value"]) for r in got if (r["topic"], r["partition"]) == tp]
+        rows = [r for r in got if (r["topic"], r["partition"]) == tp]
+        values = [int(r["value"]) for r in rows]
         assert values == sorted(values)  # sent order within a partition
+        assert [r["offset"] for r in rows] == list(range(len(rows)))
+    log.append(sent[:10])  # the next append goes on from the offsets the last one moved
+    assert sum(log.end_offsets().values()) == 310
 
 
 def test_a_small_batch_is_the_ipc_stream_arrow_writes(settings: Settings) -> None:
@@ -185,4 +193,4 @@ def test_a_small_batch_is_the_ipc_stream_arrow_writes(settings: Settings) -> Non
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, _BATCH_SCHEMA) as writer:
             writer.write_batch(part)
-        assert _encode(part) == sink.getvalue().to_pybytes()
+        assert _encode(part, size=8) == sink.getvalue().to_pybytes()
