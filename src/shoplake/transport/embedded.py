@@ -78,11 +78,11 @@ def _encode(batch: pa.RecordBatch, size: int) -> bytes:
     """One partition's records (a slice of the append's batch; ``size``: its values'
     bytes) as an IPC stream."""
     if size < _COMPRESS_FROM_BYTES:
-        return b"".join((_SCHEMA_MESSAGE, batch.serialize().to_pybytes(), _END_OF_STREAM))
+        return b"".join((_SCHEMA_MESSAGE, batch.serialize(), _END_OF_STREAM))  # one copy
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, _BATCH_SCHEMA, options=_IPC) as writer:
         writer.write_batch(batch)
-    return bytes(sink.getvalue().to_pybytes())
+    return bytes(sink.getvalue())
 
 
 def _decode(data: bytes) -> pa.RecordBatch:
