@@ -240,8 +240,9 @@ class EmbeddedLog:
                 next_offsets[pid] = base + n
                 start += n
             # A statement for many rows: executemany steps SQLite once a row, and each
-            # step lets go of the GIL, which a busy event loop gives back only after its
-            # switch interval (the gateway's appends waited ~1 ms a row).
+            # step lets go of the GIL, which a busy event loop may keep for its switch
+            # interval (5 ms). An append of 988 records beside a busy Python thread took
+            # 114 ms so, 184 with executemany (and zstd on Arrow's thread pool).
             moved = [(pid, next_offsets[pid]) for pid in grouped]
             for first in range(0, len(rows), _ROWS_A_STATEMENT):
                 chunk = rows[first : first + _ROWS_A_STATEMENT]
