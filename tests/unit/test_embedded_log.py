@@ -182,15 +182,18 @@ def test_one_append_over_many_topics_and_partitions_keeps_each_record_whole(
     assert sum(log.end_offsets().values()) == 310
 
 
-def test_a_small_batch_is_the_ipc_stream_arrow_writes(settings: Settings) -> None:
-    # written without the stream writer, but byte for byte what it writes (any Arrow
-    # reader, and logs written before, read the same format)
-    batch = pa.record_batch(
-        [pa.array([b"x", None, b"k", b"k2"]), pa.array([b"a", b"b", b"c", b"d"])],
-        schema=_BATCH_SCHEMA,
-    )
-    for part in (batch, batch.slice(1, 2)):
+def test_each_partitions_batch_is_the_ipc_stream_arrow_writes(settings: Settings) -> None:
+    # written without a stream writer each, but byte for byte what one writes (any Arrow
+    # reader, and logs written before, read the same format): small slices plain, larger
+    # ones compressed through one shared writer
+    values = [f"{i:0300d}".encode() for i in range(120)]
+    batch = pa.record_batch([pa.array([b"k", None] * 60), pa.array(values)], schema=_BATCH_SCHEMA)
+    slices = [batch.slice(0, 2), batch.slice(2, 40), batch.slice(42, 1), batch.slice(43, 77)]
+    sized = [(part, sum(len(v) for v in part["value"].to_pylist())) for part in slices]
+    assert [size >= embedded._COMPRESS_FROM_BYTES for _, size in sized] == [0, 1, 0, 1]
+    for (part, size), stream in zip(sized, _encode(sized), strict=True):
         sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, _BATCH_SCHEMA) as writer:
+        options = embedded._IPC if size >= embedded._COMPRESS_FROM_BYTES else None
+        with pa.ipc.new_stream(sink, _BATCH_SCHEMA, options=options) as writer:
             writer.write_batch(part)
-        assert _encode(part, size=8) == sink.getvalue().to_pybytes()
+        assert stream == sink.getvalue().to_pybytes()
