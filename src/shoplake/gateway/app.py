@@ -81,7 +81,7 @@ class ErrorBody(BaseModel):
 def opentelemetry_config() -> TelemetryConfig:
     """FastAPI's OpenTelemetry instrumentation, on when the environment configures
     OpenTelemetry (any OTEL_ variable) as the gateway starts. Off otherwise: it asks the
-    environment for providers on every request (~10% of a single-event request), and
+    environment for providers on every request (3.5 µs, ~2% of a single-event request), and
     shoplake's own metrics are Prometheus' (``/metrics``)."""
     if any(name.startswith("OTEL_") for name in os.environ):
         return {}
