@@ -182,7 +182,7 @@ def test_one_append_over_many_topics_and_partitions_keeps_each_record_whole(
     assert sum(log.end_offsets().values()) == 310
 
 
-def test_each_partitions_batch_is_the_ipc_stream_arrow_writes(settings: Settings) -> None:
+def test_each_partitions_batch_is_the_ipc_stream_arrow_writes() -> None:
     # written without a stream writer each, but byte for byte what one writes (any Arrow
     # reader, and logs written before, read the same format): small slices plain, larger
     # ones compressed through one shared writer
