@@ -18,13 +18,23 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from shoplake.contract.tables import DATA_QUALITY_REPORT, DIM_CUSTOMERS, EVENT_TABLES, RAW_EVENTS
+from shoplake.contract.tables import (
+    DATA_QUALITY_REPORT,
+    DIM_CUSTOMERS,
+    EVENT_TABLES,
+    ORDERS,
+    PAGE_VIEWS,
+    PAYMENTS,
+    RAW_EVENTS,
+    TableSpec,
+)
 from shoplake.engines import open_models_engine
-from shoplake.errors import TableNotFound
+from shoplake.errors import TableError, TableNotFound
 from shoplake.pipeline import refresher
+from shoplake.pipeline.positions import positions_of
 from shoplake.pipeline.reconcile import current_gold, recomputed_gold
 from shoplake.pipeline.runner import Pipeline
-from shoplake.pipeline.silver import pending_ranges
+from shoplake.pipeline.silver import SILVER_TABLES, pending_ranges
 from shoplake.settings import Settings
 from shoplake.simulator import ShopSimulator
 from shoplake.tables import open_store
@@ -124,6 +134,62 @@ def test_a_continuous_run_keeps_sales_per_minute_current_every_round(tmp_path: P
     assert gold["gold.fct_sales_minute"]  # counted in gold within the round…
     assert not gold["gold.daily_sales_summary"]  # …while the daily tables wait their turn
     p.run("both", until_idle=True)
+    assert current_gold(p.store) == one_shot_gold()
+    p.close()
+
+
+def _consumed(p: Pipeline, spec: TableSpec) -> int:
+    """The bronze records ``spec`` has consumed, over every partition."""
+    return sum(positions_of(p.store.open(spec), p.transport.partitions()).values())
+
+
+def test_sales_per_minute_does_not_wait_for_silvers_other_tables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a continuous run's round the FAST lane steps as soon as the order tables have
+    committed the batch, before the page views and the rest do."""
+    s = Settings(home=tmp_path)
+    feed(s, list(stream()))
+    p = Pipeline(s)
+    p.run("ingestion", until_idle=True)
+    seen: dict[str, int] = {}
+    step_models = Pipeline._step_models
+
+    def spy(self: Pipeline, models: Any, tps: Any, stats: Any) -> int:
+        seen.update({spec.name: _consumed(self, spec) for spec in (ORDERS, PAYMENTS, PAGE_VIEWS)})
+        return int(step_models(self, models, tps, stats))
+
+    monkeypatch.setattr(Pipeline, "_step_models", spy)
+    p.process_once(fast_only=True)
+    assert seen == {"orders": N, "payments": N, "page_views": 0}
+    assert all(_consumed(p, spec) == N for spec in SILVER_TABLES)  # the round finished
+    assert (
+        current_gold(p.store)["gold.fct_sales_minute"] == one_shot_gold()["gold.fct_sales_minute"]
+    )
+    p.close()
+
+
+def test_a_round_stopped_after_the_order_tables_loses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The FAST lane failing within silver's step leaves the other silver tables behind
+    the order tables; the next round catches them up, each event once."""
+    s = Settings(home=tmp_path)
+    feed(s, list(stream()))
+    p = Pipeline(s)
+    p.run("ingestion", until_idle=True)
+
+    def fails(*_: Any) -> int:
+        raise TableError("the disk went away")
+
+    with monkeypatch.context() as m:
+        m.setattr(Pipeline, "_step_models", fails)
+        with pytest.raises(TableError):
+            p.process_once(fast_only=True)
+    assert (_consumed(p, ORDERS), _consumed(p, PAGE_VIEWS)) == (N, 0)
+    p.process_once(fast_only=True)
+    assert all(_consumed(p, spec) == N for spec in SILVER_TABLES)
+    p.run("processing", until_idle=True)
     assert current_gold(p.store) == one_shot_gold()
     p.close()
 

@@ -18,11 +18,12 @@ from shoplake.pipeline.ingest import BronzeIngest
 from shoplake.pipeline.positions import RecentCommits, SharedReads
 from shoplake.pipeline.refresher import GoldRefresher, step_models
 from shoplake.pipeline.registry import Lane, build_models
-from shoplake.pipeline.silver import SilverProcessor
+from shoplake.pipeline.silver import SilverProcessor, StepResult
 from shoplake.pipeline.steptrace import step
 from shoplake.settings import EngineSettings, Settings
 from shoplake.tables import TableStore, open_store
 from shoplake.transport import Transport, open_transport
+from shoplake.transport.base import TopicPartition
 
 log = logging.getLogger(__name__)
 _MAX_BACKOFF_S = 5.0  # the longest wait between retries of a transient error
@@ -141,33 +142,57 @@ class Pipeline:
             return 0
         tps = self.transport.partitions()
         silver_stage, models = self._processing_stages()
-        work = 0
-        cfg = self.settings.pipeline
-        if silver:
-            started = time.monotonic()
-            with step("silver"):
-                result = silver_stage.step(tps, cfg.batch_max_records)
-            if result.rows_in and self.observer is not None:
-                self.observer.stage("silver", result.rows_in, time.monotonic() - started)
-            if self.observer is not None:
-                self._awaiting_gold.extend(result.order_times)
-                self.observer.dedupe_index(
-                    silver_stage.dedupe_ids, silver_stage.dedupe_ids_in_files
-                )
-            stats.bronze_read += result.rows_in
-            stats.silver_written += result.rows_written
-            stats.duplicates_dropped += result.duplicates_dropped
-            work += result.rows_in
-            # Catching up on a backlog of more than one batch (silver has more after this
-            # one, or the log holds more than a batch): the models take it in one pass later.
-            # A stream's usual small lag is no backlog: gold follows every round.
-            waited = time.monotonic() - self._models_ran_at
-            behind = result.backlog > 0 or upstream_backlog > cfg.batch_max_records
-            if behind and waited < cfg.catch_up_gold_every_s:
-                return work
-        self._models_ran_at = started = time.monotonic()
         if fast_only:
             models = [m for m in models if m.decl.lane is Lane.FAST]
+        if not silver:
+            return self._step_models(models, tps, stats)
+        stepped: list[tuple[int, float]] = []  # (rows, seconds) of the models within silver
+
+        def models_after_orders(so_far: StepResult) -> None:
+            # The FAST lane is made of the order tables alone: gold.fct_sales_minute
+            # follows them before silver's other tables (most of a round) commit.
+            if not self._models_wait(so_far.backlog, upstream_backlog):
+                began = time.monotonic()
+                self._awaiting_gold.extend(so_far.order_times)
+                stepped.append((self._step_models(models, tps, stats), time.monotonic() - began))
+
+        started = time.monotonic()
+        with step("silver"):
+            result = silver_stage.step(
+                tps,
+                self.settings.pipeline.batch_max_records,
+                after_orders=models_after_orders if fast_only else None,
+            )
+        if result.rows_in and self.observer is not None:
+            in_silver = time.monotonic() - started - sum(s for _, s in stepped)
+            self.observer.stage("silver", result.rows_in, in_silver)
+        if self.observer is not None:
+            if not stepped:
+                self._awaiting_gold.extend(result.order_times)
+            self.observer.dedupe_index(silver_stage.dedupe_ids, silver_stage.dedupe_ids_in_files)
+        stats.bronze_read += result.rows_in
+        stats.silver_written += result.rows_written
+        stats.duplicates_dropped += result.duplicates_dropped
+        if stepped:
+            return result.rows_in + stepped[0][0]
+        if self._models_wait(result.backlog, upstream_backlog):
+            return result.rows_in
+        return result.rows_in + self._step_models(models, tps, stats)
+
+    def _models_wait(self, silver_backlog: int, upstream_backlog: int) -> bool:
+        """Whether the models wait: catching up on a backlog of more than one batch
+        (silver has more after this step, or the log holds more than a batch), they take
+        it in one pass later, but at least every ``catch_up_gold_every_s``. A stream's
+        usual small lag is no backlog: gold follows every round."""
+        cfg = self.settings.pipeline
+        behind = silver_backlog > 0 or upstream_backlog > cfg.batch_max_records
+        return behind and time.monotonic() - self._models_ran_at < cfg.catch_up_gold_every_s
+
+    def _step_models(
+        self, models: list[DerivedModel], tps: list[TopicPartition], stats: RunStats
+    ) -> int:
+        """One pass of ``models``; the rows they wrote."""
+        self._models_ran_at = started = time.monotonic()
         derived = step_models(models, tps, self._shared)
         stats.gold_rows += derived
         if self.observer is not None:
@@ -176,7 +201,7 @@ class Pipeline:
             now = time.time()
             self.observer.visible_in_gold([now - t for t in self._awaiting_gold])
             self._awaiting_gold.clear()
-        return work + derived
+        return derived
 
     def step_silver(self) -> int:
         """One silver step (bronze → the silver tables) of up to a batch, without the
