@@ -66,11 +66,12 @@ if TYPE_CHECKING:
 ORDER_TABLES: tuple[TableSpec, ...] = (ORDERS, PAYMENTS)
 # Silver tables appended from bronze: the engine derives each from the batch.
 SILVER_FROM_BRONZE: tuple[TableSpec, ...] = (
-    *ORDER_TABLES,
     QUARANTINE,
     PAGE_VIEWS,
     CART_EVENTS,
+    ORDERS,
     ORDER_ITEMS,
+    PAYMENTS,
     USER_SESSIONS,
     PRODUCT_UPDATES,
 )
