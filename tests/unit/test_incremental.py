@@ -162,6 +162,7 @@ def test_sales_per_minute_does_not_wait_for_silvers_other_tables(
     monkeypatch.setattr(Pipeline, "_step_models", spy)
     p.process_once(fast_only=True)
     assert seen == {"orders": N, "payments": N, "page_views": 0}
+    assert not p._awaiting_gold  # no observer: no order times kept for one
     assert all(_consumed(p, spec) == N for spec in SILVER_TABLES)  # the round finished
     assert (
         current_gold(p.store)["gold.fct_sales_minute"] == one_shot_gold()["gold.fct_sales_minute"]

@@ -153,7 +153,8 @@ class Pipeline:
             # follows them before silver's other tables (most of a round) commit.
             if not self._models_wait(so_far.backlog, upstream_backlog):
                 began = time.monotonic()
-                self._awaiting_gold.extend(so_far.order_times)
+                if self.observer is not None:  # (else nothing clears them)
+                    self._awaiting_gold.extend(so_far.order_times)
                 stepped.append((self._step_models(models, tps, stats), time.monotonic() - began))
 
         started = time.monotonic()
