@@ -69,3 +69,33 @@ def test_a_table_made_again_in_the_same_place_has_its_own_positions(
     again.append(ORDER_PAYMENTS, rows, to_app_ids({TPS[1]: 7}))
     assert positions_of(again.open(ORDER_PAYMENTS), TPS) == {TPS[0]: 0, TPS[1]: 7}
     again.close()
+
+
+def test_a_held_table_is_brought_up_to_date_only_when_another_writer_committed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # delta-rs's update lists the whole _delta_log (a file a commit): a round opens each
+    # table a few times, so it must not list when nothing new was committed.
+    updates: list[int] = []
+    update = DeltaTable.update_incremental
+
+    def counted(self: DeltaTable) -> None:
+        updates.append(self.version())
+        update(self)
+
+    monkeypatch.setattr(DeltaTable, "update_incremental", counted)
+    writer, reader = (open_store(Settings(home=tmp_path)) for _ in range(2))
+    writer.ensure(ORDER_PAYMENTS)
+    rows = order_payment_rows({"o1": datetime(2026, 3, 1, 12, tzinfo=UTC)}, [1])
+    assert reader.open(ORDER_PAYMENTS).scan().num_rows == 0
+    for n in (1, 2):
+        writer.append(ORDER_PAYMENTS, rows, to_app_ids({TPS[0]: n}))
+        for _ in range(3):  # its own commits moved the writer's table: nothing to list
+            assert writer.open(ORDER_PAYMENTS).scan().num_rows == n
+    assert updates == []
+    for _ in range(3):  # the reader sees both commits, listing the log once
+        assert reader.open(ORDER_PAYMENTS).scan().num_rows == 2
+        assert positions_of(reader.open(ORDER_PAYMENTS), TPS)[TPS[0]] == 2
+    assert len(updates) == 1
+    writer.close()
+    reader.close()
